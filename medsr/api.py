@@ -1,0 +1,327 @@
+"""The public Python API: archive, restore, verify, inspect. The CLI and the PACS plugin call these."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .archive import ArchiveData, ArchiveInfo, VerifyResult, read_archive, read_info, verify_archive, write_archive
+from .codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
+from .engine import EngineConfig, restore_stack, select_device, to_stored
+from .errors import ArchiveError, InputError, MedsrError, OutputError, QualityGateError
+from .io import Series, atomic_dir, atomic_file, read_series
+
+log = logging.getLogger("medsr")
+
+Progress = Callable[[str, int, int], None]  # (stage, done_increment, total)
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    operator: str = "area4-v1"
+    method: str = "auto"  # auto (the default model if shipped, else bicubic) | model | bicubic
+    model: str | None = None  # registry name or safetensors path
+    device: str = "auto"
+    consistency: bool = True
+    series_uid: str | None = None
+    allow_modalities: tuple[str, ...] = ("MR",)
+    force: bool = False
+    delete_original: bool = False
+    min_psnr: float | None = None
+    min_ssim: float | None = None
+    min_psnr_fg: float | None = None
+    keep_below_threshold: bool = False
+    baselines: bool = True  # compute the JPEG 2000 baseline (bicubic is always computed)
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    archive: Path
+    info: ArchiveInfo
+    audit: dict
+    deleted: tuple[Path, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.info.ratio
+
+    def summary(self) -> dict:
+        """The flat JSON object ``medsr archive --json`` prints."""
+        m = self.audit.get("methods", {})
+
+        def g(method, key):
+            v = m.get(method, {}).get(key)
+            return None if v is None else round(float(v), 4)
+
+        out = {
+            "archive": str(self.archive), "slices": self.info.n_slices,
+            "original_bytes": self.info.original_file_bytes, "archive_bytes": self.info.archive_bytes,
+            "ratio": round(self.info.ratio, 3), "pixel_ratio": round(self.info.pixel_ratio, 3),
+            "method": self.info.method, "model_id": self.info.model_id, "operator": self.info.operator,
+            "psnr": g("restored", "psnr"), "ssim": g("restored", "ssim"), "psnr_fg": g("restored", "psnr_fg"),
+            "ssim_fg": g("restored", "ssim_fg"),
+            "psnr_bicubic": g("bicubic", "psnr"), "ssim_bicubic": g("bicubic", "ssim"),
+            "psnr_fg_bicubic": g("bicubic", "psnr_fg"), "ssim_fg_bicubic": g("bicubic", "ssim_fg"),
+            "psnr_j2k": g("jpeg2000", "psnr"), "ssim_j2k": g("jpeg2000", "ssim"),
+            "psnr_fg_j2k": g("jpeg2000", "psnr_fg"), "ssim_fg_j2k": g("jpeg2000", "ssim_fg"),
+            "below_threshold": self.info.below_threshold,
+            "deleted_originals": len(self.deleted), "seconds": round(self.seconds, 3),
+        }
+        return out
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    method: str | None = None  # None: what the archive recorded
+    model: str | None = None  # None: the archive's model
+    device: str = "auto"
+    consistency: bool = True
+    format: str = "dicom"  # dicom | nifti
+    force: bool = False
+    batch_size: int = 0
+    precision: str = "auto"
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    output: Path
+    slices: int
+    seconds: float
+    device: str
+    method: str
+    model_id: str
+    files: tuple[Path, ...] = ()
+    warnings: tuple[str, ...] = ()
+    audit: dict | None = None
+
+    def summary(self) -> dict:
+        d = {"output": str(self.output), "slices": self.slices, "seconds": round(self.seconds, 3),
+             "device": self.device, "method": self.method, "model_id": self.model_id,
+             "slices_per_second": round(self.slices / max(self.seconds, 1e-9), 2), "warnings": list(self.warnings)}
+        if self.audit is not None:
+            d["audit"] = _flat_audit(self.audit)
+        return d
+
+
+def _flat_audit(audit: dict) -> dict:
+    out = {}
+    for method, key in (("restored", ""), ("bicubic", "_bicubic"), ("jpeg2000", "_j2k")):
+        for metric in ("psnr", "psnr_fg", "ssim", "ssim_fg"):
+            v = audit.get("methods", {}).get(method, {}).get(metric)
+            if v is not None:
+                out[metric + key] = round(float(v), 4)
+    return out
+
+
+# --------------------------------------------------------------------------- models
+
+def _resolve_model(method: str, model: str | None):
+    """-> (method, LoadedModel | None). ``auto`` uses the default shipped model, else bicubic."""
+    from .models import DEFAULT_MODEL, REGISTRY, create_model
+
+    if method == "auto":
+        if model is not None:
+            method = "model"
+        elif DEFAULT_MODEL in REGISTRY:
+            method, model = "model", DEFAULT_MODEL
+        else:
+            method = "bicubic"
+    if method == "model":
+        return method, create_model(model or DEFAULT_MODEL)
+    if method in ("bicubic", "nearest"):
+        return method, None
+    raise MedsrError(f"unknown method {method!r} (auto, model, bicubic)")
+
+
+# --------------------------------------------------------------------------- restore core
+
+def _restore_pixels(lr: np.ndarray, *, window, scale: int, operator: str, rows: int, cols: int,
+                    dtype, value_range, engine: EngineConfig, module, progress=None) -> np.ndarray:
+    hr = restore_stack(lr, window, scale, config=engine, module=module, operator=operator, progress=progress)
+    return to_stored(crop_to(hr, rows, cols), np.dtype(dtype), value_range)
+
+
+def _value_range(dtype: str, bits_stored: int, pixel_representation: int, fallback: np.ndarray | None = None):
+    dt = np.dtype(dtype)
+    if not np.issubdtype(dt, np.integer):
+        return (-np.inf, np.inf)
+    if pixel_representation == 1:
+        return (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1)
+    return (0, (1 << min(bits_stored, dt.itemsize * 8)) - 1)
+
+
+def _stored_pixel_bytes(lowres: np.ndarray) -> int:
+    """Exact compressed size of the low-res dataset with the archive's filters (in-memory HDF5)."""
+    import h5py
+
+    from .archive.format import GZIP_LEVEL
+
+    with h5py.File("mem.h5", "w", driver="core", backing_store=False) as f:
+        d = f.create_dataset("x", data=lowres, chunks=(1,) + lowres.shape[1:], compression="gzip",
+                             compression_opts=GZIP_LEVEL, shuffle=True)
+        return int(d.id.get_storage_size())
+
+
+def _tick(progress: Progress | None, stage: str, total: int):
+    if progress is None:
+        return None
+    return lambda k: progress(stage, k, total)
+
+
+# --------------------------------------------------------------------------- archive
+
+def archive_series(series: str | Path | Series, output: str | Path, options: ArchiveOptions = ArchiveOptions(),
+                   *, progress: Progress | None = None) -> ArchiveResult:
+    """Archive one MR series (folder or NIfTI, or an already read Series) into ``output``.
+
+    Restores it in memory with the same code as ``restore_archive``, audits that restore
+    against the original (with bicubic and JPEG 2000 baselines), applies the quality
+    gates, then writes the archive atomically. With ``delete_original`` the source files
+    are removed only after the written archive was re-read and verified.
+    """
+    t0 = time.perf_counter()
+    output = Path(output)
+    if output.exists() and not options.force:
+        raise OutputError("already exists (use --force to replace it)", path=output)
+    if output.exists() and output.is_dir():
+        raise OutputError("is a folder; give an archive file name", path=output)
+    if not output.parent.exists():
+        raise OutputError("output folder does not exist", path=output.parent)
+    if not isinstance(series, Series):
+        series = read_series(series, series_uid=options.series_uid, allow_modalities=options.allow_modalities)
+    op = get_operator(options.operator)
+    rows, cols = series.shape
+    padded, pad = pad_to_multiple(series.pixels, op.scale)
+    lowres = downsample(padded, op.id)
+    window = intensity_window(lowres)
+    method, loaded = _resolve_model(options.method, options.model)
+    if loaded is not None and loaded.scale != op.scale:
+        raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
+    engine = EngineConfig(method=method, device=options.device, consistency=options.consistency)
+    restored = _restore_pixels(lowres, window=window, scale=op.scale, operator=op.id, rows=rows, cols=cols,
+                               dtype=series.pixels.dtype, value_range=series.value_range, engine=engine,
+                               module=loaded.module if loaded else None,
+                               progress=_tick(progress, "restore (audit)", series.n_slices))
+    stored_bytes = _stored_pixel_bytes(lowres)
+    from .audit_run import build_audit
+
+    audit = build_audit(series, lowres=lowres, restored=restored, scale=op.scale, operator=op.id,
+                        stored_pixel_bytes=stored_bytes, method=method,
+                        model_id=loaded.model_id if loaded else method, with_j2k=options.baselines,
+                        consistency=options.consistency, device=select_device(options.device),
+                        progress=_tick(progress, "audit", series.n_slices))
+    below = _check_gates(audit, options, series)
+    info = write_archive(output, series=series, lowres=lowres, window=window, operator=op.id, scale=op.scale,
+                         pad=pad, method=method, model_id=loaded.model_id if loaded else method,
+                         model_sha256=loaded.sha256 if loaded else "", audit=audit, below_threshold=below,
+                         force=options.force)
+    deleted: tuple[Path, ...] = ()
+    if options.delete_original:
+        deleted = _delete_verified_originals(output, series)
+    return ArchiveResult(archive=output, info=info, audit=audit, deleted=deleted, seconds=time.perf_counter() - t0)
+
+
+def _check_gates(audit: dict, options: ArchiveOptions, series: Series) -> bool:
+    r = audit["methods"]["restored"]
+    failures = []
+    for name, key, floor in (("PSNR", "psnr", options.min_psnr), ("SSIM", "ssim", options.min_ssim),
+                             ("foreground PSNR", "psnr_fg", options.min_psnr_fg)):
+        if floor is not None and not (r.get(key) is not None and r[key] >= floor):
+            failures.append(f"{name} {r.get(key, float('nan')):.4g} < {floor:g}")
+    if failures and not options.keep_below_threshold:
+        raise QualityGateError("quality gate not met (" + "; ".join(failures) + "); nothing was written "
+                               "(lower the gate, or --keep-below-threshold to write it marked)", path=series.source)
+    return bool(failures)
+
+
+def _delete_verified_originals(archive: Path, series: Series) -> tuple[Path, ...]:
+    """Delete source files only if the archive re-reads, verifies, and records their exact bytes."""
+    import hashlib
+
+    check = verify_archive(archive)
+    if not check.ok:
+        raise ArchiveError("written archive failed verification; originals were NOT deleted: "
+                           + "; ".join(check.problems), path=archive)
+    data = read_archive(archive)
+    recorded = set(data.source_sha256)
+    for f in series.source_files:
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        if digest not in recorded:
+            raise ArchiveError(f"original {f.name} changed since it was archived; nothing was deleted", path=f)
+    deleted = []
+    for f in series.source_files:
+        f.unlink()
+        deleted.append(f)
+    return tuple(deleted)
+
+
+# --------------------------------------------------------------------------- restore
+
+def open_archive(path: str | Path) -> ArchiveInfo:
+    """Archive metadata and stored audit (no pixels read)."""
+    return read_info(Path(path))
+
+
+def restore_archive(archive: str | Path, output: str | Path, options: RestoreOptions = RestoreOptions(), *,
+                    reference: str | Path | None = None, progress: Progress | None = None) -> RestoreResult:
+    """Restore an archive to a new derived DICOM series folder (or a NIfTI file)."""
+    t0 = time.perf_counter()
+    archive, output = Path(archive), Path(output)
+    if output.exists() and not options.force:
+        raise OutputError("already exists (use --force to replace it)", path=output)
+    data = read_archive(archive)  # verifies checksums
+    info = data.info
+    warnings_: list[str] = []
+    method = options.method or ("model" if info.method == "model" else info.method)
+    model_name = options.model
+    if method == "model" and model_name is None:
+        model_name = info.model_id.split("@")[0]
+    method, loaded = _resolve_model(method, model_name)
+    if loaded is not None and info.method == "model" and loaded.sha256 != info.model_sha256:
+        warnings_.append(f"restoring with model {loaded.model_id}, not the archive's {info.model_id}: "
+                         "the stored audit does not describe this restore")
+    for w in warnings_:
+        log.warning(w)
+    device = select_device(options.device) if method == "model" else "cpu"
+    engine = EngineConfig(method=method, device=device, consistency=options.consistency,
+                          batch_size=options.batch_size, precision=options.precision)
+    restored = _restore_pixels(data.lowres, window=_window(info), scale=info.scale, operator=info.operator,
+                               rows=info.rows, cols=info.cols, dtype=info.dtype,
+                               value_range=_value_range(info.dtype, info.bits_stored, info.pixel_representation),
+                               engine=engine, module=loaded.module if loaded else None,
+                               progress=_tick(progress, "restore", info.n_slices))
+    model_id = loaded.model_id if loaded else method
+    from .writers import write_dicom_series, write_nifti
+
+    if options.format == "nifti":
+        files = (write_nifti(output, data, restored, force=options.force),)
+    elif options.format == "dicom":
+        if info.kind != "dicom":
+            raise ArchiveError("archive was made from NIfTI; restore it with --format nifti", path=archive)
+        files = write_dicom_series(output, data, restored, method=method, model_id=model_id,
+                                   force=options.force, progress=_tick(progress, "write", info.n_slices))
+    else:
+        raise MedsrError(f"unknown output format {options.format!r} (dicom or nifti)")
+    audit = None
+    if reference is not None:
+        from .audit_run import audit_against_reference
+
+        audit = audit_against_reference(Path(reference), data, restored)
+    return RestoreResult(output=output, slices=info.n_slices, seconds=time.perf_counter() - t0, device=device,
+                         method=method, model_id=model_id, files=tuple(files), warnings=tuple(warnings_), audit=audit)
+
+
+def _window(info: ArchiveInfo):
+    from .codec import IntensityWindow
+
+    return IntensityWindow(info.window_lo, info.window_hi)
+
+
+__all__ = ["ArchiveOptions", "ArchiveResult", "RestoreOptions", "RestoreResult", "archive_series", "restore_archive",
+           "open_archive", "verify_archive", "read_series", "VerifyResult"]

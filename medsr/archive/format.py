@@ -1,0 +1,327 @@
+"""The medsr archive: one HDF5 file per series (format documented in docs/archive-format.md).
+
+Layout (format_version 1)::
+
+    /                      attrs: format, format_version, medsr_version, created, operator, scale,
+                           method, model_id, model_sha256, kind, series_uid, rows, cols, pad_rows,
+                           pad_cols, dtype, bits_stored, pixel_representation, window_lo, window_hi,
+                           original_file_bytes, original_pixel_bytes, below_threshold
+    /lowres                (n, h, w) stored dtype, chunk = 1 slice, gzip + shuffle; attr sha256
+    /slices/slope, /slices/intercept (n,) float64; /slices/position (n, 3) float64 (DICOM only)
+    /headers/...           packed original headers (see headers.py); each dataset has attr sha256
+    /sources/sha256        (n,) sha256 hex of each original file's bytes
+    /sources/name          (n,) original file path relative to the input folder
+    /sources/bytes         (n,) int64 original file sizes
+    /nifti/affine, /nifti/header   (NIfTI input only)
+    /audit                 UTF-8 JSON bytes as uint8, gzip (the audit, see medsr.audit); attr sha256
+
+Every dataset carries the sha256 of its bytes; ``verify_archive`` recomputes all of them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ArchiveError
+from ..io.atomic import atomic_file
+from .headers import PackedHeaders, pack_headers, unpack_header
+
+FORMAT = "medsr-archive"
+FORMAT_VERSION = 1
+GZIP_LEVEL = 6
+
+
+def _sha(arr: np.ndarray | bytes) -> str:
+    if isinstance(arr, bytes):
+        return hashlib.sha256(arr).hexdigest()
+    a = np.ascontiguousarray(arr)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return hashlib.sha256(a.tobytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    path: Path
+    format_version: int
+    medsr_version: str
+    created: str
+    operator: str
+    scale: int
+    method: str
+    model_id: str
+    model_sha256: str
+    kind: str
+    series_uid: str
+    n_slices: int
+    rows: int
+    cols: int
+    pad_rows: int
+    pad_cols: int
+    dtype: str
+    bits_stored: int
+    pixel_representation: int
+    window_lo: float
+    window_hi: float
+    original_file_bytes: int
+    original_pixel_bytes: int
+    stored_pixel_bytes: int
+    archive_bytes: int
+    below_threshold: bool
+    audit: dict | None = field(default=None, repr=False)
+
+    @property
+    def ratio(self) -> float:
+        """Original file bytes / archive file bytes."""
+        return self.original_file_bytes / max(self.archive_bytes, 1)
+
+    @property
+    def pixel_ratio(self) -> float:
+        """Original pixel bytes / stored (compressed) low-res pixel bytes."""
+        return self.original_pixel_bytes / max(self.stored_pixel_bytes, 1)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "audit"}
+        d["path"] = str(self.path)
+        d["ratio"] = round(self.ratio, 3)
+        d["pixel_ratio"] = round(self.pixel_ratio, 3)
+        return d
+
+
+@dataclass(frozen=True)
+class ArchiveData:
+    """Everything in an archive needed to restore it (read fully into memory)."""
+
+    info: ArchiveInfo
+    lowres: np.ndarray
+    slope: np.ndarray
+    intercept: np.ndarray
+    positions: np.ndarray | None
+    headers: PackedHeaders | None
+    source_sha256: tuple[str, ...]
+    source_names: tuple[str, ...]
+    source_bytes: tuple[int, ...]
+    nifti_affine: np.ndarray | None = None
+    nifti_header: bytes = b""
+
+    def header(self, i: int):
+        if self.headers is None:
+            raise ArchiveError("archive holds no DICOM headers (NIfTI source)", path=self.info.path)
+        return unpack_header(self.headers, i)
+
+
+def _put(group, name: str, data: np.ndarray, *, chunks=None, compress=True):
+    kw = {}
+    if compress and data.size:
+        kw = dict(compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
+        kw["chunks"] = chunks if chunks is not None else True
+    dset = group.create_dataset(name, data=data, **kw)
+    dset.attrs["sha256"] = _sha(data)
+    return dset
+
+
+def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: str, scale: int,
+                  pad: tuple[int, int], method: str, model_id: str, model_sha256: str,
+                  audit: dict | None, below_threshold: bool = False, force: bool = False) -> ArchiveInfo:
+    """Write the archive atomically (temp + fsync + rename, mode 0600); returns its info."""
+    import h5py
+
+    path = Path(path)
+    n, h, w = lowres.shape
+    with atomic_file(path, force=force) as tmp:
+        with h5py.File(tmp, "w") as f:
+            a = f.attrs
+            a.update(dict(
+                format=FORMAT, format_version=FORMAT_VERSION, medsr_version=__version__,
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                operator=operator, scale=scale, method=method, model_id=model_id, model_sha256=model_sha256,
+                kind=series.kind, series_uid=series.series_uid, rows=series.shape[0], cols=series.shape[1],
+                pad_rows=pad[0], pad_cols=pad[1], dtype=str(series.pixels.dtype), bits_stored=series.bits_stored,
+                pixel_representation=series.pixel_representation, window_lo=window.lo, window_hi=window.hi,
+                original_file_bytes=series.original_file_bytes, original_pixel_bytes=series.original_pixel_bytes,
+                below_threshold=bool(below_threshold),
+            ))
+            lr = np.ascontiguousarray(lowres).astype(lowres.dtype.newbyteorder("<"), copy=False)
+            _put(f, "lowres", lr, chunks=(1, h, w))
+            sl = f.create_group("slices")
+            _put(sl, "slope", series.slope.astype(np.float64), compress=False)
+            _put(sl, "intercept", series.intercept.astype(np.float64), compress=False)
+            if series.positions is not None:
+                _put(sl, "position", series.positions.astype(np.float64), compress=False)
+            src = f.create_group("sources")
+            root = series.source if series.source.is_dir() else series.source.parent
+            names = [str(p.relative_to(root)) if p.is_relative_to(root) else p.name for p in series.source_files]
+            _put(src, "sha256", np.asarray(series.source_sha256, dtype="S64"), compress=False)
+            _put(src, "name", np.asarray([s.encode("utf-8") for s in names], dtype=h5py.string_dtype("utf-8", None)).astype(object), compress=False)
+            _put(src, "bytes", np.asarray(series.source_bytes, dtype=np.int64), compress=False)
+            if series.kind == "dicom":
+                packed = pack_headers(series.headers, list(series.header_bytes))
+                hg = f.create_group("headers")
+                for name in ("blob", "blob_offsets", "element_ids", "slice_offsets", "meta", "meta_offsets"):
+                    _put(hg, name, getattr(packed, name), chunks=True)
+            else:
+                ng = f.create_group("nifti")
+                _put(ng, "affine", series.affine.astype(np.float64), compress=False)
+                _put(ng, "header", np.frombuffer(series.nifti_header, dtype=np.uint8).copy(), compress=False)
+            if audit is not None:
+                text = json.dumps(audit, sort_keys=True, allow_nan=True).encode("utf-8")
+                _put(f, "audit", np.frombuffer(text, dtype=np.uint8).copy())
+    return read_info(path)
+
+
+def _open(path: Path):
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise ArchiveError("no such archive", path=path)
+    if path.is_dir():
+        raise ArchiveError("is a folder, not an archive file", path=path)
+    try:
+        f = h5py.File(path, "r")
+    except Exception as e:
+        raise ArchiveError(f"not a readable medsr archive (HDF5 open failed: {type(e).__name__})", path=path) from None
+    fmt = f.attrs.get("format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt != FORMAT:
+        f.close()
+        raise ArchiveError("not a medsr archive (missing format attribute)", path=path)
+    ver = int(f.attrs.get("format_version", -1))
+    if ver != FORMAT_VERSION:
+        f.close()
+        raise ArchiveError(f"archive format version {ver} is not supported by this medsr (reads {FORMAT_VERSION})", path=path)
+    return f
+
+
+def _attr(f, key, cast=str):
+    if key not in f.attrs:
+        raise ArchiveError(f"archive is missing attribute {key!r}", path=f.filename)
+    v = f.attrs[key]
+    if isinstance(v, bytes):
+        v = v.decode()
+    return cast(v)
+
+
+def _info_from(f, path: Path) -> ArchiveInfo:
+    try:
+        lr = f["lowres"]
+        audit = json.loads(f["audit"][()].tobytes().decode("utf-8")) if "audit" in f else None
+        return ArchiveInfo(
+            path=path, format_version=_attr(f, "format_version", int), medsr_version=_attr(f, "medsr_version"),
+            created=_attr(f, "created"), operator=_attr(f, "operator"), scale=_attr(f, "scale", int),
+            method=_attr(f, "method"), model_id=_attr(f, "model_id"), model_sha256=_attr(f, "model_sha256"),
+            kind=_attr(f, "kind"), series_uid=_attr(f, "series_uid"), n_slices=int(lr.shape[0]),
+            rows=_attr(f, "rows", int), cols=_attr(f, "cols", int), pad_rows=_attr(f, "pad_rows", int),
+            pad_cols=_attr(f, "pad_cols", int), dtype=_attr(f, "dtype"), bits_stored=_attr(f, "bits_stored", int),
+            pixel_representation=_attr(f, "pixel_representation", int), window_lo=_attr(f, "window_lo", float),
+            window_hi=_attr(f, "window_hi", float), original_file_bytes=_attr(f, "original_file_bytes", int),
+            original_pixel_bytes=_attr(f, "original_pixel_bytes", int), stored_pixel_bytes=int(lr.id.get_storage_size()),
+            archive_bytes=path.stat().st_size, below_threshold=bool(f.attrs.get("below_threshold", False)), audit=audit,
+        )
+    except ArchiveError:
+        raise
+    except Exception as e:
+        raise ArchiveError(f"archive structure is damaged ({type(e).__name__}: {str(e)[:120]})", path=path) from None
+
+
+def read_info(path: Path) -> ArchiveInfo:
+    """Read the archive's attributes and audit (cheap; no pixels)."""
+    path = Path(path)
+    f = _open(path)
+    try:
+        return _info_from(f, path)
+    finally:
+        f.close()
+
+
+def _checked(ds, path: Path, name: str) -> np.ndarray:
+    data = ds[()]
+    if isinstance(data, bytes):
+        digest = _sha(data)
+    elif isinstance(data, str):
+        digest = _sha(data.encode("utf-8"))
+    else:
+        digest = _sha(np.asarray(data)) if ds.dtype.kind != "O" else None
+    expected = ds.attrs.get("sha256")
+    if isinstance(expected, bytes):
+        expected = expected.decode()
+    if digest is not None and digest != expected:
+        raise ArchiveError(f"checksum mismatch in {name}: the archive is corrupt", path=path)
+    return data
+
+
+def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
+    """Read a whole archive, verifying every checksum (``check=True``) before returning."""
+    path = Path(path)
+    f = _open(path)
+    try:
+        info = _info_from(f, path)
+        try:
+            lowres = _checked(f["lowres"], path, "lowres") if check else f["lowres"][()]
+            slope = _checked(f["slices/slope"], path, "slices/slope")
+            intercept = _checked(f["slices/intercept"], path, "slices/intercept")
+            positions = _checked(f["slices/position"], path, "slices/position") if "slices/position" in f else None
+            sha = tuple(s.decode() for s in _checked(f["sources/sha256"], path, "sources/sha256"))
+            names = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in f["sources/name"][()])
+            sizes = tuple(int(x) for x in _checked(f["sources/bytes"], path, "sources/bytes"))
+            headers = None
+            if "headers" in f:
+                parts = {k: _checked(f["headers"][k], path, f"headers/{k}") for k in
+                         ("blob", "blob_offsets", "element_ids", "slice_offsets", "meta", "meta_offsets")}
+                headers = PackedHeaders(**parts)
+            affine = nhdr = None
+            if "nifti" in f:
+                affine = _checked(f["nifti/affine"], path, "nifti/affine")
+                nhdr = _checked(f["nifti/header"], path, "nifti/header").tobytes()
+            if "audit" in f:
+                _checked(f["audit"], path, "audit")
+        except ArchiveError:
+            raise
+        except KeyError as e:
+            raise ArchiveError(f"archive is missing a required dataset ({str(e)[:80]})", path=path) from None
+        except Exception as e:
+            raise ArchiveError(f"archive data is damaged ({type(e).__name__}: {str(e)[:120]})", path=path) from None
+    finally:
+        f.close()
+    n = info.n_slices
+    if not (len(slope) == len(intercept) == len(sha) == n) or (headers is not None and len(headers.slice_offsets) != n + 1):
+        raise ArchiveError("archive datasets disagree on the number of slices", path=path)
+    return ArchiveData(info=info, lowres=lowres, slope=slope, intercept=intercept, positions=positions,
+                       headers=headers, source_sha256=sha, source_names=names, source_bytes=sizes,
+                       nifti_affine=affine, nifti_header=nhdr or b"")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    path: Path
+    ok: bool
+    problems: tuple[str, ...]
+    n_slices: int = 0
+
+    def to_dict(self) -> dict:
+        return {"archive": str(self.path), "ok": self.ok, "problems": list(self.problems), "slices": self.n_slices}
+
+
+def verify_archive(path: Path) -> VerifyResult:
+    """Recompute every checksum and parse every header; never raises for a bad archive."""
+    path = Path(path)
+    try:
+        data = read_archive(path, check=True)
+        if data.headers is not None:
+            for i in range(data.info.n_slices):
+                ds = data.header(i)
+                if "SOPInstanceUID" not in ds:
+                    raise ArchiveError(f"header {i} lost its SOP Instance UID", path=path)
+        expected = (data.info.rows + data.info.pad_rows) // data.info.scale, (data.info.cols + data.info.pad_cols) // data.info.scale
+        if data.lowres.shape[1:] != expected:
+            raise ArchiveError(f"low-res shape {data.lowres.shape[1:]} does not match {expected}", path=path)
+    except ArchiveError as e:
+        return VerifyResult(path, False, (str(e),))
+    return VerifyResult(path, True, (), data.info.n_slices)

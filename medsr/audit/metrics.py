@@ -1,0 +1,255 @@
+"""Audit metrics, defined once: PSNR, SSIM (whole slice and foreground), NRMSE, HFEN.
+
+Definitions (``medsr-metrics-v1``; docs/audit.md repeats them for third parties):
+
+- Inputs are an original and a test stack ``(n, H, W)`` in rescaled units (Rescale
+  Slope/Intercept applied) on the original grid, converted to float64.
+- ``data_range = max - min`` of the original *series* (whole stack), never 255 or a
+  dtype range. It is passed explicitly to every formula below.
+- Foreground mask: ``(original - series_min) > 0.05 * (p99.5 - series_min)`` with
+  ``p99.5`` the 99.5th percentile of the whole original series (``np.percentile``,
+  linear interpolation). For MR magnitude data (series_min = 0) this is
+  ``original > 5% of p99.5``.
+- PSNR = ``10 log10(data_range**2 / MSE)`` over the whole slice; ``psnr_fg`` is the same
+  with the MSE over the mask pixels only. Identical data (MSE = 0) and anything above
+  100 dB report ``PSNR_CAP_DB`` = 100 dB, so values stay finite in JSON.
+- SSIM = ``skimage.metrics.structural_similarity(o, t, data_range=data_range)`` (defaults:
+  7x7 uniform window, K1 0.01, K2 0.03, population covariance off). ``ssim_fg`` is the
+  mean of the SSIM map (``full=True``) over the mask pixels that are at least 3 pixels
+  from the slice border: skimage's ``ssim`` itself averages the map over exactly that
+  interior, so a full mask gives ``ssim_fg == ssim``.
+- NRMSE = ``||t - o||_2 / ||o - series_min||_2`` per slice (skimage's 'euclidean'
+  normalisation on min-shifted values, so a Rescale Intercept does not change it).
+- HFEN = ``||LoG(t) - LoG(o)||_2 / ||LoG(o)||_2`` with ``scipy.ndimage.gaussian_laplace``
+  (sigma 1.5, 15x15 kernel: truncate 7/1.5, reflect borders), after Ravishankar and
+  Bresler (IEEE TMI 2011).
+- Series figures are means over the slices whose mask covers >= 5% of the slice; the
+  other slices are listed as excluded. Undefined values (empty mask) are NaN in Python
+  and ``null`` in JSON.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+import numpy as np
+
+METRICS_ID = "medsr-metrics-v1"
+SCHEMA = "medsr-audit-v1"
+PSNR_CAP_DB = 100.0
+FG_PERCENTILE = 99.5
+FG_FRACTION = 0.05
+MIN_FG_COVERAGE = 0.05
+SSIM_WIN = 7
+HFEN_SIGMA = 1.5
+HFEN_TRUNCATE = 7.0 / 1.5  # kernel radius int(truncate * sigma + 0.5) = 7 -> 15 x 15
+METRIC_NAMES = ("psnr", "psnr_fg", "ssim", "ssim_fg", "nrmse", "hfen")
+
+
+@dataclass(frozen=True)
+class SliceMetrics:
+    index: int
+    psnr: float
+    psnr_fg: float
+    ssim: float
+    ssim_fg: float
+    nrmse: float
+    hfen: float
+    fg_fraction: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SliceMetrics":
+        return cls(index=int(d["index"]), **{f.name: _num(d[f.name]) for f in fields(cls) if f.name != "index"})
+
+
+@dataclass(frozen=True)
+class MethodMetrics:
+    name: str
+    psnr: float
+    psnr_fg: float
+    ssim: float
+    ssim_fg: float
+    nrmse: float
+    hfen: float
+    per_slice: tuple[SliceMetrics, ...]
+    included: tuple[int, ...]
+    excluded: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        d.update({k: json_safe(getattr(self, k)) for k in METRIC_NAMES})
+        d["per_slice"] = [s.to_dict() for s in self.per_slice]
+        d["included"] = list(self.included)
+        d["excluded"] = list(self.excluded)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MethodMetrics":
+        return cls(
+            name=str(d["name"]), **{k: _num(d[k]) for k in METRIC_NAMES},
+            per_slice=tuple(SliceMetrics.from_dict(s) for s in d["per_slice"]),
+            included=tuple(int(i) for i in d["included"]), excluded=tuple(int(i) for i in d["excluded"]),
+        )
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    data_range: float
+    fg_threshold: float
+    methods: dict[str, MethodMetrics]
+    ratios: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA, "metrics_id": METRICS_ID, "data_range": json_safe(self.data_range),
+            "fg_threshold": json_safe(self.fg_threshold),
+            "methods": {k: m.to_dict() for k, m in self.methods.items()},
+            "ratios": json_safe(dict(self.ratios)), "provenance": json_safe(dict(self.provenance)),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "AuditResult":
+        if d.get("schema", SCHEMA) != SCHEMA:
+            raise ValueError(f"unknown audit schema {d.get('schema')!r}; expected {SCHEMA!r}")
+        return cls(
+            data_range=_num(d["data_range"]), fg_threshold=_num(d["fg_threshold"]),
+            methods={k: MethodMetrics.from_dict(m) for k, m in d["methods"].items()},
+            ratios={k: _num(v) for k, v in d.get("ratios", {}).items()},
+            provenance=dict(d.get("provenance", {})),
+        )
+
+
+def _num(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def json_safe(v: Any) -> Any:
+    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python, tuples -> lists."""
+    if isinstance(v, Mapping):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _as_stack(x: np.ndarray) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise ValueError(f"expected (n, H, W) or (H, W), got shape {np.shape(x)}")
+    return a
+
+
+def series_data_range(original: np.ndarray) -> float:
+    """``max - min`` of the whole original series, in its own (rescaled) units."""
+    a = _as_stack(original)
+    return float(a.max() - a.min())
+
+
+def foreground_threshold(original: np.ndarray) -> float:
+    """Series-level threshold: ``series_min + 0.05 * (p99.5 - series_min)``."""
+    a = _as_stack(original)
+    lo = float(a.min())
+    return lo + FG_FRACTION * (float(np.percentile(a, FG_PERCENTILE)) - lo)
+
+
+def foreground_mask(original: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Boolean (n, H, W) mask ``original > threshold`` (default ``foreground_threshold``)."""
+    a = _as_stack(original)
+    return a > (foreground_threshold(a) if threshold is None else threshold)
+
+
+def psnr_from_mse(mse: float, data_range: float) -> float:
+    """``10 log10(data_range**2 / mse)``, capped at ``PSNR_CAP_DB`` (mse = 0 -> cap)."""
+    if not math.isfinite(mse):
+        return math.nan
+    if mse <= 0.0:
+        return PSNR_CAP_DB
+    return min(PSNR_CAP_DB, 10.0 * math.log10(data_range * data_range / mse))
+
+
+def _ratio_norm(num: float, den: float) -> float:
+    if den > 0.0:
+        return num / den
+    return 0.0 if num == 0.0 else math.nan
+
+
+def _measure_slice(o: np.ndarray, t: np.ndarray, m: np.ndarray, index: int, dr: float, lo: float) -> SliceMetrics:
+    from scipy.ndimage import gaussian_laplace
+    from skimage.metrics import structural_similarity
+
+    err = t - o
+    sq = err * err
+    n_fg = int(m.sum())
+    ssim, smap = structural_similarity(o, t, data_range=dr, win_size=SSIM_WIN, full=True)
+    pad = (SSIM_WIN - 1) // 2
+    inner = np.zeros_like(m)
+    inner[pad:-pad, pad:-pad] = True
+    m_in = m & inner
+    log_o = gaussian_laplace(o, HFEN_SIGMA, mode="reflect", truncate=HFEN_TRUNCATE)
+    log_e = gaussian_laplace(err, HFEN_SIGMA, mode="reflect", truncate=HFEN_TRUNCATE)
+    return SliceMetrics(
+        index=index,
+        psnr=psnr_from_mse(float(sq.mean()), dr),
+        psnr_fg=psnr_from_mse(float(sq[m].mean()), dr) if n_fg else math.nan,
+        ssim=float(ssim),
+        ssim_fg=float(smap[m_in].mean()) if m_in.any() else math.nan,
+        nrmse=_ratio_norm(float(np.sqrt(sq.sum())), float(np.linalg.norm(o - lo))),
+        hfen=_ratio_norm(float(np.linalg.norm(log_e)), float(np.linalg.norm(log_o))),
+        fg_fraction=n_fg / m.size,
+    )
+
+
+def _mean(values: list[float]) -> float:
+    v = [x for x in values if math.isfinite(x)]
+    return float(np.mean(v)) if v else math.nan
+
+
+def measure(original: np.ndarray, test: np.ndarray, *, data_range: float | None = None, name: str) -> MethodMetrics:
+    """Per-slice and series metrics of ``test`` against ``original`` (see module docstring).
+
+    Both are (n, H, W) (or (H, W)) in rescaled units on the same grid; integer input is
+    converted to float64 by value, so uint16 12-bit data measures like its float copy.
+    ``data_range`` defaults to ``series_data_range(original)``. The foreground mask is
+    always computed from ``original`` (series-level threshold). Raises ValueError on
+    shape mismatch or a constant series (data_range <= 0).
+    """
+    o, t = _as_stack(original), _as_stack(test)
+    if o.shape != t.shape:
+        raise ValueError(f"original {o.shape} and test {t.shape} differ in shape")
+    if not np.isfinite(t).all():
+        raise ValueError(f"test stack {name!r} holds NaN or inf")
+    dr = series_data_range(o) if data_range is None else float(data_range)
+    if not dr > 0.0:
+        raise ValueError(f"data_range must be > 0 (got {dr}); the original series is constant")
+    mask = foreground_mask(o)
+    lo = float(o.min())
+    per = tuple(_measure_slice(o[i], t[i], mask[i], i, dr, lo) for i in range(o.shape[0]))
+    inc = tuple(s.index for s in per if s.fg_fraction >= MIN_FG_COVERAGE)
+    exc = tuple(s.index for s in per if s.fg_fraction < MIN_FG_COVERAGE)
+    sel = [per[i] for i in inc]
+    means = {k: _mean([getattr(s, k) for s in sel]) for k in METRIC_NAMES}
+    return MethodMetrics(name=name, per_slice=per, included=inc, excluded=exc, **means)
+
+
+def audit(original: np.ndarray, tests: Mapping[str, np.ndarray], *, data_range: float | None = None,
+          ratios: Mapping[str, float] | None = None, provenance: Mapping[str, Any] | None = None) -> AuditResult:
+    """Measure every stack in ``tests`` (name -> (n, H, W)) against ``original`` into one result."""
+    o = _as_stack(original)
+    dr = series_data_range(o) if data_range is None else float(data_range)
+    prov = {"metrics_id": METRICS_ID, **dict(provenance or {})}
+    return AuditResult(
+        data_range=dr, fg_threshold=foreground_threshold(o),
+        methods={k: measure(o, v, data_range=dr, name=k) for k, v in tests.items()},
+        ratios={k: float(v) for k, v in (ratios or {}).items()}, provenance=prov,
+    )

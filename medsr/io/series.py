@@ -1,0 +1,355 @@
+"""Read one MR series from a DICOM folder (recursive) or a NIfTI file into a ``Series``.
+
+Rules (each failure is a one-line ``InputError``/``SeriesError`` naming the path):
+- non-DICOM files (notes, DICOMDIR, non-image objects such as Raw Data Storage) are
+  skipped with a warning;
+- exactly one image series, else the error lists the series found and
+  ``series_uid`` picks one;
+- slices are sorted by position along the slice normal, falling back to Instance Number;
+- MR only (``allow_modalities`` widens it), one sample per pixel, no multi-frame.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, SeriesError
+
+log = logging.getLogger("medsr")
+
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
+MAX_PIXELS_PER_SLICE = 4096 * 4096
+MAX_SLICES = 10000
+
+
+@dataclass(frozen=True)
+class Series:
+    """One image series, pixels as stored (before Rescale Slope/Intercept).
+
+    ``pixels`` is (n, rows, cols) in the stored dtype; ``slope``/``intercept`` are per
+    slice; ``headers`` are the original datasets without Pixel Data (DICOM input) and
+    ``header_bytes`` the same serialised as Explicit VR Little Endian Part 10 bytes.
+    """
+
+    pixels: np.ndarray
+    slope: np.ndarray
+    intercept: np.ndarray
+    kind: str  # "dicom" or "nifti"
+    source: Path
+    source_files: tuple[Path, ...]
+    source_sha256: tuple[str, ...]
+    source_bytes: tuple[int, ...]
+    series_uid: str = ""
+    modality: str = "MR"
+    bits_stored: int = 16
+    pixel_representation: int = 0
+    headers: tuple = ()
+    header_bytes: tuple[bytes, ...] = ()
+    positions: np.ndarray | None = None  # (n, 3) Image Position (Patient)
+    orientation: tuple[float, ...] | None = None  # 6 direction cosines
+    pixel_spacing: tuple[float, float] | None = None
+    affine: np.ndarray | None = None  # NIfTI input: the 4x4 affine
+    nifti_header: bytes = b""
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.pixels.shape[1]), int(self.pixels.shape[2])
+
+    def rescaled(self) -> np.ndarray:
+        """Pixels in rescaled units (slope * stored + intercept), float64."""
+        return self.pixels.astype(np.float64) * self.slope[:, None, None] + self.intercept[:, None, None]
+
+    @property
+    def value_range(self) -> tuple[int, int]:
+        """The range the stored integers may take (from Bits Stored and Pixel Representation)."""
+        if not np.issubdtype(self.pixels.dtype, np.integer):
+            return float(self.pixels.min()), float(self.pixels.max())
+        b = self.bits_stored
+        if self.pixel_representation == 1:
+            return -(1 << (b - 1)), (1 << (b - 1)) - 1
+        return 0, (1 << b) - 1
+
+    @property
+    def original_file_bytes(self) -> int:
+        return int(sum(self.source_bytes))
+
+    @property
+    def original_pixel_bytes(self) -> int:
+        return int(self.pixels.nbytes)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tag_name(tag: int) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    g, e = tag >> 16, tag & 0xFFFF
+    return f"({g:04X},{e:04X}) '{keyword_for_tag(tag) or 'private'}'"
+
+
+def read_series(path: str | Path, *, series_uid: str | None = None,
+                allow_modalities: tuple[str, ...] = ("MR",)) -> Series:
+    """Read a DICOM folder (recursively) or a ``.nii``/``.nii.gz`` file into a Series."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file or folder", path=p)
+    if p.is_file() and (p.name.endswith(".nii") or p.name.endswith(".nii.gz")):
+        return _read_nifti(p)
+    if p.is_file():
+        files = [p]
+    else:
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+    if not files:
+        raise InputError("folder is empty: no DICOM files to read", path=p)
+    return _read_dicom_files(p, files, series_uid, tuple(m.upper() for m in allow_modalities))
+
+
+def _read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
+                      allow: tuple[str, ...]) -> Series:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    skipped: list[str] = []
+    broken: list[tuple[Path, str]] = []
+    groups: dict[str, list[tuple[Path, bytes, object]]] = {}
+    descriptions: dict[str, str] = {}
+    for f in files:
+        try:
+            raw = f.read_bytes()
+        except OSError as e:
+            raise InputError(f"cannot read file: {e.strerror}", path=f) from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(BytesIO(raw), force=False)
+        except InvalidDicomError:
+            if f.name.upper() == "DICOMDIR" or not raw[128:132] == b"DICM":
+                skipped.append(f"{f}: not a DICOM file, skipped")
+                continue
+            broken.append((f, "not a readable DICOM file"))
+            continue
+        except Exception as e:  # truncated or malformed
+            broken.append((f, f"unreadable DICOM ({type(e).__name__})"))
+            continue
+        sop_class = str(ds.get("SOPClassUID", ""))
+        if sop_class == "1.2.840.10008.1.3.10" or "PixelData" not in ds and "FloatPixelData" not in ds:
+            skipped.append(f"{f}: DICOM object without image pixels (SOP class {sop_class or 'unknown'}), skipped")
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "")) or "(no Series Instance UID)"
+        groups.setdefault(uid, []).append((f, raw, ds))
+        descriptions.setdefault(uid, str(ds.get("SeriesDescription", "")))
+    for s in skipped:
+        log.warning(s)
+    if not groups:
+        if broken:
+            f, why = broken[0]
+            more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+            raise InputError(f"{why}{more}; no readable DICOM image found", path=f)
+        raise InputError("no DICOM image files found (only non-DICOM or non-image files)", path=root)
+    if broken:
+        f, why = broken[0]
+        raise InputError(f"{why}: file is damaged or truncated; remove it or fix it and retry", path=f)
+    if series_uid is not None:
+        if series_uid not in groups:
+            raise SeriesError(f"series {series_uid} not found; series present: {', '.join(sorted(groups))}", path=root)
+        members = groups[series_uid]
+    elif len(groups) > 1:
+        listing = "; ".join(f"{u} ({len(v)} files{', ' + descriptions[u] if descriptions[u] else ''})" for u, v in sorted(groups.items()))
+        raise SeriesError(f"{len(groups)} series found, pick one with --series-uid: {listing}", path=root)
+    else:
+        members = next(iter(groups.values()))
+    return _assemble(root, members, allow, tuple(skipped))
+
+
+def _check_image(f: Path, ds, allow: tuple[str, ...]) -> None:
+    modality = str(ds.get("Modality", "")).upper()
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class == ENHANCED_MR_STORAGE or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise SeriesError("multi-frame (Enhanced MR) objects are not supported; convert to classic MR "
+                          "single-frame images first (e.g. dcmtk/emf2sf or dcm2niix to NIfTI)", path=f)
+    if modality not in allow:
+        raise SeriesError(f"modality {modality or 'missing'} is not supported (medsr archives MR; "
+                          f"--allow-modality {modality or 'XX'} overrides this at your own risk)", path=f)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if spp != 1 or not photometric.startswith("MONOCHROME"):
+        raise SeriesError(f"colour images are not supported ({_tag_name(0x00280002)} = {spp}, "
+                          f"{_tag_name(0x00280004)} = {photometric})", path=f)
+    for tag, kw in ((0x00280010, "Rows"), (0x00280011, "Columns"), (0x00280100, "BitsAllocated")):
+        if kw not in ds or ds[kw].value in (None, ""):
+            raise InputError(f"missing {_tag_name(tag)}", path=f)
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if rows < 4 or cols < 4 or rows * cols > MAX_PIXELS_PER_SLICE:
+        raise InputError(f"unsupported image size {rows}x{cols} (must be 4x4 .. {MAX_PIXELS_PER_SLICE} pixels)", path=f)
+    if int(ds.BitsAllocated) not in (8, 16):
+        raise InputError(f"{_tag_name(0x00280100)} = {ds.BitsAllocated} is not supported (8 or 16)", path=f)
+
+
+def _position_key(ds) -> float | None:
+    try:
+        ori = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=np.float64)
+        pos = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=np.float64)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if ori.shape != (6,) or pos.shape != (3,):
+        return None
+    normal = np.cross(ori[:3], ori[3:])
+    if not np.isfinite(normal).all() or np.linalg.norm(normal) < 1e-6:
+        return None
+    return float(pos @ normal)
+
+
+def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, ...]) -> Series:
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    if len(members) > MAX_SLICES:
+        raise InputError(f"series has {len(members)} files; more than {MAX_SLICES} is not supported", path=root)
+    for f, _, ds in members:
+        _check_image(f, ds, allow)
+    first_f, _, first = members[0]
+    rows, cols = int(first.Rows), int(first.Columns)
+    for f, _, ds in members:
+        if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
+            raise SeriesError(f"slice size {ds.Rows}x{ds.Columns} differs from {rows}x{cols} in {first_f.name}; "
+                              "a series must have one image size", path=f)
+    keys = [_position_key(ds) for _, _, ds in members]
+    if all(k is not None for k in keys) and len(set(round(k, 4) for k in keys)) == len(keys):
+        order = sorted(range(len(members)), key=lambda i: keys[i])
+    else:
+        order = sorted(range(len(members)), key=lambda i: (int(members[i][2].get("InstanceNumber", 0) or 0), str(members[i][0])))
+    members = [members[i] for i in order]
+
+    pixels, slopes, intercepts, hdrs, hbytes = [], [], [], [], []
+    for f, raw, ds in members:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                arr = ds.pixel_array
+        except Exception as e:
+            msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise InputError(f"cannot decode pixel data ({type(e).__name__}: {msg}); the file may be truncated "
+                             f"or use a transfer syntax without an installed decoder", path=f) from None
+        if arr.shape != (rows, cols):
+            raise InputError(f"decoded pixel array has shape {arr.shape}, expected {(rows, cols)}", path=f)
+        pixels.append(arr)
+        slopes.append(float(ds.get("RescaleSlope", 1.0) or 1.0))
+        intercepts.append(float(ds.get("RescaleIntercept", 0.0) or 0.0))
+        header = ds.copy()
+        for tag in [t for t in header.keys() if t.group == 0x7FE0 or t == 0xFFFCFFFC]:
+            del header[tag]
+        hdrs.append(header)
+        hbytes.append(_header_to_bytes(header, f))
+    stack = np.stack(pixels)
+    if stack.dtype.byteorder == ">" or (stack.dtype.byteorder == "=" and not np.little_endian):
+        stack = stack.astype(stack.dtype.newbyteorder("<"))
+    stack = np.ascontiguousarray(stack)
+    positions = None
+    try:
+        positions = np.asarray([[float(v) for v in ds.ImagePositionPatient] for _, _, ds in members])
+        orientation = tuple(float(v) for v in first.ImageOrientationPatient)
+    except (AttributeError, TypeError, ValueError):
+        positions, orientation = None, None
+    try:
+        spacing = tuple(float(v) for v in first.PixelSpacing)
+    except (AttributeError, TypeError, ValueError):
+        spacing = None
+    return Series(
+        pixels=stack,
+        slope=np.asarray(slopes, dtype=np.float64),
+        intercept=np.asarray(intercepts, dtype=np.float64),
+        kind="dicom",
+        source=root,
+        source_files=tuple(f for f, _, _ in members),
+        source_sha256=tuple(_sha256(raw) for _, raw, _ in members),
+        source_bytes=tuple(len(raw) for _, raw, _ in members),
+        series_uid=str(first.get("SeriesInstanceUID", "")),
+        modality=str(first.get("Modality", "")),
+        bits_stored=int(first.get("BitsStored", first.BitsAllocated)),
+        pixel_representation=int(first.get("PixelRepresentation", 0)),
+        headers=tuple(hdrs),
+        header_bytes=tuple(hbytes),
+        positions=positions,
+        orientation=orientation,
+        pixel_spacing=spacing,
+        warnings=skipped,
+    )
+
+
+def _header_to_bytes(header, f: Path) -> bytes:
+    """Serialise a header (no Pixel Data) as Part 10 Explicit VR Little Endian bytes."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = header.copy()
+    meta = FileMetaDataset(ds.file_meta) if getattr(ds, "file_meta", None) is not None else FileMetaDataset()
+    original_ts = str(meta.get("TransferSyntaxUID", ""))
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if "MediaStorageSOPClassUID" not in meta and "SOPClassUID" in ds:
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    if "MediaStorageSOPInstanceUID" not in meta and "SOPInstanceUID" in ds:
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta = meta
+    # group 0000 (command set) elements are not allowed in a stored dataset
+    for tag in [t for t in ds.keys() if t.group == 0x0000]:
+        del ds[tag]
+    buf = BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pydicom.dcmwrite(buf, ds, implicit_vr=False, little_endian=True)
+    except Exception as e:
+        raise InputError(f"cannot re-encode header ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})", path=f) from None
+    data = buf.getvalue()
+    # keep the original transfer syntax next to the header for provenance
+    return data if not original_ts else data
+
+
+def _read_nifti(p: Path) -> Series:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(p))
+        data = np.asanyarray(img.dataobj)
+    except Exception as e:
+        raise InputError(f"cannot read NIfTI ({type(e).__name__})", path=p) from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise SeriesError(f"NIfTI must be a 3D volume, got shape {data.shape}", path=p)
+    # slices along the third voxel axis; each slice (rows=j, cols=i) so it displays like DICOM
+    stack = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
+    if stack.shape[1] < 4 or stack.shape[2] < 4:
+        raise InputError(f"NIfTI slices {stack.shape[1:]} are too small", path=p)
+    if not (np.issubdtype(stack.dtype, np.integer) or np.issubdtype(stack.dtype, np.floating)):
+        raise InputError(f"unsupported NIfTI data type {stack.dtype}", path=p)
+    if stack.dtype == np.float64:
+        stack = stack.astype(np.float32)
+    raw = p.read_bytes()
+    slope = float(img.dataobj.slope) if hasattr(img.dataobj, "slope") and np.isfinite(img.dataobj.slope) else 1.0
+    inter = float(img.dataobj.inter) if hasattr(img.dataobj, "inter") and np.isfinite(img.dataobj.inter) else 0.0
+    n = stack.shape[0]
+    bits = stack.dtype.itemsize * 8
+    return Series(
+        pixels=stack,
+        slope=np.full(n, slope), intercept=np.full(n, inter),
+        kind="nifti", source=p, source_files=(p,), source_sha256=(_sha256(raw),), source_bytes=(len(raw),),
+        series_uid="", modality="MR", bits_stored=bits,
+        pixel_representation=1 if np.issubdtype(stack.dtype, np.signedinteger) else 0,
+        affine=np.asarray(img.affine, dtype=np.float64), nifti_header=img.header.binaryblock,
+    )

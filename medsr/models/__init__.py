@@ -1,0 +1,7 @@
+"""Super-resolution architectures (one per file) and the pretrained-model registry."""
+from .discriminator import Discriminator, DiscriminatorConfig
+from .registry import DEFAULT_MODEL, REGISTRY, LoadedModel, PretrainedModel, create_model, list_models, save_weights
+from .srresnet import SRResNet, SRResNetConfig
+
+__all__ = ["DEFAULT_MODEL", "REGISTRY", "LoadedModel", "PretrainedModel", "create_model", "list_models",
+           "save_weights", "SRResNet", "SRResNetConfig", "Discriminator", "DiscriminatorConfig"]

@@ -1,0 +1,156 @@
+"""Named pretrained models: name -> weights file, config and model card.
+
+The single door is ``create_model(name_or_path)``. Weights load from safetensors
+only and their sha256 is checked against the registry entry (for named models).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from .srresnet import SRResNet, SRResNetConfig
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    name: str
+    architecture: str
+    config: SRResNetConfig
+    weights: str  # file name inside WEIGHTS_DIR
+    sha256: str
+    operator: str
+    card: str  # file name of the model card (Markdown) inside WEIGHTS_DIR
+    kind: str = "fidelity"  # "fidelity" (MSE/L1) or "perceptual" (GAN)
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.weights
+
+
+ARCHITECTURES = {"srresnet": (SRResNet, SRResNetConfig)}
+
+
+def _load_registry() -> dict[str, PretrainedModel]:
+    index = WEIGHTS_DIR / "registry.json"
+    if not index.exists():
+        return {}
+    entries = json.loads(index.read_text())
+    out = {}
+    for e in entries:
+        arch = e["architecture"]
+        _, cfg_cls = ARCHITECTURES[arch]
+        out[e["name"]] = PretrainedModel(
+            name=e["name"], architecture=arch, config=cfg_cls(**e["config"]), weights=e["weights"],
+            sha256=e["sha256"], operator=e["operator"], card=e["card"], kind=e.get("kind", "fidelity"),
+            metrics=e.get("metrics", {}),
+        )
+    return out
+
+
+REGISTRY: dict[str, PretrainedModel] = _load_registry()
+DEFAULT_MODEL = "medsr-srresnet-x4"
+
+
+def list_models() -> list[PretrainedModel]:
+    return list(REGISTRY.values())
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load a safetensors file into ``model`` (strict). Never unpickles."""
+    from safetensors.torch import load_file
+
+    if path.suffix != ".safetensors":
+        raise ModelError("weights must be a .safetensors file (pickle is never loaded)", path=path)
+    if not path.is_file():
+        raise ModelError("weights file not found", path=path)
+    try:
+        state = load_file(str(path), device="cpu")
+        model.load_state_dict(state, strict=True)
+    except ModelError:
+        raise
+    except Exception as e:  # safetensors / shape errors
+        raise ModelError(f"cannot load weights: {type(e).__name__}: {str(e).splitlines()[0][:200]}", path=path) from None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model_id: str  # "name@sha256[:12]" or "path@sha256[:12]"
+    name: str
+    sha256: str
+    module: torch.nn.Module
+    operator: str | None
+    scale: int
+
+
+def config_from_safetensors(path: Path) -> tuple[str, SRResNetConfig, str | None]:
+    """Read architecture/config/operator from a safetensors file's metadata."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise ModelError(f"not a readable safetensors file: {type(e).__name__}", path=path) from None
+    arch = meta.get("architecture", "srresnet")
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"unknown architecture {arch!r} in weights metadata", path=path)
+    cfg = json.loads(meta["config"]) if "config" in meta else {}
+    return arch, ARCHITECTURES[arch][1](**cfg), meta.get("operator")
+
+
+def create_model(name_or_path: str | Path | None = None, *, pretrained: bool = True) -> LoadedModel:
+    """Build a generator from a registry name or a safetensors path, weights loaded, eval mode."""
+    name_or_path = str(name_or_path or DEFAULT_MODEL)
+    if name_or_path in REGISTRY:
+        entry = REGISTRY[name_or_path]
+        cls, _ = ARCHITECTURES[entry.architecture]
+        model = cls(entry.config)
+        if pretrained:
+            digest = file_sha256(entry.path)
+            if digest != entry.sha256:
+                raise ModelError(f"sha256 mismatch for model {entry.name}: registry {entry.sha256[:12]}, file {digest[:12]}", path=entry.path)
+            load_weights(model, entry.path)
+        else:
+            digest = entry.sha256
+        model.eval()
+        return LoadedModel(f"{entry.name}@{digest[:12]}", entry.name, digest, model, entry.operator, entry.config.scale)
+    path = Path(name_or_path)
+    if not path.exists():
+        known = ", ".join(sorted(REGISTRY)) or "none shipped"
+        raise ModelError(f"no such model or weights file (known models: {known})", path=name_or_path)
+    arch, cfg, op = config_from_safetensors(path)
+    model = ARCHITECTURES[arch][0](cfg)
+    load_weights(model, path)
+    model.eval()
+    digest = file_sha256(path)
+    return LoadedModel(f"{path.name}@{digest[:12]}", path.name, digest, model, op, cfg.scale)
+
+
+def save_weights(model: torch.nn.Module, path: Path, *, architecture: str, config: dict, operator: str, extra: dict | None = None) -> str:
+    """Write a safetensors file with architecture/config/operator metadata; returns its sha256."""
+    from safetensors.torch import save_file
+
+    meta = {"architecture": architecture, "config": json.dumps(config), "operator": operator}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return file_sha256(path)

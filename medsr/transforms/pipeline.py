@@ -1,0 +1,116 @@
+"""The training pipeline: 2D slices of integer volumes -> (LR, HR) pairs for the network.
+
+Order per sample (all numpy, in DataLoader workers):
+
+1. ``RandForegroundCropd``: 96x96 HR crop on the 4-pixel block grid, biased to foreground;
+2. ``RandFlipRot90d``: one of the 8 flips/rotations;
+3. ``ToUnitd`` -> ``RandGammad`` -> ``RandMRNoised``: contrast and noise in unit space;
+4. ``RandQuantised``: back to stored integers (random amplitude);
+5. ``MakeLowResd``: ``medsr.codec.downsample`` itself, exactly as the archive;
+6. ``RandNetworkRanged``: LR -> [0, 1], HR -> [-1, 1] with the jittered volume window.
+
+The window comes from ``intensity_window`` of the *whole low-res volume*, computed by
+``volume_window`` the way the archive computes it from its low-res stack.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from monai.data import Dataset
+from monai.transforms import Compose, SelectItemsd
+
+from medsr.codec import IntensityWindow, downsample, get_operator, intensity_window, pad_to_multiple
+
+from .degrade import MakeLowResd, RandQuantised
+from .intensity import RandGammad, RandMRNoised, RandNetworkRanged, ToUnitd
+from .spatial import RandFlipRot90d, RandForegroundCropd
+
+FG_FRACTION_OF_P995 = 0.05  # foreground = value > 5% of the volume's 99.5th percentile
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_size: int = 96
+    op_id: str = "area4-v1"
+    fg_prob: float = 0.9
+    gamma: tuple[float, float] = (0.6, 1.6)
+    gamma_prob: float = 0.8
+    noise_sigmas: tuple[float, ...] = (0.005, 0.01, 0.02, 0.03)
+    noise_prob: float = 0.3
+    rician_prob: float = 0.5
+    amplitude: tuple[float, float] = (0.5, 2.0)
+    window_jitter: float = 0.15
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def foreground_threshold(volume: np.ndarray) -> float:
+    """Stored-value threshold of the foreground mask: 5% of the volume's 99.5th percentile."""
+    return FG_FRACTION_OF_P995 * float(np.percentile(volume, 99.5))
+
+
+def volume_window(stack: np.ndarray, op_id: str = "area4-v1") -> IntensityWindow:
+    """The archive's window for a stack (n, H, W) of stored slices: from its low-res stack."""
+    scale = get_operator(op_id).scale
+    padded, _ = pad_to_multiple(stack, scale)
+    return intensity_window(downsample(padded, op_id))
+
+
+def kept_slices(slices: np.ndarray, threshold: float, min_fg: float = 0.05) -> np.ndarray:
+    """Indices of slices (axis 0) whose foreground fraction is at least ``min_fg``."""
+    frac = (slices > threshold).reshape(slices.shape[0], -1).mean(axis=1)
+    return np.flatnonzero(frac >= min_fg)
+
+
+@dataclass
+class SliceSource:
+    """One integer volume (n, H, W) in its acquisition order and which slices to use."""
+
+    name: str
+    volume: np.ndarray
+    axes: tuple[int, ...] = (0,)
+    keep: dict[int, np.ndarray] = field(default_factory=dict)  # axis -> slice indices; missing = compute
+
+
+def slice_items(src: SliceSource, crop_size: int = 96, op_id: str = "area4-v1", min_fg: float = 0.05) -> list[dict]:
+    """One item per usable 2D slice, in every listed orientation; slices smaller than the crop are skipped."""
+    window = volume_window(src.volume, op_id)
+    thr = foreground_threshold(src.volume)
+    items: list[dict] = []
+    for axis in src.axes:
+        stack = np.ascontiguousarray(np.moveaxis(src.volume, axis, 0))
+        if min(stack.shape[1:]) < crop_size:
+            continue
+        keep = src.keep.get(axis)
+        if keep is None:
+            keep = kept_slices(stack, thr, min_fg)
+        for i in np.asarray(keep, dtype=int):
+            items.append({"hr": stack[i], "window": (window.lo, window.hi), "fg_threshold": thr,
+                          "source": src.name})
+    return items
+
+
+def train_transforms(cfg: AugmentConfig = AugmentConfig()) -> Compose:
+    scale = get_operator(cfg.op_id).scale
+    return Compose([
+        RandForegroundCropd("hr", cfg.crop_size, scale, cfg.fg_prob),
+        RandFlipRot90d("hr"),
+        ToUnitd("hr"),
+        RandGammad("hr", cfg.gamma, cfg.gamma_prob),
+        RandMRNoised("hr", cfg.noise_sigmas, cfg.noise_prob, cfg.rician_prob),
+        RandQuantised("hr", cfg.amplitude),
+        MakeLowResd("hr", "lr", cfg.op_id),
+        RandNetworkRanged("lr", "hr", jitter=cfg.window_jitter),
+        SelectItemsd(("lr", "hr")),
+    ])
+
+
+def training_dataset(items: list[dict], cfg: AugmentConfig = AugmentConfig(), min_length: int = 100_000) -> Dataset:
+    """A MONAI ``Dataset`` cycling through ``items`` (repeated to ``min_length`` so epochs are rare)."""
+    if not items:
+        raise ValueError("no training slices")
+    reps = max(1, math.ceil(min_length / len(items)))
+    return Dataset(items * reps, transform=train_transforms(cfg))

@@ -1,0 +1,94 @@
+"""Writing restored stacks: a derived DICOM series folder, or a NIfTI file. Atomic, owner-only."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .archive import ArchiveData
+from .dicom import DerivationInfo, derive_instance, new_series_uid, safe_filename
+from .io import atomic_dir, atomic_file
+
+
+def derivation_for(data: ArchiveData, *, method: str, model_id: str) -> DerivationInfo:
+    info = data.info
+    what = {"model": f"super-resolution model {model_id}", "bicubic": "bicubic interpolation",
+            "nearest": "pixel replication"}.get(method, method)
+    desc = (f"medsr {info.medsr_version}: stored at 1/{info.scale} resolution per axis by operator {info.operator} "
+            f"(pixel ratio {info.pixel_ratio:.1f}:1 = original pixel bytes / stored pixel bytes), "
+            f"restored by {what}. Lossy: not the original pixels.")
+    return DerivationInfo(series_uid=new_series_uid(), description=desc, ratio=info.pixel_ratio)
+
+
+def write_dicom_series(output: Path, data: ArchiveData, restored: np.ndarray, *, method: str, model_id: str,
+                       force: bool = False, progress: Callable[[int], None] | None = None) -> list[Path]:
+    """One derived file per original instance, into a new folder (atomic: all or nothing)."""
+    import pydicom
+
+    deriv = derivation_for(data, method=method, model_id=model_id)
+    written = []
+    with atomic_dir(output, force=force) as tmp:
+        for i in range(data.info.n_slices):
+            ds = derive_instance(data.header(i), restored[i], deriv)
+            name = f"{i + 1:04d}_{safe_filename(ds.SOPInstanceUID)}.dcm"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pydicom.dcmwrite(tmp / name, ds, enforce_file_format=True)
+            (tmp / name).chmod(0o600)
+            written.append(name)
+            if progress:
+                progress(1)
+    return [Path(output) / n for n in written]
+
+
+def dicom_affine(data: ArchiveData) -> np.ndarray:
+    """RAS affine for a (cols=i, rows=j, slice=k) voxel grid from DICOM geometry (LPS)."""
+    hdr = data.header(0)
+    try:
+        ori = np.asarray([float(v) for v in hdr.ImageOrientationPatient])
+        dr, dc = (float(v) for v in hdr.PixelSpacing)
+        pos = data.positions if data.positions is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return np.eye(4)
+    row_cos, col_cos = ori[:3], ori[3:]
+    if pos is not None and len(pos) > 1:
+        step = (pos[-1] - pos[0]) / (len(pos) - 1)
+    else:
+        step = np.cross(row_cos, col_cos) * float(hdr.get("SliceThickness", 1.0) or 1.0)
+    origin = pos[0] if pos is not None else np.zeros(3)
+    lps = np.eye(4)
+    lps[:3, 0] = row_cos * dc  # i: along a row (column index)
+    lps[:3, 1] = col_cos * dr  # j: down the column (row index)
+    lps[:3, 2] = step
+    lps[:3, 3] = origin
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def write_nifti(output: Path, data: ArchiveData, restored: np.ndarray, *, force: bool = False) -> Path:
+    """Write the restored volume as NIfTI (rescaled units only if slope/intercept are uniform)."""
+    import nibabel as nib
+
+    vol = np.transpose(restored, (2, 1, 0))  # (n, rows, cols) -> (i=cols, j=rows, k=slice)
+    if data.info.kind == "nifti":
+        hdr = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(data.nifti_header)) if data.nifti_header else None
+        img = nib.Nifti1Image(vol, data.nifti_affine, header=hdr)
+        if hdr is not None:
+            img.header.set_data_dtype(vol.dtype)
+    else:
+        img = nib.Nifti1Image(vol, dicom_affine(data))
+        slopes, inters = np.unique(data.slope), np.unique(data.intercept)
+        if len(slopes) == 1 and len(inters) == 1:
+            img.header.set_slope_inter(float(slopes[0]), float(inters[0]))
+    out = Path(output)
+    suffix = ".nii.gz" if out.name.endswith(".gz") else ".nii"
+    if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")):
+        out = out.with_name(out.name + ".nii.gz")
+        suffix = ".nii.gz"
+    with atomic_file(out, force=force) as tmp:
+        target = tmp.with_name(tmp.name + suffix) if not tmp.name.endswith(suffix) else tmp
+        nib.save(img, str(target))
+        if target != tmp:
+            target.replace(tmp)
+    return out
