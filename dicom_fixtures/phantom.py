@@ -123,21 +123,34 @@ def _smooth_field(canvas: _Canvas, rng: np.random.Generator, n: int, wavelengths
     return field * np.float32(np.sqrt(2.0 / n))
 
 
+#: Concentric head shells, outside in: (tissue, outer radius in head units).
+_SHELLS = (
+    ("skin", 1.0),
+    ("fat", 0.985),
+    ("bone", 0.955),
+    ("marrow", 0.942),
+    ("bone", 0.926),
+    ("csf", 0.908),
+)
+
+
+def _paint_shells(canvas: _Canvas, r: np.ndarray, mm_per_r: float) -> None:
+    """Paint the shells in 1D on a fine radius grid, then look the volume up
+    (the same result as painting each shell in 3D, at a fraction of the cost)."""
+    grid = np.linspace(0.0, 1.5, 3001)
+    profile = np.full(grid.shape, TISSUES["background"][canvas.contrast])
+    for tissue, radius in _SHELLS:
+        weight = np.clip((radius - grid) * mm_per_r / canvas.edge_mm + 0.5, 0.0, 1.0)
+        profile += weight * (TISSUES[tissue][canvas.contrast] - profile)
+    canvas.image[...] = np.interp(r, grid, profile)
+
+
 def _paint_layers(canvas: _Canvas, rng: np.random.Generator) -> np.ndarray:
-    """Head shell, skull, CSF, cortex and white matter; returns the brain weight."""
+    """Head shells, folded cortex and white matter; returns the brain weight."""
     r = _ellipsoid_radius(canvas, (0, 0, 0), HEAD_SEMI_AXES_MM)
     mm_per_r = float(HEAD_SEMI_AXES_MM.mean())
-    folds = _smooth_field(canvas, rng, 6, (18.0, 30.0))
-    layers = [
-        ("skin", 1.0),
-        ("fat", 0.985),
-        ("bone", 0.955),
-        ("marrow", 0.942),
-        ("bone", 0.926),
-        ("csf", 0.908),
-    ]
-    for tissue, radius in layers:
-        canvas.paint(tissue, canvas.ramp((radius - r) * mm_per_r))
+    _paint_shells(canvas, r, mm_per_r)
+    folds = _smooth_field(canvas, rng, 10, (14.0, 28.0))
     brain = canvas.ramp((0.875 + 0.018 * folds - r) * mm_per_r)
     canvas.paint("gm", brain)
     canvas.paint("wm", canvas.ramp((0.775 + 0.07 * folds - r) * mm_per_r))
@@ -154,11 +167,13 @@ def _paint_deep_structures(canvas: _Canvas) -> None:
 
 
 def _paint_fissure(canvas: _Canvas, brain: np.ndarray) -> None:
-    """Interhemispheric fissure: a thin CSF sheet at x = 0 above the ventricles."""
-    where = canvas.box((-1.0, -100.0, 18.0), (1.0, 100.0, 100.0))
+    """Interhemispheric fissure: a thin CSF sheet at x = 0, except where the
+    corpus callosum joins the hemispheres (above and around the ventricles)."""
+    where = canvas.box((-1.0, -100.0, -100.0), (1.0, 100.0, 100.0))
     if where is None:
         return
-    sheet = canvas.ramp(0.6 - np.abs(canvas.x[where])) * canvas.ramp(canvas.z[where] - 22.0)
+    above_callosum = np.maximum(canvas.z[where] - 22.0, np.abs(canvas.y[where]) - 40.0)
+    sheet = canvas.ramp(0.6 - np.abs(canvas.x[where])) * canvas.ramp(above_callosum)
     canvas.paint("csf", sheet * brain[where], where)
 
 

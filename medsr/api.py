@@ -14,7 +14,8 @@ from .archive import ArchiveData, ArchiveInfo, VerifyResult, read_archive, read_
 from .codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
 from .engine import EngineConfig, restore_stack, select_device, to_stored
 from .errors import ArchiveError, InputError, MedsrError, OutputError, QualityGateError
-from .io import Series, atomic_dir, atomic_file, read_series
+from .io import Series, read_series
+from .io.atomic import preflight_output
 
 log = logging.getLogger("medsr")
 
@@ -187,12 +188,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     """
     t0 = time.perf_counter()
     output = Path(output)
-    if output.exists() and not options.force:
-        raise OutputError("already exists (use --force to replace it)", path=output)
-    if output.exists() and output.is_dir():
-        raise OutputError("is a folder; give an archive file name", path=output)
-    if not output.parent.exists():
-        raise OutputError("output folder does not exist", path=output.parent)
+    preflight_output(output, force=options.force)
     if not isinstance(series, Series):
         series = read_series(series, series_uid=options.series_uid, allow_modalities=options.allow_modalities)
     op = get_operator(options.operator)
@@ -273,29 +269,10 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
     """Restore an archive to a new derived DICOM series folder (or a NIfTI file)."""
     t0 = time.perf_counter()
     archive, output = Path(archive), Path(output)
-    if output.exists() and not options.force:
-        raise OutputError("already exists (use --force to replace it)", path=output)
+    preflight_output(output, force=options.force, folder=options.format == "dicom")
     data = read_archive(archive)  # verifies checksums
     info = data.info
-    warnings_: list[str] = []
-    method = options.method or ("model" if info.method == "model" else info.method)
-    model_name = options.model
-    if method == "model" and model_name is None:
-        model_name = info.model_id.split("@")[0]
-    method, loaded = _resolve_model(method, model_name)
-    if loaded is not None and info.method == "model" and loaded.sha256 != info.model_sha256:
-        warnings_.append(f"restoring with model {loaded.model_id}, not the archive's {info.model_id}: "
-                         "the stored audit does not describe this restore")
-    for w in warnings_:
-        log.warning(w)
-    device = select_device(options.device) if method == "model" else "cpu"
-    engine = EngineConfig(method=method, device=device, consistency=options.consistency,
-                          batch_size=options.batch_size, precision=options.precision)
-    restored = _restore_pixels(data.lowres, window=_window(info), scale=info.scale, operator=info.operator,
-                               rows=info.rows, cols=info.cols, dtype=info.dtype,
-                               value_range=_value_range(info.dtype, info.bits_stored, info.pixel_representation),
-                               engine=engine, module=loaded.module if loaded else None,
-                               progress=_tick(progress, "restore", info.n_slices))
+    restored, method, loaded, device, warnings_ = restore_pixels(data, options, progress=progress)
     model_id = loaded.model_id if loaded else method
     from .writers import write_dicom_series, write_nifti
 
@@ -315,6 +292,34 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
         audit = audit_against_reference(Path(reference), data, restored)
     return RestoreResult(output=output, slices=info.n_slices, seconds=time.perf_counter() - t0, device=device,
                          method=method, model_id=model_id, files=tuple(files), warnings=tuple(warnings_), audit=audit)
+
+
+def restore_pixels(data: ArchiveData, options: RestoreOptions = RestoreOptions(), *, progress: Progress | None = None):
+    """Restore an archive's pixels in memory -> (stack in stored dtype, method, model, device, warnings)."""
+    info = data.info
+    warnings_: list[str] = []
+    method = options.method or info.method
+    model_name = options.model
+    if method == "model" and model_name is None and info.method == "model":
+        model_name = info.model_id.split("@")[0]
+    method, loaded = _resolve_model(method, model_name)
+    if info.method == "model" and (loaded is None or loaded.sha256 != info.model_sha256):
+        warnings_.append(f"restoring with {loaded.model_id if loaded else method}, not the archive's {info.model_id}: "
+                         "the stored audit does not describe this restore")
+    elif info.method != "model" and method != info.method:
+        warnings_.append(f"restoring with {loaded.model_id if loaded else method}, not the archive's {info.method}: "
+                         "the stored audit does not describe this restore")
+    for w in warnings_:
+        log.warning(w)
+    device = select_device(options.device) if method == "model" else "cpu"
+    engine = EngineConfig(method=method, device=device, consistency=options.consistency,
+                          batch_size=options.batch_size, precision=options.precision)
+    restored = _restore_pixels(data.lowres, window=_window(info), scale=info.scale, operator=info.operator,
+                               rows=info.rows, cols=info.cols, dtype=info.dtype,
+                               value_range=_value_range(info.dtype, info.bits_stored, info.pixel_representation),
+                               engine=engine, module=loaded.module if loaded else None,
+                               progress=_tick(progress, "restore", info.n_slices))
+    return restored, method, loaded, device, tuple(warnings_)
 
 
 def _window(info: ArchiveInfo):

@@ -56,10 +56,19 @@ def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int,
     }
     if j2k_note:
         provenance["note"] = j2k_note
+    provenance["model_kind"] = _model_kind(model_id)
     result = run_audit(original, tests, ratios=ratios, provenance=provenance)
     if return_images:
         return result.to_dict(), {"original": original, **tests}
     return result.to_dict()
+
+
+def _model_kind(model_id: str) -> str:
+    """fidelity (MSE/L1-trained or interpolation) or perceptual (GAN) - the report says which."""
+    from .models import REGISTRY
+
+    entry = REGISTRY.get(model_id.split("@")[0])
+    return entry.kind if entry is not None else "fidelity"
 
 
 def audit_against_reference(reference: Path, data, restored: np.ndarray, *, with_j2k: bool = True,

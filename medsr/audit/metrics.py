@@ -13,8 +13,11 @@ Definitions (``medsr-metrics-v1``; docs/audit.md repeats them for third parties)
 - PSNR = ``10 log10(data_range**2 / MSE)`` over the whole slice; ``psnr_fg`` is the same
   with the MSE over the mask pixels only. Identical data (MSE = 0) and anything above
   100 dB report ``PSNR_CAP_DB`` = 100 dB, so values stay finite in JSON.
-- SSIM = ``skimage.metrics.structural_similarity(o, t, data_range=data_range)`` (defaults:
-  7x7 uniform window, K1 0.01, K2 0.03, population covariance off). ``ssim_fg`` is the
+- SSIM = ``skimage.metrics.structural_similarity(o - series_min, t - series_min,
+  data_range=data_range)`` (defaults: 7x7 uniform window, K1 0.01, K2 0.03, sample
+  covariance). SSIM's luminance term assumes values in [0, L]; shifting by the series
+  minimum keeps it independent of a Rescale Intercept and is a no-op for MR magnitude
+  data (series_min = 0). ``ssim_fg`` is the
   mean of the SSIM map (``full=True``) over the mask pixels that are at least 3 pixels
   from the slice border: skimage's ``ssim`` itself averages the map over exactly that
   interior, so a full mask gives ``ssim_fg == ssim``.
@@ -184,6 +187,11 @@ def _ratio_norm(num: float, den: float) -> float:
     return 0.0 if num == 0.0 else math.nan
 
 
+def _l2(x: np.ndarray) -> float:
+    # np.sum(x * x), not np.linalg.norm: BLAS dot thrashes under thread contention
+    return math.sqrt(float(np.sum(x * x)))
+
+
 def _measure_slice(o: np.ndarray, t: np.ndarray, m: np.ndarray, index: int, dr: float, lo: float) -> SliceMetrics:
     from scipy.ndimage import gaussian_laplace
     from skimage.metrics import structural_similarity
@@ -191,7 +199,7 @@ def _measure_slice(o: np.ndarray, t: np.ndarray, m: np.ndarray, index: int, dr: 
     err = t - o
     sq = err * err
     n_fg = int(m.sum())
-    ssim, smap = structural_similarity(o, t, data_range=dr, win_size=SSIM_WIN, full=True)
+    ssim, smap = structural_similarity(o - lo, t - lo, data_range=dr, win_size=SSIM_WIN, full=True)
     pad = (SSIM_WIN - 1) // 2
     inner = np.zeros_like(m)
     inner[pad:-pad, pad:-pad] = True
@@ -204,8 +212,8 @@ def _measure_slice(o: np.ndarray, t: np.ndarray, m: np.ndarray, index: int, dr: 
         psnr_fg=psnr_from_mse(float(sq[m].mean()), dr) if n_fg else math.nan,
         ssim=float(ssim),
         ssim_fg=float(smap[m_in].mean()) if m_in.any() else math.nan,
-        nrmse=_ratio_norm(float(np.sqrt(sq.sum())), float(np.linalg.norm(o - lo))),
-        hfen=_ratio_norm(float(np.linalg.norm(log_e)), float(np.linalg.norm(log_o))),
+        nrmse=_ratio_norm(math.sqrt(float(sq.sum())), _l2(o - lo)),
+        hfen=_ratio_norm(_l2(log_e), _l2(log_o)),
         fg_fraction=n_fg / m.size,
     )
 

@@ -58,6 +58,7 @@ def _atomic_write(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -140,7 +141,8 @@ def _panel(audit: AuditResult, images: ImageSource, idx: int, err_max: float, wi
 
     orig = _slice(images, ORIGINAL, idx)
     cols = [ORIGINAL, BICUBIC, RESTORED, JPEG2000]
-    fig = Figure(figsize=(10, 7.8), dpi=100, layout="constrained")
+    fig = Figure(figsize=(10, 7.8), dpi=100)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.94, wspace=0.06, hspace=0.16)
     axes = fig.subplots(3, 4)
     y0, x0, c = _crop_box(orig, audit.fg_threshold) if orig is not None else (0, 0, 0)
     err_im = None

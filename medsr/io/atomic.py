@@ -35,6 +35,8 @@ def _check_parent(final: Path) -> Path:
     parent = final.parent if str(final.parent) else Path(".")
     if not parent.exists():
         raise OutputError("output folder does not exist", path=parent)
+    if not parent.is_dir():
+        raise OutputError("is not a folder, so nothing can be written inside it", path=parent)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError("output folder is not writable", path=parent)
     return parent
@@ -50,7 +52,10 @@ def atomic_file(final: Path, *, force: bool = False, mode: int = 0o600) -> Itera
     parent = _check_parent(final)
     if final.exists() and not force:
         raise OutputError("already exists (use --force to replace it)", path=final)
-    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=final.suffix, dir=parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=final.suffix, dir=parent)
+    except OSError as e:
+        raise OutputError(f"cannot write here ({e.strerror or type(e).__name__})", path=parent) from None
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, mode)
@@ -62,6 +67,10 @@ def atomic_file(final: Path, *, force: bool = False, mode: int = 0o600) -> Itera
             raise OutputError("already exists (written concurrently by another process)", path=final)
         os.replace(tmp, final)
         _fsync_dir(parent)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OutputError(f"write failed ({e.strerror or type(e).__name__}); nothing was left behind", path=final) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -79,7 +88,10 @@ def atomic_dir(final: Path, *, force: bool = False, mode: int = 0o700) -> Iterat
     parent = _check_parent(final)
     if final.exists() and not force:
         raise OutputError("already exists (use --force to replace it)", path=final)
-    tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
+    except OSError as e:
+        raise OutputError(f"cannot write here ({e.strerror or type(e).__name__})", path=parent) from None
     os.chmod(tmp, mode)
     try:
         yield tmp
@@ -97,6 +109,9 @@ def atomic_dir(final: Path, *, force: bool = False, mode: int = 0o700) -> Iterat
         else:
             os.replace(tmp, final)
         _fsync_dir(parent)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"write failed ({e.strerror or type(e).__name__}); nothing was left behind", path=final) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -125,3 +140,19 @@ def clean_stale_temps(folder: Path, *, older_than_s: float = 0.0) -> list[Path]:
         except OSError:
             continue
     return removed
+
+
+def preflight_output(final: Path, *, force: bool = False, folder: bool = False) -> None:
+    """Fail fast, before any work, if ``final`` could not be written (exists, bad parent, read-only)."""
+    final = Path(final)
+    if final.exists() and not force:
+        raise OutputError("already exists (use --force to replace it)", path=final)
+    if final.exists() and final.is_dir() != folder:
+        raise OutputError("is a folder; give a file name" if not folder else "is a file; give a folder name", path=final)
+    parent = _check_parent(final)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=TEMP_PREFIX + "probe-", dir=parent)
+    except OSError as e:
+        raise OutputError(f"cannot write here ({e.strerror or type(e).__name__})", path=parent) from None
+    os.close(fd)
+    os.unlink(probe)

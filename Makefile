@@ -1,0 +1,61 @@
+# medsr: two commands do all set-up on a fresh machine.
+#   make demo   - create .venv, install, archive + restore + audit a bundled fixture series
+#   make test   - install the dev extras (and Debian test tools when root), run the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+MEDSR  := $(VENV)/bin/medsr
+DEMO   ?= demo-output
+APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python chromium mricron-data
+
+.PHONY: demo test install install-dev system-deps bench train clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+# Debian tools the tests use (dciodvfy, dcmdump, a real Orthanc, headless Chromium).
+# Installed only when running as root with apt; otherwise those tests skip with a reason.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	    || echo "warning: could not install$$missing; tests that need them will skip"; fi; \
+	else echo "not root: skipping Debian packages ($(APT_PACKAGES)); tests that need them will skip"; fi
+
+demo: install
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(PY) -m dicom_fixtures.build $(DEMO)/fixtures --case large_256
+	$(MEDSR) archive $(DEMO)/fixtures/large_256 -o $(DEMO)/series.medsr.h5 --report $(DEMO)/report
+	$(MEDSR) verify $(DEMO)/series.medsr.h5
+	$(MEDSR) restore $(DEMO)/series.medsr.h5 -o $(DEMO)/restored --reference $(DEMO)/fixtures/large_256
+	@echo
+	@echo "outputs:"
+	@echo "  archive:  $(DEMO)/series.medsr.h5"
+	@echo "  restored: $(DEMO)/restored/ (derived DICOM series)"
+	@echo "  report:   $(DEMO)/report/report.html"
+
+test: install-dev system-deps
+	$(PY) -m pytest -q -ra
+
+bench: install-dev
+	$(PY) -m pipelines.bench
+
+train: install-dev
+	$(PY) -m pipelines.prepare_data --out .train/pack.npz
+	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/run
+
+clean:
+	rm -rf $(DEMO) .pytest_cache build *.egg-info

@@ -1,0 +1,298 @@
+"""Command line: a thin layer over the public API (``medsr --help``).
+
+Errors print one line ``medsr: error: <file>: <problem>`` on stderr and exit with the
+code listed in ``medsr --help`` (no traceback unless ``--debug``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import EXIT_CODES, MedsrError
+
+EPILOG = """\
+examples:
+  medsr archive SERIES_DIR -o series.medsr.h5          # store at 1/16 of the pixels, with an audit
+  medsr restore series.medsr.h5 -o restored/           # new derived DICOM series, full size
+  medsr info series.medsr.h5 --json                    # what is inside, and the stored audit
+  medsr verify series.medsr.h5                         # checksums and structure (exit 4 on damage)
+  medsr audit series.medsr.h5 -o report/ --reference SERIES_DIR   # HTML + JSON report
+
+exit codes:
+""" + "\n".join(f"  {k:>3}  {v}" for k, v in EXIT_CODES.items())
+
+
+class _Progress:
+    """tqdm bars on stderr, one per stage; silent when stderr is not a terminal or --quiet."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bars = {}
+
+    def __call__(self, stage: str, k: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="slice", file=sys.stderr, leave=False)
+        bar.update(k)
+
+    def close(self):
+        for b in self.bars.values():
+            b.close()
+
+
+def _emit(args, payload: dict, text: str) -> None:
+    if args.json:
+        print(json.dumps(payload, default=str))
+    else:
+        print(text)
+
+
+def _fmt(v, digits=2):
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_archive(args) -> int:
+    from .api import ArchiveOptions, archive_series
+
+    out = Path(args.output) if args.output else Path(str(Path(args.series).name).removesuffix(".gz").removesuffix(".nii") + ".medsr.h5")
+    opts = ArchiveOptions(
+        operator=args.operator, method=args.method, model=args.model, device=args.device,
+        consistency=not args.no_consistency, series_uid=args.series_uid,
+        allow_modalities=("MR",) + tuple(m.upper() for m in args.allow_modality), force=args.force,
+        delete_original=args.delete_original, min_psnr=args.min_psnr, min_ssim=args.min_ssim,
+        min_psnr_fg=args.min_psnr_fg, keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k,
+    )
+    prog = _Progress(not args.quiet and sys.stderr.isatty())
+    try:
+        res = archive_series(args.series, out, opts, progress=prog)
+    finally:
+        prog.close()
+    s = res.summary()
+    if args.report:
+        from .reporting import report_for_archive
+
+        json_path, html_path = report_for_archive(res.archive, args.report, reference=args.series, force=True)
+        s["report"] = str(html_path)
+    text = (f"archived {s['slices']} slices -> {s['archive']}\n"
+            f"  size: {s['original_bytes']:,} -> {s['archive_bytes']:,} bytes (ratio {s['ratio']:.1f}:1 files, "
+            f"{s['pixel_ratio']:.1f}:1 pixels)\n"
+            f"  restore by {s['method']} ({s['model_id']}): PSNR {_fmt(s['psnr'])} dB (fg {_fmt(s['psnr_fg'])}), SSIM {_fmt(s['ssim'], 4)}\n"
+            f"  bicubic baseline:     PSNR {_fmt(s['psnr_bicubic'])} dB (fg {_fmt(s['psnr_fg_bicubic'])}), SSIM {_fmt(s['ssim_bicubic'], 4)}\n"
+            f"  JPEG 2000, same bytes: PSNR {_fmt(s['psnr_j2k'])} dB (fg {_fmt(s['psnr_fg_j2k'])}), SSIM {_fmt(s['ssim_j2k'], 4)}")
+    if s["below_threshold"]:
+        text += "\n  WARNING: below the quality gate; written because of --keep-below-threshold"
+    if s["deleted_originals"]:
+        text += f"\n  deleted {s['deleted_originals']} original files after verifying the archive"
+    if "report" in s:
+        text += f"\n  report: {s['report']}"
+    _emit(args, s, text)
+    return 0
+
+
+def cmd_restore(args) -> int:
+    from .api import RestoreOptions, restore_archive
+
+    out = Path(args.output) if args.output else Path(Path(args.archive).name.split(".")[0] + "-restored" + (".nii.gz" if args.format == "nifti" else ""))
+    opts = RestoreOptions(method=args.method, model=args.model, device=args.device,
+                          consistency=not args.no_consistency, format=args.format, force=args.force,
+                          batch_size=args.batch_size, precision=args.precision)
+    prog = _Progress(not args.quiet and sys.stderr.isatty())
+    try:
+        res = restore_archive(args.archive, out, opts, reference=args.reference, progress=prog)
+    finally:
+        prog.close()
+    s = res.summary()
+    text = (f"restored {s['slices']} slices -> {s['output']} in {s['seconds']:.2f} s "
+            f"({s['slices_per_second']:.1f} slices/s, {s['method']} {s['model_id']} on {s['device']})")
+    if res.audit is not None:
+        a = s["audit"]
+        text += (f"\n  vs reference: PSNR {_fmt(a.get('psnr'))} dB (fg {_fmt(a.get('psnr_fg'))}), SSIM {_fmt(a.get('ssim'), 4)};"
+                 f" bicubic {_fmt(a.get('psnr_bicubic'))} dB; JPEG 2000 {_fmt(a.get('psnr_j2k'))} dB")
+    _emit(args, s, text)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .api import open_archive
+
+    info = open_archive(args.archive)
+    d = info.to_dict()
+    if info.audit:
+        from .api import _flat_audit
+
+        d["audit"] = _flat_audit(info.audit)
+    text = "\n".join(f"{k:>22}: {v}" for k, v in d.items() if k != "audit")
+    if "audit" in d:
+        text += "\n" + "\n".join(f"{k:>22}: {v}" for k, v in d["audit"].items())
+    _emit(args, d, text)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .archive import verify_archive
+
+    res = verify_archive(Path(args.archive))
+    _emit(args, res.to_dict(), f"{args.archive}: OK ({res.n_slices} slices, all checksums match)" if res.ok
+          else f"{args.archive}: FAILED: " + "; ".join(res.problems))
+    if not res.ok and not args.json:
+        print(f"medsr: error: {res.problems[0]}", file=sys.stderr)
+    return 0 if res.ok else 4
+
+
+def cmd_audit(args) -> int:
+    from .reporting import report_for_archive
+
+    json_path, html_path = report_for_archive(Path(args.archive), Path(args.output), reference=args.reference,
+                                              include_phi=args.include_phi, force=args.force)
+    _emit(args, {"archive": args.archive, "report_json": str(json_path), "report_html": str(html_path)},
+          f"report: {html_path}\n  data: {json_path}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import list_models
+
+    rows = [{"name": m.name, "kind": m.kind, "operator": m.operator, "config": m.config.to_dict(),
+             "sha256": m.sha256, "card": str(m.path.with_name(m.card)), "metrics": m.metrics} for m in list_models()]
+    text = "\n".join(f"{r['name']:<22} {r['kind']:<10} {r['operator']:<9} sha256 {r['sha256'][:12]}  card {r['card']}" for r in rows) or "no models shipped"
+    _emit(args, {"models": rows}, text)
+    return 0
+
+
+def cmd_train(args) -> int:
+    import importlib
+
+    train = importlib.import_module("pipelines.train")
+    return int(train.main(args.rest) or 0)
+
+
+# ---------------------------------------------------------------- parser
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout (for scripts)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or warnings")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medsr", description="Store DICOM MR series at x4 lower resolution and restore "
+                                "them with super-resolution; every archive carries a PSNR/SSIM audit.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"medsr {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    a = sub.add_parser("archive", help="archive one MR series (folder or NIfTI) into one .medsr.h5 file",
+                       description="Down-sample a series x4 per axis (exact 4x4 block means), store it losslessly with "
+                       "every original header, restore it in memory and store the audit (PSNR/SSIM vs the original, "
+                       "bicubic and JPEG 2000 at equal bytes beside it). The original is never modified.")
+    a.add_argument("series", help="folder of DICOM files (searched recursively) or a .nii/.nii.gz file")
+    a.add_argument("-o", "--output", help="archive file to write (default: <series name>.medsr.h5)")
+    a.add_argument("--series-uid", help="pick one series when the folder holds several")
+    a.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
+                   help="restore method recorded in the archive (auto: the shipped default model, else bicubic)")
+    a.add_argument("--model", help="model name (see `medsr models`) or a .safetensors path")
+    a.add_argument("--operator", default="area4-v1", help="down-sampling operator id (area4-v1, area2-v1, gauss4-v1)")
+    a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    a.add_argument("--no-consistency", action="store_true", help="do not project the restore onto the stored data")
+    a.add_argument("--allow-modality", action="append", default=[], metavar="MOD", help="also accept this modality (at your own risk)")
+    a.add_argument("--min-psnr", type=float, help="refuse to archive if the restore's PSNR (dB) is below this")
+    a.add_argument("--min-ssim", type=float, help="refuse to archive if the restore's SSIM is below this")
+    a.add_argument("--min-psnr-fg", type=float, help="refuse if the foreground PSNR (dB) is below this")
+    a.add_argument("--keep-below-threshold", action="store_true", help="write the archive anyway, marked below threshold")
+    a.add_argument("--no-j2k", action="store_true", help="skip the JPEG 2000 baseline (faster)")
+    a.add_argument("--report", metavar="DIR", help="also write the HTML/JSON audit report into DIR")
+    a.add_argument("--force", action="store_true", help="replace an existing archive")
+    a.add_argument("--delete-original", action="store_true",
+                   help="delete the original files, only after the written archive was re-read and verified")
+    _common(a)
+    a.set_defaults(func=cmd_archive)
+
+    r = sub.add_parser("restore", help="restore an archive to a new derived DICOM series (or NIfTI)",
+                       description="Rebuild every original instance at full size as a DERIVED, lossy image with new UIDs "
+                       "and references to the originals.")
+    r.add_argument("archive")
+    r.add_argument("-o", "--output", help="output folder (DICOM) or .nii.gz file (NIfTI)")
+    r.add_argument("--format", default="dicom", choices=["dicom", "nifti"])
+    r.add_argument("--method", choices=["model", "bicubic", "nearest"], help="override the archive's method")
+    r.add_argument("--model", help="override the archive's model (warns; the stored audit will not apply)")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--batch-size", type=int, default=0, help="slices per batch (0: automatic)")
+    r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 on CUDA, fp32 on CPU (fp16 is never used on CPU)")
+    r.add_argument("--no-consistency", action="store_true", help="do not project onto the stored low-res data")
+    r.add_argument("--reference", help="original series to measure this restore against")
+    r.add_argument("--force", action="store_true", help="replace an existing output")
+    _common(r)
+    r.set_defaults(func=cmd_restore)
+
+    i = sub.add_parser("info", help="show an archive's metadata and stored audit")
+    i.add_argument("archive")
+    _common(i)
+    i.set_defaults(func=cmd_info)
+
+    v = sub.add_parser("verify", help="check an archive's structure and every checksum (exit 4 on damage)")
+    v.add_argument("archive")
+    _common(v)
+    v.set_defaults(func=cmd_verify)
+
+    au = sub.add_parser("audit", help="write report.json and a self-contained report.html for an archive")
+    au.add_argument("archive")
+    au.add_argument("-o", "--output", required=True, help="report folder")
+    au.add_argument("--reference", help="original series: measure a fresh restore against it (with image panels)")
+    au.add_argument("--include-phi", action="store_true", help="include patient name/ID in the report")
+    au.add_argument("--force", action="store_true")
+    _common(au)
+    au.set_defaults(func=cmd_audit)
+
+    m = sub.add_parser("models", help="list the shipped super-resolution models")
+    _common(m)
+    m.set_defaults(func=cmd_models)
+
+    t = sub.add_parser("train", help="train SRResNet/SRGAN (see `medsr train --help`)", add_help=False)
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+    t.set_defaults(func=cmd_train, json=False, quiet=False, debug=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.debug else (logging.ERROR if args.quiet else logging.WARNING),
+                        format="medsr: %(levelname)s: %(message)s", stream=sys.stderr)
+    if not args.debug:
+        import warnings
+
+        warnings.simplefilter("ignore")
+    try:
+        return args.func(args)
+    except MedsrError as e:
+        if args.debug:
+            raise
+        print(f"medsr: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("medsr: interrupted; nothing partial was left under a final name", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not a user error: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"medsr: internal error: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''} "
+              "(rerun with --debug for a traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

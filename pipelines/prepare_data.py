@@ -1,0 +1,287 @@
+"""Build the compact training pack: integer MR volumes + source names + subject ids.
+
+    python -m pipelines.prepare_data --out .train/pack.npz
+
+Sources (all offline, all real MR):
+
+- ``sag-anon``: /work/shared/data/sag-anon-t1-mprage.tar.gz, one child, Siemens 3T T1
+  MPRAGE, 192 sagittal 256x256 slices, near-isotropic -> train, all three orientations;
+- ``colin27``: /usr/share/mricron/templates/ch2.nii.gz, Colin27 T1, uint8 x16 -> ~12-bit,
+  1 mm isotropic -> train, all three orientations;
+- ``pydicom-data-mr``: the real single MR slices of the pydicom-data package
+  (MR2 shoulder 1024x1024, Siemens head 484x484) -> VALIDATION (other subjects,
+  scanners, body part and contrast: the most different held-out source);
+- ``phantom-*`` (optional): Siemens XA30 and Philips phantoms -> extra validation only
+  (not anatomy, never trained on).
+
+Every volume is an integer array (n, H, W) of *stored* values (Rescale Slope/Intercept
+undone when a reader applied them) in acquisition order, axis 0 = the slice stack the
+archive would see. Slices with less than 5% foreground are dropped (their indices are
+not listed in the pack's keep lists). DICOM and NIfTI are read with MONAI ``LoadImage``
+(PydicomReader / NibabelReader); headers with pydicom. Those imports happen inside the
+builders only: ``load_pack`` needs nothing but numpy, so training runs without them.
+
+Pack layout (``np.load(path, allow_pickle=False)``):
+``meta`` (JSON string: version, val_source, volumes[{key, name, source, subject, split,
+axes, license, shape, dtype}]), ``sources``/``subjects``/``splits`` (str arrays, one per
+volume), ``<key>`` (the volume), ``<key>_keep<axis>`` (kept slice indices per axis).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+PACK_VERSION = 1
+VAL_SOURCE = "pydicom-data-mr"
+DEFAULT_DATA_DIR = Path("/work/shared/data")
+DEFAULT_COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
+MIN_FG = 0.05
+
+
+@dataclass
+class PackVolume:
+    key: str
+    name: str
+    source: str
+    subject: str
+    split: str  # "train", "val" (headline validation) or "val-extra"
+    data: np.ndarray  # (n, H, W) stored integers, axis 0 = acquisition stack
+    axes: tuple[int, ...] = (0,)
+    keep: dict[int, np.ndarray] = field(default_factory=dict)
+    license: str = ""
+
+
+@dataclass
+class Pack:
+    volumes: list[PackVolume]
+    val_source: str
+    meta: dict
+
+    def split(self, name: str) -> list[PackVolume]:
+        return [v for v in self.volumes if v.split == name]
+
+
+# ---------------------------------------------------------------- pack file
+
+
+def save_pack(path: Path, volumes: list[PackVolume], val_source: str = VAL_SOURCE) -> dict:
+    meta = {
+        "version": PACK_VERSION, "val_source": val_source, "created_by": "pipelines/prepare_data.py",
+        "volumes": [{"key": v.key, "name": v.name, "source": v.source, "subject": v.subject, "split": v.split,
+                     "axes": list(v.axes), "license": v.license, "shape": list(v.data.shape),
+                     "dtype": v.data.dtype.str, "kept": {str(a): int(len(k)) for a, k in v.keep.items()}}
+                    for v in volumes],
+    }
+    arrays: dict[str, np.ndarray] = {
+        "meta": np.array(json.dumps(meta)),
+        "sources": np.array([v.source for v in volumes]),
+        "subjects": np.array([v.subject for v in volumes]),
+        "splits": np.array([v.split for v in volumes]),
+    }
+    for v in volumes:
+        arrays[v.key] = v.data
+        for axis, idx in v.keep.items():
+            arrays[f"{v.key}_keep{axis}"] = np.asarray(idx, dtype=np.int32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    return meta
+
+
+def load_pack(path: str | Path) -> Pack:
+    """Read a pack written by ``save_pack`` (numpy only, no pickle)."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        if meta.get("version") != PACK_VERSION:
+            raise ValueError(f"{path}: pack version {meta.get('version')!r}, expected {PACK_VERSION}")
+        vols = []
+        for m in meta["volumes"]:
+            keep = {a: z[f"{m['key']}_keep{a}"] for a in m["axes"] if f"{m['key']}_keep{a}" in z.files}
+            vols.append(PackVolume(m["key"], m["name"], m["source"], m["subject"], m["split"], z[m["key"]],
+                                   tuple(m["axes"]), keep, m.get("license", "")))
+    return Pack(vols, meta["val_source"], meta)
+
+
+# ---------------------------------------------------------------- readers
+
+
+def _loader(reader: str):
+    from monai.transforms import LoadImage
+
+    return LoadImage(reader=reader, image_only=True, dtype=None)
+
+
+def _stored_values(pixels: np.ndarray, slope: float, intercept: float, dtype: np.dtype) -> np.ndarray:
+    """Undo a modality rescale a reader applied; the result must be integral."""
+    if slope == 1.0 and intercept == 0.0:
+        return pixels.astype(dtype)
+    raw = (pixels.astype(np.float64) - intercept) / slope
+    stored = np.rint(raw)
+    if np.abs(raw - stored).max() > 1e-2:
+        raise ValueError(f"values are not integral after undoing slope {slope} / intercept {intercept}")
+    return stored.astype(dtype)
+
+
+def read_dicom_files(files: list[Path]) -> np.ndarray:
+    """Single-frame MR files of one series -> (n, Rows, Columns) stored integers in stack order."""
+    import pydicom
+
+    heads = []
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        if ds.get("Modality") != "MR":
+            continue
+        heads.append((int(ds.get("InstanceNumber", 0) or 0), f, ds))
+    if not heads:
+        raise ValueError(f"no MR images among {len(files)} files")
+    heads.sort(key=lambda t: (t[0], str(t[1])))
+    load = _loader("PydicomReader")
+    out = []
+    for _, f, ds in heads:
+        px = np.asarray(load(str(f))).T  # MONAI gives (columns, rows)
+        dtype = np.dtype(np.int16 if int(ds.get("PixelRepresentation", 0)) else np.uint16)
+        out.append(_stored_values(px, float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0),
+                                  dtype))
+    first = pydicom.dcmread(heads[0][1]).pixel_array
+    if not np.array_equal(first, out[0]):
+        raise ValueError(f"{heads[0][1]}: MONAI pixels differ from pydicom's stored values")
+    return np.stack(out)
+
+
+def sag_anon(tar_path: Path) -> PackVolume:
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(tar_path) as tf:
+            tf.extractall(tmp, filter="data")
+        files = sorted(Path(tmp).rglob("*.dcm"))
+        vol = read_dicom_files(files)
+    return PackVolume("vol_sag_anon", "sag-anon", "sag-anon", "sag-anon-1", "train", vol, (0, 1, 2),
+                      license="MIT (Rudolph Pienaar, 2018), LICENSE.sag-anon")
+
+
+def colin27(path: Path) -> PackVolume:
+    v = np.asarray(_loader("NibabelReader")(str(path)))  # (x, y, z) uint8, RAS
+    vol = (np.transpose(v, (2, 1, 0))[:, ::-1].astype(np.uint16) * 16)  # axial stack, anterior up, ~12-bit
+    return PackVolume("vol_colin27", "colin27", "colin27", "colin27", "train", np.ascontiguousarray(vol), (0, 1, 2),
+                      license="Colin27 (mricron-data, BSD-style); rescaled x16 from uint8")
+
+
+def pydicom_data_mr(min_size: int = 128) -> list[PackVolume]:
+    """Real single-frame MR slices of pydicom-data, one volume per distinct image.
+
+    Lossy copies (JPEG 2000 irreversible, Lossy Image Compression "01") are skipped and
+    copies of the same pixels in other transfer syntaxes are kept once (uncompressed first).
+    """
+    import hashlib
+
+    import pydicom
+    import pydicom.data
+    from pydicom.uid import JPEG2000, JPEGBaseline8Bit, JPEGExtended12Bit
+
+    anchor = pydicom.data.get_testdata_file("MR2_UNCR.dcm", download=False)
+    if anchor is None:
+        raise FileNotFoundError("pydicom-data is not installed (pip install pydicom-data)")
+    cands = []
+    for f in sorted(Path(anchor).parent.glob("*.dcm")):
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+        except Exception:
+            continue
+        ts = ds.file_meta.TransferSyntaxUID
+        if ds.get("Modality") != "MR" or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+            continue
+        if min(int(ds.Rows), int(ds.Columns)) < min_size:
+            continue
+        if ds.get("LossyImageCompression") == "01" or ts in (JPEG2000, JPEGBaseline8Bit, JPEGExtended12Bit):
+            continue
+        cands.append((0 if not ts.is_compressed else 1, f.name, f))
+    out: list[PackVolume] = []
+    seen: set[str] = set()
+    for _, _, f in sorted(cands):
+        vol = read_dicom_files([f])
+        digest = hashlib.sha256(vol.tobytes()).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        stem = f.stem.replace("_UNCR", "").replace("_UNCI", "").lower()
+        out.append(PackVolume(f"vol_val{len(out)}", f.name, VAL_SOURCE, f"pydicom-{stem}", "val", vol, (0,),
+                              license="MIT (pydicom-data)"))
+    return out
+
+
+def phantoms(data_dir: Path) -> list[PackVolume]:
+    import zipfile
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        sx = data_dir / "siemens-xa30-phantom-t1w.tar.gz"
+        if sx.exists():
+            with tarfile.open(sx) as tf:
+                tf.extractall(t, filter="data")
+            files = sorted(t.rglob("5001_anat-T1w_acq-tfl/*.dcm"))
+            out.append(PackVolume("vol_phantom_siemens", "siemens-xa30-phantom-t1w", "phantom-siemens-xa30",
+                                  "phantom-siemens", "val-extra", read_dicom_files(files), (0,),
+                                  license="BSD-2-Clause (Chris Rorden, 2023)"))
+        pz = data_dir / "philips-phantom-t1.zip"
+        if pz.exists():
+            with zipfile.ZipFile(pz) as zf:
+                zf.extractall(t)
+            files = sorted(t.rglob("501_T1W_FFE_Sno_CS4/*.dcm"))
+            out.append(PackVolume("vol_phantom_philips", "philips-501-t1w-ffe", "phantom-philips", "phantom-philips",
+                                  "val-extra", read_dicom_files(files), (0,),
+                                  license="BSD-2-Clause (Chris Rorden, 2023)"))
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+
+def add_keep_lists(v: PackVolume, min_fg: float = MIN_FG) -> PackVolume:
+    from medsr.transforms.pipeline import foreground_threshold, kept_slices
+
+    thr = foreground_threshold(v.data)
+    v.keep = {a: kept_slices(np.moveaxis(v.data, a, 0), thr, min_fg).astype(np.int32) for a in v.axes}
+    return v
+
+
+def build(data_dir: Path, colin: Path | None, with_phantoms: bool = True) -> list[PackVolume]:
+    vols = [sag_anon(data_dir / "sag-anon-t1-mprage.tar.gz")]
+    if colin is not None and colin.exists():
+        vols.append(colin27(colin))
+    vols += pydicom_data_mr()
+    if with_phantoms:
+        vols += phantoms(data_dir)
+    return [add_keep_lists(v) for v in vols]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="prepare_data", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="pack file to write (.npz)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--colin", type=Path, default=DEFAULT_COLIN, help="Colin27 ch2.nii.gz (skipped if absent)")
+    p.add_argument("--no-phantoms", action="store_true", help="leave out the phantom validation series")
+    p.add_argument("--max-mb", type=float, default=40.0)
+    a = p.parse_args(argv)
+    vols = build(a.data_dir, a.colin, not a.no_phantoms)
+    meta = save_pack(a.out, vols)
+    size_mb = a.out.stat().st_size / 2**20
+    for m in meta["volumes"]:
+        print(f"{m['split']:9s} {m['source']:22s} {m['subject']:26s} {str(tuple(m['shape'])):18s} {m['dtype']} "
+              f"kept slices per axis {m['kept']}")
+    print(f"validation source: {meta['val_source']}; wrote {a.out} ({size_mb:.1f} MB)")
+    if size_mb > a.max_mb:
+        print(f"error: pack is {size_mb:.1f} MB > --max-mb {a.max_mb}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

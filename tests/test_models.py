@@ -1,0 +1,78 @@
+"""Generator / discriminator shapes and sizes match the paper; weights round-trip via safetensors."""
+from __future__ import annotations
+
+import torch
+
+from medsr.models import Discriminator, DiscriminatorConfig, SRResNet, SRResNetConfig, create_model, save_weights
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def expected_generator_params(c: int = 64, blocks: int = 16, stages: int = 2) -> int:
+    conv = lambda i, o, k: i * o * k * k + o  # noqa: E731
+    head = conv(1, c, 9) + c  # + PReLU(c)
+    block = 2 * conv(c, c, 3) + 2 * 2 * c + c  # two convs, two BN (weight+bias), PReLU(c)
+    body_tail = conv(c, c, 3) + 2 * c
+    up = conv(c, 4 * c, 3) + c
+    return head + blocks * block + body_tail + stages * up + conv(c, 1, 9)
+
+
+def test_generator_matches_paper():
+    g = SRResNet(SRResNetConfig())
+    n = n_params(g)
+    assert n == expected_generator_params()
+    assert 1.4e6 < n < 1.6e6  # "about 1.5 M parameters at 1 channel"
+    assert len(g.body) == 16
+    with torch.no_grad():
+        y = g.eval()(torch.rand(2, 1, 24, 20))
+    assert y.shape == (2, 1, 96, 80)
+
+
+def test_discriminator_matches_paper():
+    cfg = DiscriminatorConfig()
+    d = Discriminator(cfg)
+    convs = [m for m in d.features if isinstance(m, torch.nn.Conv2d)]
+    bns = [m for m in d.features if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [m.out_channels for m in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert [m.stride[0] for m in convs] == [1, 2, 1, 2, 1, 2, 1, 2]
+    assert all(m.kernel_size == (3, 3) for m in convs)
+    assert len(bns) == 7  # BN on all but the first conv
+    acts = [m for m in d.modules() if isinstance(m, torch.nn.LeakyReLU)]
+    assert len(acts) == 9 and all(a.negative_slope == 0.2 for a in acts)
+    lin = [m for m in d.classifier if isinstance(m, torch.nn.Linear)]
+    assert (lin[0].in_features, lin[0].out_features, lin[1].out_features) == (512 * 6 * 6, 1024, 1)
+    conv_p = sum(m.weight.numel() + m.bias.numel() for m in convs)
+    assert n_params(d) == conv_p + 2 * sum(b.num_features for b in bns) + (18432 * 1024 + 1024) + 1025
+    with torch.no_grad():
+        logits = d.eval()(torch.rand(3, 1, 96, 96) * 2 - 1)
+    assert logits.shape == (3, 1)  # logits, no sigmoid: any real value
+
+
+def test_discriminator_rejects_wrong_crop():
+    d = Discriminator(DiscriminatorConfig(base_channels=8, dense=16))
+    try:
+        d(torch.zeros(1, 1, 64, 64))
+    except ValueError as e:
+        assert "96x96" in str(e)
+    else:
+        raise AssertionError("expected ValueError")
+
+
+def test_safetensors_round_trip(tmp_path):
+    cfg = SRResNetConfig(blocks=2, channels=16)
+    g = SRResNet(cfg).eval()
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    path = tmp_path / "g.safetensors"
+    digest = save_weights(g, path, architecture="srresnet", config=cfg.to_dict(), operator="area4-v1",
+                          extra={"phase": "srresnet"})
+    loaded = create_model(path)
+    assert loaded.sha256 == digest and loaded.operator == "area4-v1" and loaded.scale == 4
+    assert loaded.module.config == cfg
+    x = torch.rand(1, 1, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(g(x), loaded.module(x))
+    assert path.read_bytes()[:8] != b"\x80\x02\x8a\x0a"  # not a pickle

@@ -1,0 +1,178 @@
+"""Training pipeline: the archive's own operator in the transforms, learning, and the train CLI end to end."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import medsr.codec
+from medsr.codec import IntensityWindow, downsample
+from medsr.models import create_model
+from medsr.transforms import (AugmentConfig, MakeLowRes, MakeLowResd, RandForegroundCrop, SliceSource, slice_items,
+                              train_transforms, training_dataset)
+from pipelines.prepare_data import PackVolume, load_pack, save_pack
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic_volume(n: int = 6, size: int = 128, seed: int = 0) -> np.ndarray:
+    """Smooth blobs inside a disc, 12-bit-like uint16 stored values."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    v = gaussian_filter(rng.random((n, size, size)), sigma=(0, 4, 4))
+    v = (v - v.min()) / (v.max() - v.min())
+    yy, xx = np.mgrid[:size, :size]
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (0.4 * size) ** 2
+    return (v * disc * 900 + 20 * disc).astype(np.uint16)
+
+
+def test_make_low_res_is_the_codec_operator():
+    assert MakeLowRes.fn is medsr.codec.downsample
+    assert MakeLowResd().op.fn is downsample
+    x = np.random.default_rng(1).integers(0, 4096, (8, 12), dtype=np.uint16)
+    np.testing.assert_array_equal(MakeLowRes()(x), downsample(x, "area4-v1"))
+    out = MakeLowResd()({"hr": x})
+    np.testing.assert_array_equal(out["lr"], downsample(x))
+    with pytest.raises(TypeError):
+        MakeLowRes()(x.astype(np.float32))
+
+
+def test_crop_is_grid_aligned_and_foreground_biased():
+    img = np.zeros((200, 240), np.uint16)
+    img[150:190, 10:50] = 1000
+    t = RandForegroundCrop(size=96, multiple=4, fg_prob=1.0, seed=3)
+    for _ in range(20):
+        c = t(img, threshold=50.0)
+        y, x = t._corner
+        assert c.shape == (96, 96) and y % 4 == 0 and x % 4 == 0
+        assert (c > 50).any()
+
+
+def test_pipeline_pairs_are_consistent_with_the_archive():
+    vol = synthetic_volume()
+    items = slice_items(SliceSource("syn", vol, axes=(0,)))
+    assert items and all(it["hr"].shape == (128, 128) for it in items)
+    # without intensity jitter the pair maps back exactly: downsample(stored HR) == stored LR
+    cfg = AugmentConfig(amplitude=(1.0, 1.0), window_jitter=0.0)
+    tf = train_transforms(cfg)
+    tf.set_random_state(seed=0)
+    lo, hi = items[0]["window"]
+    w = IntensityWindow(lo, hi)
+    for it in items:
+        s = tf(it)
+        assert s["lr"].shape == (1, 24, 24) and s["hr"].shape == (1, 96, 96)
+        assert s["lr"].dtype == np.float32 and s["hr"].dtype == np.float32
+        hr_stored = np.rint(medsr.codec.from_signed_unit(s["hr"][0], w)).astype(np.uint16)
+        lr_stored = np.rint(medsr.codec.from_unit(s["lr"][0], w)).astype(np.uint16)
+        np.testing.assert_array_equal(downsample(hr_stored), lr_stored)
+    # with jitter: still a block-mean pair up to the rounding of stored values
+    tf = train_transforms(AugmentConfig(noise_prob=1.0))
+    tf.set_random_state(seed=1)
+    s = tf(items[0])
+    hr01 = (s["hr"][0] + 1) / 2
+    block = hr01.reshape(24, 4, 24, 4).mean(axis=(1, 3))
+    assert np.abs(block - s["lr"][0]).max() < 0.02
+
+
+def test_random_transforms_are_reproducible():
+    items = slice_items(SliceSource("syn", synthetic_volume(), axes=(0,)))
+    a, b = train_transforms(), train_transforms()
+    a.set_random_state(seed=7)
+    b.set_random_state(seed=7)
+    for it in items[:3]:
+        sa, sb = a(it), b(it)
+        np.testing.assert_array_equal(sa["hr"], sb["hr"])
+        np.testing.assert_array_equal(sa["lr"], sb["lr"])
+    assert items[0]["hr"].shape == (128, 128)  # the source items are not modified
+
+
+def test_a_few_steps_reduce_the_loss():
+    from monai.data import DataLoader
+
+    from medsr.models import SRResNet, SRResNetConfig
+
+    torch.manual_seed(0)
+    ds = training_dataset(slice_items(SliceSource("syn", synthetic_volume(), axes=(0,))), min_length=16)
+    batch = next(iter(DataLoader(ds, batch_size=2, shuffle=False, num_workers=0)))
+    g = SRResNet(SRResNetConfig(blocks=2, channels=16)).train()
+    opt = torch.optim.Adam(g.parameters(), lr=1e-3, betas=(0.9, 0.999))
+    losses = []
+    for _ in range(40):
+        loss = torch.nn.functional.mse_loss(g(batch["lr"]), batch["hr"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
+
+
+def make_tiny_pack(path: Path) -> None:
+    train = PackVolume("vol_a", "syn-a", "syn", "s1", "train", synthetic_volume(6, 128, 0), (0, 1, 2))
+    val = PackVolume("vol_v", "syn-v", "syn-val", "s2", "val", synthetic_volume(1, 132, 5), (0,))
+    save_pack(path, [train, val], val_source="syn-val")
+
+
+def test_pack_round_trip(tmp_path):
+    make_tiny_pack(tmp_path / "p.npz")
+    pack = load_pack(tmp_path / "p.npz")
+    assert pack.val_source == "syn-val"
+    assert [v.split for v in pack.volumes] == ["train", "val"]
+    assert pack.volumes[0].data.dtype == np.uint16 and pack.volumes[1].data.shape == (1, 132, 132)
+
+
+def test_train_cli_end_to_end(tmp_path):
+    from pipelines.train import main
+
+    pack = tmp_path / "pack.npz"
+    make_tiny_pack(pack)
+    out = tmp_path / "run"
+    rc = main(["--pack", str(pack), "--out", str(out), "--device", "cpu", "--phase1-seconds", "3",
+               "--phase2-seconds", "3", "--blocks", "1", "--channels", "8", "--disc-channels", "8",
+               "--disc-dense", "16", "--batch-size", "2", "--num-workers", "0", "--val-every", "5",
+               "--log-every", "5", "--val-slices", "1", "--seed", "1"])
+    assert rc == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["checkpoint.json", "eval.json", "log.csv", "srgan.safetensors", "srresnet.safetensors"]
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["val_source"] == "syn-val"
+    for m in ("bicubic", "srresnet", "srgan", "srresnet+dc"):
+        assert {"psnr", "psnr_fg", "ssim"} <= set(ev["methods"][m])
+    # the projection makes the restore consistent with the stored low-res data: never worse than garbage
+    assert ev["methods"]["bicubic"]["psnr"] > 20
+    header = (out / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"step", "loss", "lr", "val_psnr", "val_ssim"} <= set(header)
+    for name in ("srresnet", "srgan"):
+        m = create_model(out / f"{name}.safetensors")
+        assert m.operator == "area4-v1" and m.module.config.channels == 8
+
+
+def test_vgg54_needs_a_local_weights_file():
+    from pipelines.train import VGG54Content
+
+    with pytest.raises(SystemExit) as e:
+        VGG54Content(None)
+    assert "vgg" in str(e.value).lower() or "torchvision" in str(e.value)
+
+
+BLOCKED = ("pydicom", "nibabel", "h5py", "tqdm", "matplotlib")
+
+
+def test_training_imports_need_no_dicom_stack():
+    code = (
+        "import sys\n"
+        f"for n in {BLOCKED!r}: sys.modules[n] = None\n"
+        "import medsr.models, medsr.codec, medsr.transforms, pipelines.train\n"
+        f"bad = [n for n in {BLOCKED!r} if sys.modules.get(n) is not None]\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
