@@ -291,7 +291,7 @@ def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
     finally:
         f.close()
     n = info.n_slices
-    if not (len(slope) == len(intercept) == len(sha) == n) or (headers is not None and len(headers.slice_offsets) != n + 1):
+    if not (len(slope) == len(intercept) == n) or (info.kind == "dicom" and len(sha) != n) or (headers is not None and len(headers.slice_offsets) != n + 1):
         raise ArchiveError("archive datasets disagree on the number of slices", path=path)
     return ArchiveData(info=info, lowres=lowres, slope=slope, intercept=intercept, positions=positions,
                        headers=headers, source_sha256=sha, source_names=names, source_bytes=sizes,

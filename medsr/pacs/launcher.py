@@ -201,12 +201,12 @@ def read_password_file(path: str | Path) -> str:
 
 def prepare(args) -> tuple[Path, list[str], dict, dict]:
     """Validate, write the config -> (config path, Orthanc argv, environment, config)."""
-    orthanc = find_orthanc(args.orthanc)
-    if orthanc is None:
-        raise InputError("Orthanc is not installed (apt-get install orthanc), or pass --orthanc PATH")
     if args.remote and not (args.user and args.password_file):
         raise InputError("--remote needs --user and --password-file: refusing to expose Orthanc without "
                          "authentication")
+    orthanc = find_orthanc(args.orthanc)
+    if orthanc is None:
+        raise InputError("Orthanc is not installed (apt-get install orthanc), or pass --orthanc PATH")
     password = read_password_file(args.password_file) if args.password_file else None
     plugin = Path(args.plugin) if args.plugin else find_python_plugin()
     if plugin is None or not plugin.is_file():

@@ -1,0 +1,146 @@
+"""Every input variant archives and restores: transfer syntaxes, odd sizes, signed, rescale, NIfTI."""
+import json
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+import medsr
+from medsr import ArchiveOptions, RestoreOptions
+
+FAST = ArchiveOptions(method="bicubic", baselines=False)
+
+
+def _stack(folder):
+    dss = [pydicom.dcmread(f) for f in folder.rglob("*") if f.is_file() and f.name != "DICOMDIR" and not f.name.endswith(".txt")]
+    dss = [d for d in dss if "PixelData" in d]
+    key = lambda d: float(np.dot(np.cross(np.array(d.ImageOrientationPatient[:3], float), np.array(d.ImageOrientationPatient[3:], float)), np.array(d.ImagePositionPatient, float)))
+    return sorted(dss, key=key)
+
+
+@pytest.mark.parametrize("case", ["basic", "odd_size", "signed", "rescale", "j2k", "jpegls", "rle", "deflate",
+                                  "implicit", "bigendian", "shuffled", "command_set", "large_256"])
+def test_round_trip_keeps_size_dtype_and_is_close(fixture_path, tmp_path, case):
+    src = fixture_path(case)
+    arc = tmp_path / "a.medsr.h5"
+    res = medsr.archive_series(src, arc, FAST)
+    out = tmp_path / "restored"
+    rr = medsr.restore_archive(arc, out, RestoreOptions())
+    originals = _stack(src)
+    restored = {str(d.SourceImageSequence[0].ReferencedSOPInstanceUID): d for d in (pydicom.dcmread(f) for f in rr.files)}
+    assert len(restored) == len(originals) == res.info.n_slices
+    for o in originals:
+        r = restored[str(o.SOPInstanceUID)]
+        assert r.pixel_array.shape == o.pixel_array.shape
+        assert r.pixel_array.dtype.str[1:] == o.pixel_array.dtype.str[1:]  # same type, any byte order
+        assert r.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        assert float(r.get("RescaleSlope", 1)) == float(o.get("RescaleSlope", 1))
+        assert float(r.get("RescaleIntercept", 0)) == float(o.get("RescaleIntercept", 0))
+        assert "PixelData" in r and not any(t.group == 0 for t in r.keys())
+    # the restore approximates the original: at least as close as plain bicubic, far from noise
+    m = res.audit["methods"]
+    assert m["restored"]["psnr"] >= m["bicubic"]["psnr"] - 0.05
+    assert m["restored"]["psnr"] > 15
+
+
+def test_sorting_uses_position_not_instance_number(fixture_path, tmp_path):
+    src = fixture_path("shuffled")
+    series = medsr.read_series(src)
+    normal = np.cross(series.orientation[:3], series.orientation[3:])
+    along = series.positions @ normal
+    assert np.all(np.diff(along) > 0)
+
+
+def test_signed_data_and_rescale_are_honoured(fixture_path):
+    s = medsr.read_series(fixture_path("signed"))
+    assert s.pixels.dtype == np.int16 and s.pixels.min() < 0
+    assert np.allclose(s.rescaled(), s.pixels * 2.0 - 1024)
+
+
+def test_nifti_in_nifti_out(fixture_path, tmp_path):
+    src = next(fixture_path("nifti").glob("*.nii.gz"))
+    arc = tmp_path / "n.medsr.h5"
+    medsr.archive_series(src, arc, FAST)
+    out = tmp_path / "restored.nii.gz"
+    medsr.restore_archive(arc, out, RestoreOptions(format="nifti"))
+    a, b = nib.load(str(src)), nib.load(str(out))
+    assert a.shape == b.shape
+    assert np.allclose(a.affine, b.affine)
+    diff = np.asarray(a.dataobj, float) - np.asarray(b.dataobj, float)
+    assert np.sqrt(np.mean(diff ** 2)) < 0.2 * np.ptp(np.asarray(a.dataobj, float))
+
+
+def test_dicom_to_nifti_keeps_geometry(fixture_path, tmp_path):
+    src = fixture_path("basic")
+    arc = tmp_path / "b.medsr.h5"
+    medsr.archive_series(src, arc, FAST)
+    out = tmp_path / "b.nii.gz"
+    medsr.restore_archive(arc, out, RestoreOptions(format="nifti"))
+    img = nib.load(str(out))
+    s = medsr.read_series(src)
+    assert img.shape == (s.shape[1], s.shape[0], s.n_slices)
+    # voxel (0,0,0) sits at the first slice's Image Position (LPS -> RAS)
+    origin = img.affine @ np.array([0, 0, 0, 1.0])
+    assert np.allclose(origin[:3], s.positions[0] * np.array([-1, -1, 1]), atol=1e-4)
+
+
+def test_enhanced_mr_gets_a_clear_error(fixture_path, tmp_path):
+    with pytest.raises(medsr.SeriesError, match="multi-frame"):
+        medsr.archive_series(fixture_path("enhanced"), tmp_path / "e.h5", FAST)
+
+
+def test_delete_original_only_after_verified_archive(fixture_copy, tmp_path):
+    src = fixture_copy("basic")
+    files = sorted(src.rglob("*.dcm"))
+    res = medsr.archive_series(src, tmp_path / "d.medsr.h5", ArchiveOptions(method="bicubic", baselines=False,
+                                                                          delete_original=True))
+    assert len(res.deleted) == len(files)
+    assert not any(f.exists() for f in files)
+    assert medsr.verify_archive(res.archive).ok
+
+
+def test_originals_are_never_modified(fixture_copy, tmp_path):
+    import hashlib
+
+    src = fixture_copy("basic")
+    before = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in src.rglob("*") if f.is_file()}
+    arc = tmp_path / "x.medsr.h5"
+    medsr.archive_series(src, arc, FAST)
+    medsr.restore_archive(arc, tmp_path / "r", RestoreOptions())
+    after = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in src.rglob("*") if f.is_file()}
+    assert before == after
+
+
+def test_info_and_verify_json(fixture_path, tmp_path):
+    import subprocess, sys
+
+    arc = tmp_path / "i.medsr.h5"
+    medsr.archive_series(fixture_path("basic"), arc, FAST)
+    info = json.loads(subprocess.run([sys.executable, "-m", "medsr", "info", str(arc), "--json"],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert info["operator"] == "area4-v1" and info["n_slices"] == 12 and info["ratio"] > 1
+    ver = json.loads(subprocess.run([sys.executable, "-m", "medsr", "verify", str(arc), "--json"],
+                                    capture_output=True, text=True, check=True).stdout)
+    assert ver["ok"] is True
+
+
+def test_no_patient_data_in_output_or_errors(fixture_path, tmp_path):
+    import subprocess, sys
+    from dicom_fixtures import PATIENT_ID, PATIENT_NAME
+
+    arc = tmp_path / "p.medsr.h5"
+    runs = [
+        [sys.executable, "-m", "medsr", "archive", str(fixture_path("basic")), "-o", str(arc), "--json", "--report", str(tmp_path / "rep")],
+        [sys.executable, "-m", "medsr", "restore", str(arc), "-o", str(tmp_path / "r"), "--json"],
+        [sys.executable, "-m", "medsr", "info", str(arc)],
+        [sys.executable, "-m", "medsr", "archive", str(fixture_path("two_series")), "-o", str(tmp_path / "q.h5")],
+        [sys.executable, "-m", "medsr", "archive", str(fixture_path("ct")), "-o", str(tmp_path / "q.h5")],
+    ]
+    text = ""
+    for cmd in runs:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        text += p.stdout + p.stderr
+    text += (tmp_path / "rep" / "report.html").read_text() + (tmp_path / "rep" / "report.json").read_text()
+    for marker in (str(PATIENT_NAME), str(PATIENT_ID), str(PATIENT_NAME).replace("^", " ")):
+        assert marker not in text
