@@ -87,6 +87,8 @@ class RestoreOptions:
     force: bool = False
     batch_size: int = 0
     precision: str = "auto"
+    compile: bool = False  # torch.compile (CUDA)
+    tile: int = 0  # low-res tile size for very large slices (0: whole slices)
 
 
 @dataclass(frozen=True)
@@ -266,23 +268,36 @@ def open_archive(path: str | Path) -> ArchiveInfo:
 
 def restore_archive(archive: str | Path, output: str | Path, options: RestoreOptions = RestoreOptions(), *,
                     reference: str | Path | None = None, progress: Progress | None = None) -> RestoreResult:
-    """Restore an archive to a new derived DICOM series folder (or a NIfTI file)."""
+    """Restore an archive to a new derived DICOM series folder (or a NIfTI file).
+
+    Inference and DICOM writing overlap: batches are written by worker threads while
+    the next batch runs through the network.
+    """
     t0 = time.perf_counter()
     archive, output = Path(archive), Path(output)
     preflight_output(output, force=options.force, folder=options.format == "dicom")
     data = read_archive(archive)  # verifies checksums
     info = data.info
-    restored, method, loaded, device, warnings_ = restore_pixels(data, options, progress=progress)
-    model_id = loaded.model_id if loaded else method
+    plan = _plan_restore(data, options)
     from .writers import write_dicom_series, write_nifti
 
     if options.format == "nifti":
+        restored = _collect(data, plan, progress)
         files = (write_nifti(output, data, restored, force=options.force),)
     elif options.format == "dicom":
         if info.kind != "dicom":
             raise ArchiveError("archive was made from NIfTI; restore it with --format nifti", path=archive)
-        files = write_dicom_series(output, data, restored, method=method, model_id=model_id,
-                                   force=options.force, progress=_tick(progress, "write", info.n_slices))
+        restored = np.empty((info.n_slices, info.rows, info.cols), dtype=np.dtype(info.dtype))
+
+        def batches():
+            for i, batch in _iter_stored(data, plan):
+                restored[i:i + len(batch)] = batch
+                if progress:
+                    progress("restore", len(batch), info.n_slices)
+                yield i, batch
+
+        files = write_dicom_series(output, data, batches(), method=plan.method, model_id=plan.model_id,
+                                   force=options.force)
     else:
         raise MedsrError(f"unknown output format {options.format!r} (dicom or nifti)")
     audit = None
@@ -290,12 +305,25 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
         from .audit_run import audit_against_reference
 
         audit = audit_against_reference(Path(reference), data, restored)
-    return RestoreResult(output=output, slices=info.n_slices, seconds=time.perf_counter() - t0, device=device,
-                         method=method, model_id=model_id, files=tuple(files), warnings=tuple(warnings_), audit=audit)
+    return RestoreResult(output=output, slices=info.n_slices, seconds=time.perf_counter() - t0, device=plan.device,
+                         method=plan.method, model_id=plan.model_id, files=tuple(files), warnings=plan.warnings,
+                         audit=audit)
 
 
-def restore_pixels(data: ArchiveData, options: RestoreOptions = RestoreOptions(), *, progress: Progress | None = None):
-    """Restore an archive's pixels in memory -> (stack in stored dtype, method, model, device, warnings)."""
+@dataclass(frozen=True)
+class _RestorePlan:
+    method: str
+    loaded: object
+    device: str
+    engine: EngineConfig
+    warnings: tuple[str, ...]
+
+    @property
+    def model_id(self) -> str:
+        return self.loaded.model_id if self.loaded is not None else self.method
+
+
+def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
     info = data.info
     warnings_: list[str] = []
     method = options.method or info.method
@@ -313,13 +341,36 @@ def restore_pixels(data: ArchiveData, options: RestoreOptions = RestoreOptions()
         log.warning(w)
     device = select_device(options.device) if method == "model" else "cpu"
     engine = EngineConfig(method=method, device=device, consistency=options.consistency,
-                          batch_size=options.batch_size, precision=options.precision)
-    restored = _restore_pixels(data.lowres, window=_window(info), scale=info.scale, operator=info.operator,
-                               rows=info.rows, cols=info.cols, dtype=info.dtype,
-                               value_range=_value_range(info.dtype, info.bits_stored, info.pixel_representation),
-                               engine=engine, module=loaded.module if loaded else None,
-                               progress=_tick(progress, "restore", info.n_slices))
-    return restored, method, loaded, device, tuple(warnings_)
+                          batch_size=options.batch_size, precision=options.precision, compile=options.compile,
+                          tile=options.tile)
+    return _RestorePlan(method, loaded, device, engine, tuple(warnings_))
+
+
+def _iter_stored(data: ArchiveData, plan: _RestorePlan):
+    """Yield (start, batch of restored slices in the stored dtype, cropped to the original size)."""
+    from .engine import iter_restore
+
+    info = data.info
+    vr = _value_range(info.dtype, info.bits_stored, info.pixel_representation)
+    for i, hr in iter_restore(data.lowres, _window(info), info.scale, config=plan.engine,
+                              module=plan.loaded.module if plan.loaded is not None else None, operator=info.operator):
+        yield i, to_stored(crop_to(hr, info.rows, info.cols), np.dtype(info.dtype), vr)
+
+
+def _collect(data: ArchiveData, plan: _RestorePlan, progress: Progress | None = None) -> np.ndarray:
+    info = data.info
+    out = np.empty((info.n_slices, info.rows, info.cols), dtype=np.dtype(info.dtype))
+    for i, batch in _iter_stored(data, plan):
+        out[i:i + len(batch)] = batch
+        if progress:
+            progress("restore", len(batch), info.n_slices)
+    return out
+
+
+def restore_pixels(data: ArchiveData, options: RestoreOptions = RestoreOptions(), *, progress: Progress | None = None):
+    """Restore an archive's pixels in memory -> (stack in stored dtype, method, model, device, warnings)."""
+    plan = _plan_restore(data, options)
+    return _collect(data, plan, progress), plan.method, plan.loaded, plan.device, plan.warnings
 
 
 def _window(info: ArchiveInfo):

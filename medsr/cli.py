@@ -105,7 +105,7 @@ def cmd_restore(args) -> int:
     out = Path(args.output) if args.output else Path(Path(args.archive).name.split(".")[0] + "-restored" + (".nii.gz" if args.format == "nifti" else ""))
     opts = RestoreOptions(method=args.method, model=args.model, device=args.device,
                           consistency=not args.no_consistency, format=args.format, force=args.force,
-                          batch_size=args.batch_size, precision=args.precision)
+                          batch_size=args.batch_size, precision=args.precision, compile=args.compile, tile=args.tile)
     prog = _Progress(not args.quiet and sys.stderr.isatty())
     try:
         res = restore_archive(args.archive, out, opts, reference=args.reference, progress=prog)
@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=0, help="slices per batch (0: automatic)")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 on CUDA, fp32 on CPU (fp16 is never used on CPU)")
+    r.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start, faster batches)")
+    r.add_argument("--tile", type=int, default=0, metavar="PX",
+                   help="run the network on overlapping low-res tiles of PX pixels (for very large slices)")
     r.add_argument("--no-consistency", action="store_true", help="do not project onto the stored low-res data")
     r.add_argument("--reference", help="original series to measure this restore against")
     r.add_argument("--force", action="store_true", help="replace an existing output")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Iterable
 
 import numpy as np
 
@@ -22,25 +22,38 @@ def derivation_for(data: ArchiveData, *, method: str, model_id: str) -> Derivati
     return DerivationInfo(series_uid=new_series_uid(), description=desc, ratio=info.pixel_ratio)
 
 
-def write_dicom_series(output: Path, data: ArchiveData, restored: np.ndarray, *, method: str, model_id: str,
-                       force: bool = False, progress: Callable[[int], None] | None = None) -> list[Path]:
-    """One derived file per original instance, into a new folder (atomic: all or nothing)."""
-    import pydicom
+def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[int, np.ndarray]] | np.ndarray, *,
+                       method: str, model_id: str, force: bool = False, workers: int = 2) -> list[Path]:
+    """One derived file per original instance, into a new folder (atomic: all or nothing).
 
+    ``batches`` yields (start index, slices) as the engine produces them (or is a full
+    stack); files are encoded and written by ``workers`` threads meanwhile.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if isinstance(batches, np.ndarray):
+        batches = [(0, batches)]
     deriv = derivation_for(data, method=method, model_id=model_id)
-    written = []
+    names: dict[int, str] = {}
     with atomic_dir(output, force=force) as tmp:
-        for i in range(data.info.n_slices):
-            ds = derive_instance(data.header(i), restored[i], deriv)
+        def write_one(i: int, pixels: np.ndarray) -> None:
+            import pydicom
+
+            ds = derive_instance(data.header(i), pixels, deriv)
             name = f"{i + 1:04d}_{safe_filename(ds.SOPInstanceUID)}.dcm"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 pydicom.dcmwrite(tmp / name, ds, enforce_file_format=True)
             (tmp / name).chmod(0o600)
-            written.append(name)
-            if progress:
-                progress(1)
-    return [Path(output) / n for n in written]
+            names[i] = name
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = []
+            for start, batch in batches:
+                futures += [pool.submit(write_one, start + k, batch[k]) for k in range(len(batch))]
+            for fut in futures:
+                fut.result()
+    return [Path(output) / names[i] for i in sorted(names)]
 
 
 def dicom_affine(data: ArchiveData) -> np.ndarray:

@@ -66,6 +66,7 @@ class TrainConfig:
     out: Path = Path("runs/train")
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16 (autocast)
+    channels_last: str = "auto"  # auto (on cuda) | on | off
     compile: bool = False
     seed: int = 0
     batch_size: int = 16
@@ -146,7 +147,10 @@ def make_runtime(cfg: TrainConfig) -> Runtime:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return Runtime(dev, bf16, dev.type == "cuda")
+    if cfg.channels_last not in ("auto", "on", "off"):
+        raise SystemExit(f"error: --channels-last must be auto, on or off, got {cfg.channels_last!r}")
+    cl = cfg.channels_last == "on" or (cfg.channels_last == "auto" and dev.type == "cuda")
+    return Runtime(dev, bf16, cl)
 
 
 def device_name(rt: Runtime) -> str:
@@ -705,6 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", type=Path, default=d.out, help="output folder (flat; weights, log.csv, eval.json)")
     a("--device", default=d.device, choices=["auto", "cpu", "cuda"])
     a("--precision", default=d.precision, choices=["auto", "fp32", "bf16"], help="bf16 = autocast (auto: on cuda)")
+    a("--channels-last", default=d.channels_last, choices=["auto", "on", "off"], help="auto: on cuda")
     a("--compile", action="store_true", help="torch.compile the networks (startup cost)")
     a("--seed", type=int, default=d.seed)
     a("--batch-size", type=int, default=d.batch_size)
@@ -747,7 +752,8 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
     a = build_parser().parse_args(argv)
     aug = replace(AugmentConfig(), fg_prob=a.fg_prob, gamma_prob=a.gamma_prob, noise_prob=a.noise_prob)
     return TrainConfig(
-        pack=a.pack, out=a.out, device=a.device, precision=a.precision, compile=a.compile, seed=a.seed,
+        pack=a.pack, out=a.out, device=a.device, precision=a.precision, channels_last=a.channels_last,
+        compile=a.compile, seed=a.seed,
         batch_size=a.batch_size, num_workers=a.num_workers, blocks=a.blocks, channels=a.channels,
         disc_channels=a.disc_channels, disc_dense=a.disc_dense, loss=a.loss, content=a.content,
         vgg19_weights=a.vgg19_weights, adv_weight=a.adv_weight, lr=a.lr, lr_schedule=a.lr_schedule,

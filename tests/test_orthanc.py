@@ -381,6 +381,47 @@ def test_orthanc_runs_isolated_and_local_only(orthanc):
 
 
 @needs_orthanc
+def test_remote_mode_requires_the_password(orthanc, cases, tmp_path):
+    if not orthanc.isolated:
+        pytest.skip("--remote listens on every interface: only tried inside a private network namespace")
+    pw = tmp_path / "pw"
+    pw.write_text("pw-for-test\n")
+    port = _free_port()
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "medsr.pacs.launcher", "serve", "--root", str(tmp_path / "r"),
+                                 "--http-port", str(port), "--dicom-port", "0", "--remote", "--user", "pacs",
+                                 "--password-file", str(pw), "--quiet"],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path,
+                                start_new_session=True)
+    atexit.register(_stop, proc)
+    try:
+        s = requests.Session()
+        s.trust_env = False
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (tmp_path / "log").read_text()
+            try:
+                first = s.get(url + "/system", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, (tmp_path / "log").read_text()
+                time.sleep(0.1)
+        assert first.status_code == 401
+        assert s.get(url + "/medsr/archives", timeout=5).status_code == 401
+        assert s.get(url + "/medsr/archives", auth=("pacs", "wrong"), timeout=5).status_code == 401
+        assert s.get(url + "/medsr/archives", auth=("pacs", "pw-for-test"), timeout=5).json()["count"] == 0
+        from medsr.pacs import upload_series
+        from medsr.pacs.service import OrthancCallError
+
+        with pytest.raises(OrthancCallError, match="401"):
+            upload_series(url, cases["basic"], session=s)
+        assert is_orthanc_id(upload_series(url, cases["basic"], auth=("pacs", "pw-for-test"), session=s))
+    finally:
+        _stop(proc)
+
+
+@needs_orthanc
 def test_plugin_archive_answers_audit_summary(orthanc, basic_in_orthanc, plugin_archive):
     a = plugin_archive
     for key in ("archive_id", "ratio", "psnr", "ssim", "psnr_fg", "psnr_bicubic", "psnr_j2k"):

@@ -26,30 +26,10 @@ JPEG2000_ID = "openjpeg-j2k-lossy-v1"
 
 
 def bicubic_upsample(lr: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
-    """Bicubic (Keys a = -0.75, pixel-centre aligned) upsampling of (n, h, w) to (n, H, W) float64.
+    """Bicubic of (n, h, w) to (n, H, W), float64: the engine's ``bicubic_upsample`` (one implementation)."""
+    from ..engine.interpolate import bicubic_upsample as _bicubic
 
-    The scale is the integer ``s = ceil(H / h)`` (same for both axes); the result is
-    computed at (s*h, s*w) and cropped at the bottom/right to (H, W), matching an
-    archive that padded the original by edge replication before the area operator.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    x = np.asarray(lr, dtype=np.float64)
-    squeeze = x.ndim == 2
-    x3 = x[None] if squeeze else x
-    if x3.ndim != 3:
-        raise ValueError(f"expected (n, h, w) or (h, w), got shape {np.shape(lr)}")
-    H, W = int(out_shape[0]), int(out_shape[1])
-    _, h, w = x3.shape
-    s = math.ceil(H / h)
-    if s < 1 or math.ceil(W / w) != s or s * h - H >= s or s * w - W >= s:
-        raise ValueError(f"cannot upsample {(h, w)} to {(H, W)} by one integer scale")
-    t = torch.from_numpy(np.ascontiguousarray(x3))[:, None]
-    with torch.no_grad():
-        y = F.interpolate(t, size=(s * h, s * w), mode="bicubic", align_corners=False)
-    out = y[:, 0, :H, :W].numpy().astype(np.float64, copy=False)
-    return out[0] if squeeze else out
+    return _bicubic(lr, out_shape=out_shape)
 
 
 def _check_range(a: np.ndarray, bits_stored: int) -> None:

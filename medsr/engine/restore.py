@@ -1,16 +1,26 @@
-"""Run a restore method over a low-res stack, in batches, on a chosen device."""
+"""Run a restore method over a low-res stack, in batches, on a chosen device.
+
+CUDA: bf16 autocast (``precision``), channels_last, cudnn benchmark, optional
+``torch.compile``, pinned host memory with non-blocking copies, tiles with overlap for
+large slices, and an out-of-memory fallback that halves the batch, then the tile.
+CPU: all cores, channels_last, bf16 where the CPU has native bf16 (AMX/AVX512-BF16),
+never fp16.
+"""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ..codec import IntensityWindow, from_signed_unit, project_consistent, to_unit
 from .interpolate import bicubic_upsample, nearest_upsample
 
+log = logging.getLogger("medsr")
 METHODS = ("model", "bicubic", "nearest")
+TILE_OVERLAP = 16  # low-res pixels of context on each side of a tile
 
 
 @dataclass(frozen=True)
@@ -20,65 +30,164 @@ class EngineConfig:
     batch_size: int = 0  # 0: choose
     consistency: bool = True  # project onto the stored low-res data
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (fp16 never on CPU)
+    tile: int = 0  # low-res tile size; 0: whole slices (tiles only after an out-of-memory)
+    compile: bool = False  # torch.compile the model (CUDA)
 
 
 def select_device(name: str = "auto") -> str:
     import torch
 
+    from ..errors import MedsrError
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        from ..errors import MedsrError
-
         raise MedsrError("--device cuda was asked for but no CUDA GPU is available (use --device cpu or auto)")
     if name not in ("cpu", "cuda"):
-        from ..errors import MedsrError
-
         raise MedsrError(f"unknown device {name!r} (auto, cpu or cuda)")
     return name
 
 
-def _precision(cfg: EngineConfig, device: str):
-    import torch
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix units (AMX or AVX512-BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
 
-    p = cfg.precision
+
+def resolve_precision(precision: str, device: str) -> str:
+    """auto -> bf16 on CUDA and on CPUs with native bf16, else fp32; fp16 is never used on CPU."""
+    p = precision
     if p == "auto":
-        p = "bf16" if device == "cuda" else "fp32"
+        p = "bf16" if device == "cuda" or cpu_has_fast_bf16() else "fp32"
     if device == "cpu" and p == "fp16":
         p = "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
+    if p not in ("fp32", "bf16", "fp16"):
+        from ..errors import MedsrError
+
+        raise MedsrError(f"unknown precision {precision!r} (auto, fp32, bf16, fp16)")
+    return p
 
 
-def _run_model(module, x01: np.ndarray, device: str, cfg: EngineConfig, progress: Callable[[int], None] | None) -> np.ndarray:
-    import torch
-
-    if device == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-    dtype = _precision(cfg, device)
-    module = module.to(device).eval()
+def default_batch(device: str, lr_pixels: int) -> int:
+    """Slices per batch: ~64 slices of 64x64 on a GPU (scaled by size), 8 on a CPU."""
     if device == "cuda":
-        module = module.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    n, h, w = x01.shape
-    bs = cfg.batch_size or (64 if device == "cuda" else 8)
-    out = None
-    with torch.inference_mode():
-        for i in range(0, n, bs):
-            t = torch.from_numpy(np.ascontiguousarray(x01[i:i + bs]))[:, None].to(device, non_blocking=True)
-            if device == "cuda":
-                t = t.contiguous(memory_format=torch.channels_last)
-            if dtype is not None:
-                with torch.autocast(device_type=device, dtype=dtype):
-                    y = module(t)
+        return max(1, min(256, (64 * 64 * 64) // max(lr_pixels, 1)))
+    return 8
+
+
+class _Runner:
+    """A prepared model on a device: call it on (b, 1, h, w) float32 numpy in [0, 1]."""
+
+    def __init__(self, module, device: str, cfg: EngineConfig):
+        import torch
+
+        self.torch = torch
+        self.device = device
+        if device == "cpu":
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+        p = resolve_precision(cfg.precision, device)
+        self.precision = p
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[p]
+        module = module.to(device).eval().to(memory_format=torch.channels_last)
+        if device == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if cfg.compile:
+            module = torch.compile(module)
+        self.module = module
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        if self.device == "cuda":
+            t = t.pin_memory().to("cuda", non_blocking=True)
+        t = t.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if self.dtype is not None:
+                with torch.autocast(device_type=self.device, dtype=self.dtype):
+                    y = self.module(t)
             else:
-                y = module(t)
-            y = y.float()[:, 0].cpu().numpy()
-            if out is None:
-                out = np.empty((n,) + y.shape[1:], dtype=np.float32)
-            out[i:i + len(y)] = y
-            if progress:
-                progress(len(y))
+                y = self.module(t)
+            return y.float().cpu().numpy()
+
+
+def _tiled(runner: _Runner, x: np.ndarray, scale: int, tile: int) -> np.ndarray:
+    """Run ``runner`` on (b, 1, h, w) in overlapping tiles of ``tile`` low-res pixels; stitch centres."""
+    b, _, h, w = x.shape
+    out = np.empty((b, 1, h * scale, w * scale), dtype=np.float32)
+    o = TILE_OVERLAP
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            ya, xa = max(0, y0 - o), max(0, x0 - o)
+            yb, xb = min(h, y1 + o), min(w, x1 + o)
+            y = runner(x[:, :, ya:yb, xa:xb])
+            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
+                y[:, :, (y0 - ya) * scale:(y1 - ya) * scale, (x0 - xa) * scale:(x1 - xa) * scale]
     return out
+
+
+def iter_model(module, x01: np.ndarray, scale: int, device: str, cfg: EngineConfig) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (start index, (b, H, W) network output in [-1, 1]) batch by batch.
+
+    On CUDA out-of-memory the batch is halved, then the tile, and the batch retried.
+    """
+    runner = _Runner(module, device, cfg)
+    n, h, w = x01.shape
+    bs = cfg.batch_size or default_batch(device, h * w)
+    tile = cfg.tile or 0
+    i = 0
+    while i < n:
+        xb = x01[i:i + bs, None]
+        try:
+            if tile and (h > tile or w > tile):
+                y = _tiled(runner, xb, scale, tile)
+            else:
+                y = runner(xb)
+        except Exception as e:  # torch.cuda.OutOfMemoryError subclasses RuntimeError
+            if "out of memory" not in str(e).lower() or device != "cuda":
+                raise
+            runner.torch.cuda.empty_cache()
+            if bs > 1:
+                bs = max(1, bs // 2)
+            else:
+                tile = max(16, (tile or max(h, w)) // 2)
+                if tile == 16 and cfg.tile == 16:
+                    raise
+            log.info("CUDA out of memory: retrying with batch %d, tile %s", bs, tile or "none")
+            continue
+        yield i, y[:, 0]
+        i += len(y)
+
+
+def iter_restore(lr: np.ndarray, window: IntensityWindow, scale: int, *, config: EngineConfig = EngineConfig(),
+                 module=None, operator: str = "area4-v1") -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (start index, high-res batch in stored units, float64, not rounded)."""
+    if config.method in ("bicubic", "nearest"):
+        step = 32
+        for i in range(0, len(lr), step):
+            chunk = lr[i:i + step]
+            hr = bicubic_upsample(chunk, scale) if config.method == "bicubic" else nearest_upsample(chunk, scale)
+            if config.consistency and config.method == "bicubic":
+                hr = project_consistent(hr, chunk, operator)
+            yield i, hr
+        return
+    if config.method != "model":
+        from ..errors import MedsrError
+
+        raise MedsrError(f"unknown restore method {config.method!r} (one of {', '.join(METHODS)})")
+    if module is None:
+        raise ValueError("method 'model' needs a model")
+    device = select_device(config.device)
+    x01 = to_unit(lr, window)
+    for i, y in iter_model(module, x01, scale, device, config):
+        hr = from_signed_unit(y, window)
+        if config.consistency:
+            hr = project_consistent(hr, lr[i:i + len(y)], operator)
+        yield i, hr
 
 
 def restore_stack(lr: np.ndarray, window: IntensityWindow, scale: int, *, config: EngineConfig = EngineConfig(),
@@ -90,27 +199,13 @@ def restore_stack(lr: np.ndarray, window: IntensityWindow, scale: int, *, config
     With ``consistency`` the result is projected so that the archive operator applied
     to it gives back ``lr`` (exactly, before rounding).
     """
-    if config.method == "bicubic":
-        hr = bicubic_upsample(lr, scale)
+    n, h, w = lr.shape
+    out = np.empty((n, h * scale, w * scale), dtype=np.float64)
+    for i, hr in iter_restore(lr, window, scale, config=config, module=module, operator=operator):
+        out[i:i + len(hr)] = hr
         if progress:
-            progress(len(lr))
-    elif config.method == "nearest":
-        hr = nearest_upsample(lr, scale)
-        if progress:
-            progress(len(lr))
-    elif config.method == "model":
-        if module is None:
-            raise ValueError("method 'model' needs a model")
-        device = select_device(config.device)
-        y = _run_model(module, to_unit(lr, window), device, config, progress)
-        hr = from_signed_unit(y, window)
-    else:
-        from ..errors import MedsrError
-
-        raise MedsrError(f"unknown restore method {config.method!r} (one of {', '.join(METHODS)})")
-    if config.consistency and config.method != "nearest":
-        hr = project_consistent(hr, lr, operator)
-    return hr
+            progress(len(hr))
+    return out
 
 
 def to_stored(hr: np.ndarray, dtype: np.dtype, value_range: tuple[float, float]) -> np.ndarray:

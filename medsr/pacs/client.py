@@ -17,6 +17,7 @@ import functools
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import InputError, MedsrError
 from .service import (OrthancCallError, UnknownResource, archive_orthanc_series, is_orthanc_id, restore_into_orthanc,
@@ -32,22 +33,26 @@ class RestAccess:
         if not str(url).startswith(("http://", "https://")):
             raise InputError(f"Orthanc URL must start with http:// or https://, not {str(url)[:60]!r}")
         self.url = str(url).rstrip("/")
+        parts = urlsplit(self.url)
+        self.shown = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() \
+            if parts.hostname else self.url  # messages never show user:password@
         self.session = session or requests.Session()
-        if auth is not None:
-            self.session.auth = auth
+        self.auth = auth  # per request: a caller's session is not modified
         self.timeout = timeout
 
     def _request(self, method: str, path: str, **kw):
         import requests
 
         try:
+            if self.auth is not None:
+                kw["auth"] = self.auth
             r = self.session.request(method, self.url + path, timeout=self.timeout, **kw)
         except requests.RequestException as e:
-            raise OrthancCallError(f"cannot reach Orthanc at {self.url} ({type(e).__name__})") from None
+            raise OrthancCallError(f"cannot reach Orthanc at {self.shown} ({type(e).__name__})") from None
         if r.status_code == 404:
-            raise UnknownResource(f"Orthanc at {self.url} has no {path}")
+            raise UnknownResource(f"Orthanc at {self.shown} has no {path}")
         if r.status_code in (401, 403):
-            raise OrthancCallError(f"Orthanc at {self.url} refused {method} {path}: HTTP {r.status_code} "
+            raise OrthancCallError(f"Orthanc at {self.shown} refused {method} {path}: HTTP {r.status_code} "
                                    "(check the user and password)")
         if r.status_code >= 400:
             detail = ""
@@ -56,7 +61,7 @@ class RestAccess:
                 detail = str(j.get("Message") or j.get("error") or "")[:200] if isinstance(j, dict) else ""
             except ValueError:
                 pass
-            raise OrthancCallError(f"Orthanc at {self.url}: {method} {path}: HTTP {r.status_code}"
+            raise OrthancCallError(f"Orthanc at {self.shown}: {method} {path}: HTTP {r.status_code}"
                                    + (f" ({detail})" if detail else ""))
         return r
 
@@ -64,7 +69,7 @@ class RestAccess:
         try:
             return self._request("GET", path).json()
         except ValueError:
-            raise OrthancCallError(f"Orthanc at {self.url} answered non-JSON for {path}") from None
+            raise OrthancCallError(f"Orthanc at {self.shown} answered non-JSON for {path}") from None
 
     def get_bytes(self, path: str) -> bytes:
         return self._request("GET", path).content

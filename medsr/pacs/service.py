@@ -259,7 +259,10 @@ def archive_orthanc_series(access: OrthancAccess, series_id: str, archive_path: 
             if len(result.deleted) != len(fetched.instances):
                 warnings.append("not every archived file was verified; the series was NOT deleted")
             else:
-                deleted, reason = delete_series_if_unchanged(access, fetched)
+                try:
+                    deleted, reason = delete_series_if_unchanged(access, fetched)
+                except PacsError as e:  # the archive is written and verified: report, do not fail
+                    deleted, reason = False, f"deleting the series from Orthanc failed: {e}"
                 if reason:
                     warnings.append(reason)
         return result, fetched, deleted, warnings
