@@ -264,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train SRResNet/SRGAN (see `medsr train --help`)", add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
     t.set_defaults(func=cmd_train, json=False, quiet=False, debug=False)
+
+    from .pacs.launcher import register_cli as register_orthanc
+
+    register_orthanc(sub)  # `medsr orthanc serve|env`
     return p
 
 

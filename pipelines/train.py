@@ -260,7 +260,7 @@ def slice_metrics(ref: np.ndarray, pred: np.ndarray, data_range: float, fg: np.n
 
 
 def evaluate(models: dict[str, nn.Module], series: list[EvalSeries], rt: Runtime, *, dc: bool = True,
-             max_slices: int | None = None) -> dict[str, dict[str, list[dict]]]:
+             baseline: bool = True, max_slices: int | None = None) -> dict[str, dict[str, list[dict]]]:
     """Per source, per method: a list of per-slice metric dicts on FULL slices."""
     scale = get_operator(OPERATOR).scale
     out: dict[str, dict[str, list[dict]]] = {}
@@ -271,7 +271,7 @@ def evaluate(models: dict[str, nn.Module], series: list[EvalSeries], rt: Runtime
         s = replace(s, hr=s.hr[:left], lr=s.lr[:left]) if s.hr.shape[0] > left else s
         left -= s.hr.shape[0]
         h, w = s.hr.shape[1:]
-        preds = {"bicubic": bicubic(s.lr, scale)}
+        preds = {"bicubic": bicubic(s.lr, scale)} if baseline else {}
         for name, m in models.items():
             m.eval()
             y = upscale(m, s, rt)
@@ -421,6 +421,7 @@ class Phase:
         tl, sl = t0, 0
         acc: dict[str, torch.Tensor] = {}
         last: dict = {}
+        last_val: tuple[int, dict] = (-1, {})
         print(f"[{self.name}] start: budget {self.budget_s:.0f} s"
               + (f", at most {self.max_steps} steps" if self.max_steps else ""), flush=True)
         while True:
@@ -446,6 +447,7 @@ class Phase:
             val = {}
             if cfg.val_every and step % cfg.val_every == 0:
                 val = self.validate()
+                last_val = (step, val)
             if step % cfg.log_every == 0 or val:
                 now = time.perf_counter()
                 n = step - sl
@@ -465,7 +467,7 @@ class Phase:
                 self.save(step, False)
                 last_save = time.perf_counter()
         secs = time.perf_counter() - t0
-        val = self.validate()
+        val = last_val[1] if last_val[0] == step else self.validate()
         last = dict(phase=self.name, step=step, elapsed_s=secs, it_s=done / max(secs, 1e-9), **val)
         self.log.row(**last)
         self.save(step, True)
@@ -533,7 +535,7 @@ def train(cfg: TrainConfig) -> dict:
             if not cfg.val_slices:
                 return {}
             was = model.training
-            res = evaluate({"g": model}, val_main, rt, dc=False, max_slices=cfg.val_slices)
+            res = evaluate({"g": model}, val_main, rt, dc=False, baseline=False, max_slices=cfg.val_slices)
             model.train(was)
             rows = [r for per in res.values() for r in per.get("g", [])]
             return {"val_psnr": float(np.mean([r["psnr"] for r in rows])),
@@ -579,6 +581,8 @@ def train(cfg: TrainConfig) -> dict:
         info["phases"]["srresnet"] = asdict(r1)
     elif p1_path.exists() and not cfg.init_weights:
         load_weights(g, p1_path)
+    elif not cfg.init_weights and cfg.phase2_seconds > 0:
+        print("warning: phase 2 starts from an untrained generator (no phase 1, no --init-weights)", flush=True)
 
     # ---- phase 2: SRGAN from the phase-1 generator
     p2_path = out / FILES["srgan"]
@@ -727,7 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--lr-min-ratio", type=float, default=d.lr_min_ratio)
     a("--gan-lr", type=float, default=d.gan_lr)
     a("--gan-lr-final", type=float, default=d.gan_lr_final)
-    a("--phase1-seconds", type=float, default=d.phase1_seconds)
+    a("--phase1-seconds", type=float, default=d.phase1_seconds,
+      help="0 skips phase 1: phase 2 then starts from --init-weights or OUT/srresnet.safetensors")
     a("--phase2-seconds", type=float, default=d.phase2_seconds)
     a("--steps", type=int, default=None, help="cap on the steps of each phase")
     a("--phase1-steps", type=int, default=None)

@@ -42,9 +42,14 @@ requests = pytest.importorskip("requests")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ORTHANC = launcher.find_orthanc()
 PLUGIN = launcher.find_python_plugin()
-needs_orthanc = pytest.mark.skipif(
+_SKIP_NO_ORTHANC = pytest.mark.skipif(
     ORTHANC is None or PLUGIN is None,
     reason="needs Debian's orthanc and orthanc-python (apt-get install orthanc orthanc-python)")
+
+
+def needs_orthanc(fn):
+    """Marked ``orthanc`` (see pyproject markers) and skipped without Orthanc + orthanc-python."""
+    return pytest.mark.orthanc(_SKIP_NO_ORTHANC(fn))
 PSNR_FLOOR_DB = 18.0  # the bicubic restore of the textured 64x64 fixture measures ~21 dB
 CLONE_NEWNET = 0x40000000
 

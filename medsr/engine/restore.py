@@ -79,7 +79,7 @@ def default_batch(device: str, lr_pixels: int) -> int:
     return 8
 
 
-class _Runner:
+class ModelRunner:
     """A prepared model on a device: call it on (b, 1, h, w) float32 numpy in [0, 1]."""
 
     def __init__(self, module, device: str, cfg: EngineConfig):
@@ -114,7 +114,7 @@ class _Runner:
             return y.float().cpu().numpy()
 
 
-def _tiled(runner: _Runner, x: np.ndarray, scale: int, tile: int) -> np.ndarray:
+def _tiled(runner: ModelRunner, x: np.ndarray, scale: int, tile: int) -> np.ndarray:
     """Run ``runner`` on (b, 1, h, w) in overlapping tiles of ``tile`` low-res pixels; stitch centres."""
     b, _, h, w = x.shape
     out = np.empty((b, 1, h * scale, w * scale), dtype=np.float32)
@@ -135,7 +135,7 @@ def iter_model(module, x01: np.ndarray, scale: int, device: str, cfg: EngineConf
 
     On CUDA out-of-memory the batch is halved, then the tile, and the batch retried.
     """
-    runner = _Runner(module, device, cfg)
+    runner = ModelRunner(module, device, cfg)
     n, h, w = x01.shape
     bs = cfg.batch_size or default_batch(device, h * w)
     tile = cfg.tile or 0

@@ -65,8 +65,11 @@ def on_rest(output, uri, **request):
             _send_status(output, status, body)
     except Exception:  # never let an exception reach Orthanc's plugin engine
         orthanc.LogError("medsr route failed:\n" + traceback.format_exc())
-        _send_status(output, 500, json.dumps({"error": "internal error in the medsr plugin (see Orthanc log)",
-                                              "status": 500}))
+        try:
+            _send_status(output, 500, json.dumps({"error": "internal error in the medsr plugin (see Orthanc log)",
+                                                  "status": 500}))
+        except Exception:  # the answer was already (partly) sent
+            pass
 
 
 orthanc.RegisterRestCallback("/medsr", on_rest)
