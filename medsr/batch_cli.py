@@ -48,6 +48,10 @@ if TYPE_CHECKING:  # medsr.api is imported lazily: building the CLI parser must 
 
 log = logging.getLogger("medsr")
 
+__all__ = ["SeriesJob", "RestoreJob", "BatchSummary", "Manifest", "find_series", "find_archives", "archive_batch",
+           "restore_batch", "archive_job", "restore_job", "scan_files", "connect", "register_cli", "main",
+           "MANIFEST", "RESTORE_MANIFEST", "EXIT_SOME_FAILED", "ARCHIVE_FIELDS", "RESTORE_FIELDS"]
+
 ARCHIVE_SUFFIX = ".medsr.h5"
 MANIFEST = "manifest.jsonl"
 RESTORE_MANIFEST = "restore-manifest.jsonl"
@@ -385,7 +389,11 @@ def check_existing_archive(path: Path, job: SeriesJob):
     """-> (True, info) when ``path`` verifies and holds this job's series, else (False, problem)."""
     from .archive import read_info, verify_archive
 
-    res = verify_archive(path)
+    try:
+        res = verify_archive(path)
+    except Exception as e:  # verify_archive should not raise, but a damaged HDF5 file can make h5py do so
+        return False, (f"{path}: existing archive is unreadable ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:120] if str(e) else ''}); move it away or rerun with --force")
     if not res.ok:
         return False, (f"existing archive fails verification ({'; '.join(res.problems)}); "
                        "move it away or rerun with --force")
@@ -476,7 +484,13 @@ def restore_job(job: RestoreJob, outdir: str, options: RestoreOptions) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            info = read_info(Path(job.archive))
+            try:
+                info = read_info(Path(job.archive))
+            except MedsrError:
+                raise
+            except Exception as e:  # h5py may raise on a damaged file
+                raise ArchiveError(f"not a readable medsr archive ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0][:120] if str(e) else ''})", path=job.archive) from None
             fmt = options.format
             if fmt == "auto":
                 fmt = "nifti" if info.kind == "nifti" else "dicom"
@@ -850,17 +864,19 @@ def register_cli(subparsers) -> None:
     a.add_argument("root", metavar="ROOT", help="folder searched recursively for series")
     a.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the archives and manifest")
     _add_cluster_args(a)
-    a.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"])
+    a.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
+                   help="restore method recorded in each archive (as for `medsr archive`)")
     a.add_argument("--model", help="model name or .safetensors path")
-    a.add_argument("--operator", default="area4-v1")
-    a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    a.add_argument("--no-consistency", action="store_true")
+    a.add_argument("--operator", default="area4-v1", help="down-sampling operator id")
+    a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device on each worker")
+    a.add_argument("--no-consistency", action="store_true", help="do not project the restore onto the stored data")
     a.add_argument("--no-j2k", action="store_true", help="skip the JPEG 2000 baseline (faster)")
-    a.add_argument("--allow-modality", action="append", default=[], metavar="MOD")
-    a.add_argument("--min-psnr", type=float)
-    a.add_argument("--min-ssim", type=float)
-    a.add_argument("--min-psnr-fg", type=float)
-    a.add_argument("--keep-below-threshold", action="store_true")
+    a.add_argument("--allow-modality", action="append", default=[], metavar="MOD",
+                   help="also archive this modality (others are listed as skipped)")
+    a.add_argument("--min-psnr", type=float, metavar="DB", help="quality gate: a series below it fails")
+    a.add_argument("--min-ssim", type=float, metavar="X", help="quality gate on SSIM")
+    a.add_argument("--min-psnr-fg", type=float, metavar="DB", help="quality gate on foreground PSNR")
+    a.add_argument("--keep-below-threshold", action="store_true", help="write archives below a gate, marked")
     a.add_argument("--hashed-names", action="store_true", help="name archives by series-UID hash only (no folder names)")
     a.add_argument("--force", action="store_true", help="archive again even where a verified archive exists")
     _common(a)
@@ -876,12 +892,12 @@ def register_cli(subparsers) -> None:
     _add_cluster_args(r)
     r.add_argument("--format", default="auto", choices=["auto", "dicom", "nifti"],
                    help="auto: NIfTI for archives made from NIfTI, DICOM otherwise")
-    r.add_argument("--method", choices=["model", "bicubic", "nearest"])
-    r.add_argument("--model")
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    r.add_argument("--batch-size", type=int, default=0)
+    r.add_argument("--method", choices=["model", "bicubic", "nearest"], help="override each archive's method")
+    r.add_argument("--model", help="override each archive's model (the stored audit will not apply)")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device on each worker")
+    r.add_argument("--batch-size", type=int, default=0, help="slices per batch (0: automatic)")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    r.add_argument("--no-consistency", action="store_true")
+    r.add_argument("--no-consistency", action="store_true", help="do not project onto the stored low-res data")
     r.add_argument("--force", action="store_true", help="replace existing outputs")
     _common(r)
     r.set_defaults(func=cmd_restore_batch)

@@ -290,3 +290,14 @@ def test_restore_batch_reports_a_corrupt_archive(first_run, cluster, tmp_path, c
     assert rc == EXIT_SOME_FAILED and (d["ok"], d["failed"]) == (1, 1)
     assert d["failures"][0]["source"].endswith("bad.medsr.h5")
     assert (tmp_path / "r" / "nested" / good.name.removesuffix(".medsr.h5")).is_dir()
+
+
+def test_medsr_cli_has_the_batch_commands():
+    """`medsr archive-batch` / `medsr restore-batch` (medsr/cli.py calls batch_cli.register_cli)."""
+    from medsr.cli import build_parser
+
+    p = build_parser()
+    a = p.parse_args(["archive-batch", "ROOT", "-o", "OUT", "--workers", "3", "--no-j2k", "--json"])
+    assert a.func is batch_cli.cmd_archive_batch and a.workers == 3 and a.no_j2k and a.json
+    r = p.parse_args(["restore-batch", "ARCS", "-o", "OUT", "--scheduler", "tcp://h:8786"])
+    assert r.func is batch_cli.cmd_restore_batch and r.scheduler == "tcp://h:8786" and r.format == "auto"

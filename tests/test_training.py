@@ -21,6 +21,15 @@ from pipelines.prepare_data import PackVolume, load_pack, save_pack
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and OpenMP spin-waits collapse on a busy 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def synthetic_volume(n: int = 6, size: int = 128, seed: int = 0) -> np.ndarray:
     """Smooth blobs inside a disc, 12-bit-like uint16 stored values."""
     from scipy.ndimage import gaussian_filter
