@@ -369,7 +369,7 @@ def _err(e: BaseException) -> str:
     return f"internal error: {type(e).__name__}: {first}"
 
 
-def _archive_row(job: SeriesJob, outdir: str | None = None) -> dict:
+def _archive_row(job: SeriesJob) -> dict:
     row = dict.fromkeys(ARCHIVE_FIELDS)
     row.update(key=job.key, source=job.source, kind=job.kind, series_uid=job.series_uid or None,
                files=len(job.files), archive=job.archive_name, note=job.note or None)

@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .pacs.launcher import register_cli as register_orthanc
 
     register_orthanc(sub)  # `medsr orthanc serve|env`
+    from .batch_cli import register_cli as register_batch
+
+    register_batch(sub)  # `medsr archive-batch|restore-batch`
     return p
 
 

@@ -70,5 +70,6 @@ EXIT_CODES = {
     6: "model name, weights or checksum problem",
     7: "quality gate not met (nothing written)",
     8: "derived DICOM could not be built",
+    9: "batch: at least one series failed (see the manifest)",
     130: "interrupted",
 }

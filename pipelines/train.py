@@ -418,7 +418,8 @@ class Phase:
         step = self.start_step
         done = 0
         wait = 0.0
-        tl, sl = t0, 0
+        tl, sl = t0, step
+        val_s = 0.0  # validation time since the last log line, left out of it/s
         acc: dict[str, torch.Tensor] = {}
         last: dict = {}
         last_val: tuple[int, dict] = (-1, {})
@@ -446,15 +447,17 @@ class Phase:
             done += 1
             val = {}
             if cfg.val_every and step % cfg.val_every == 0:
+                tv = time.perf_counter()
                 val = self.validate()
                 last_val = (step, val)
+                val_s += time.perf_counter() - tv
             if step % cfg.log_every == 0 or val:
                 now = time.perf_counter()
                 n = step - sl
                 means = {k: float(v) / max(n, 1) for k, v in acc.items()}
-                it_s = n / max(now - tl, 1e-9)
+                it_s = n / max(now - tl - val_s, 1e-9)
                 last = dict(phase=self.name, step=step, elapsed_s=now - t0, it_s=it_s, lr=lr,
-                            data_wait=wait / max(now - tl, 1e-9), **means, **val)
+                            data_wait=wait / max(now - tl - val_s, 1e-9), **means, **val)
                 self.log.row(**last)
                 vtxt = (f" | val psnr {val['val_psnr']:.2f} fg {val['val_psnr_fg']:.2f} ssim {val['val_ssim']:.4f}"
                         if val else "")
@@ -462,7 +465,7 @@ class Phase:
                 print(f"[{self.name}] step {step} {ltxt} lr {lr:.2e} {it_s:.1f} it/s "
                       f"({it_s * cfg.batch_size:.0f} img/s) data-wait {100 * last['data_wait']:.0f}% "
                       f"{now - t0:.0f}/{self.budget_s:.0f} s{vtxt}", flush=True)
-                acc, tl, sl, wait = {}, time.perf_counter(), step, 0.0
+                acc, tl, sl, wait, val_s = {}, time.perf_counter(), step, 0.0, 0.0
             if time.perf_counter() - last_save >= cfg.checkpoint_seconds:
                 self.save(step, False)
                 last_save = time.perf_counter()

@@ -116,13 +116,17 @@ class ArchiveData:
         return unpack_header(self.headers, i)
 
 
+def _names_sha(names) -> str:
+    return _sha("\0".join(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names).encode("utf-8"))
+
+
 def _put(group, name: str, data: np.ndarray, *, chunks=None, compress=True):
     kw = {}
     if compress and data.size:
         kw = dict(compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
         kw["chunks"] = chunks if chunks is not None else True
     dset = group.create_dataset(name, data=data, **kw)
-    dset.attrs["sha256"] = _sha(data)
+    dset.attrs["sha256"] = _names_sha(data) if data.dtype.kind == "O" else _sha(data)
     return dset
 
 
@@ -248,7 +252,7 @@ def _checked(ds, path: Path, name: str) -> np.ndarray:
     elif isinstance(data, str):
         digest = _sha(data.encode("utf-8"))
     else:
-        digest = _sha(np.asarray(data)) if ds.dtype.kind != "O" else None
+        digest = _sha(np.asarray(data)) if ds.dtype.kind != "O" else _names_sha(data)
     expected = ds.attrs.get("sha256")
     if isinstance(expected, bytes):
         expected = expected.decode()
@@ -269,7 +273,7 @@ def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
             intercept = _checked(f["slices/intercept"], path, "slices/intercept")
             positions = _checked(f["slices/position"], path, "slices/position") if "slices/position" in f else None
             sha = tuple(s.decode() for s in _checked(f["sources/sha256"], path, "sources/sha256"))
-            names = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in f["sources/name"][()])
+            names = tuple(s.decode() if isinstance(s, bytes) else str(s) for s in _checked(f["sources/name"], path, "sources/name"))
             sizes = tuple(int(x) for x in _checked(f["sources/bytes"], path, "sources/bytes"))
             headers = None
             if "headers" in f:
@@ -324,4 +328,6 @@ def verify_archive(path: Path) -> VerifyResult:
             raise ArchiveError(f"low-res shape {data.lowres.shape[1:]} does not match {expected}", path=path)
     except ArchiveError as e:
         return VerifyResult(path, False, (str(e),))
+    except Exception as e:  # h5py/OS errors on a damaged file: still a verdict, never a crash
+        return VerifyResult(path, False, (f"{path}: archive is damaged ({type(e).__name__}: {str(e)[:120]})",))
     return VerifyResult(path, True, (), data.info.n_slices)
