@@ -169,6 +169,18 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    import importlib
+
+    return int(importlib.import_module("pipelines.evaluate").main(args.rest) or 0)
+
+
+def cmd_bench(args) -> int:
+    import importlib
+
+    return int(importlib.import_module("pipelines.bench").main(args.rest) or 0)
+
+
 def cmd_train(args) -> int:
     import importlib
 
@@ -264,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train SRResNet/SRGAN (see `medsr train --help`)", add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
     t.set_defaults(func=cmd_train, json=False, quiet=False, debug=False)
+    ev = sub.add_parser("eval", help="PSNR/SSIM table of models vs bicubic vs JPEG 2000 (see `medsr eval --help`)",
+                        add_help=False)
+    ev.add_argument("rest", nargs=argparse.REMAINDER)
+    ev.set_defaults(func=cmd_eval, json=False, quiet=False, debug=False)
+    be = sub.add_parser("bench", help="benchmarks: throughput and end-to-end restore vs baselines", add_help=False)
+    be.add_argument("rest", nargs=argparse.REMAINDER)
+    be.set_defaults(func=cmd_bench, json=False, quiet=False, debug=False)
 
     from .pacs.launcher import register_cli as register_orthanc
 

@@ -1,0 +1,1 @@
+"""Offline pipelines: data preparation and training (not part of the installed package)."""

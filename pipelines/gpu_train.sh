@@ -12,8 +12,15 @@
 # final evaluation): under 8 minutes with the defaults.
 #
 # Overrides (environment): PACK, PHASE1_SECONDS (320), PHASE2_SECONDS (100), BATCH (64),
-# WORKERS (12), LR (1e-4), LR_SCHEDULE (constant|cosine), VAL_EVERY (2000), SEED (0),
+# WORKERS (12), LR (3e-4), LR_SCHEDULE (cosine), VAL_EVERY (2000), SEED (0),
 # EXTRA_ARGS (appended to pipelines/train.py's arguments).
+#
+# Phase-1 lr: the paper's recipe is LR=1e-4 LR_SCHEDULE=constant. On CPU (4 blocks x 32 ch,
+# batch 16, 2,500 steps, same seed) 3e-4 with cosine decay measured better: held-out fg PSNR
+# +0.33 dB (31.44 vs 31.11; bicubic 31.02), phantoms +0.5/+0.7 dB, and after data consistency
+# better on every metric; raw SSIM was lower (0.816 vs 0.842) from a small background offset
+# that the projection removes. Hence the default here; set LR=1e-4 LR_SCHEDULE=constant for
+# the paper's setting.
 set -euo pipefail
 OUTDIR=${1:?usage: bash pipelines/gpu_train.sh OUTDIR}
 mkdir -p "$OUTDIR"
@@ -22,8 +29,8 @@ PHASE1_SECONDS=${PHASE1_SECONDS:-320}
 PHASE2_SECONDS=${PHASE2_SECONDS:-100}
 BATCH=${BATCH:-64}
 WORKERS=${WORKERS:-12}
-LR=${LR:-1e-4}
-LR_SCHEDULE=${LR_SCHEDULE:-constant}
+LR=${LR:-3e-4}
+LR_SCHEDULE=${LR_SCHEDULE:-cosine}
 VAL_EVERY=${VAL_EVERY:-2000}
 SEED=${SEED:-0}
 EXTRA_ARGS=${EXTRA_ARGS:-}

@@ -1,6 +1,7 @@
 """Generator / discriminator shapes and sizes match the paper; weights round-trip via safetensors."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from medsr.models import Discriminator, DiscriminatorConfig, SRResNet, SRResNetConfig, create_model, save_weights
@@ -76,3 +77,41 @@ def test_safetensors_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(g(x), loaded.module(x))
     assert path.read_bytes()[:8] != b"\x80\x02\x8a\x0a"  # not a pickle
+
+
+# ---------------------------------------------------------------- shipped weights
+
+def test_shipped_models_load_from_safetensors_with_checked_sha256():
+    from medsr.models import REGISTRY, create_model
+    from medsr.models.registry import file_sha256
+
+    assert {"medsr-srresnet-x4", "medsr-srgan-x4"} <= set(REGISTRY)
+    for name, entry in REGISTRY.items():
+        assert entry.path.suffix == ".safetensors" and entry.path.stat().st_size < 20_000_000
+        assert file_sha256(entry.path) == entry.sha256
+        assert entry.path.with_name(entry.card).exists(), f"model card missing for {name}"
+        loaded = create_model(name)
+        assert loaded.scale == 4 and loaded.model_id.startswith(name + "@")
+
+
+def test_default_model_restores_a_fixture_above_bicubic(fixture_path, tmp_path):
+    import medsr
+
+    res = medsr.archive_series(fixture_path("large_256"), tmp_path / "m.medsr.h5", medsr.ArchiveOptions(baselines=False))
+    m = res.audit["methods"]
+    assert res.info.method == "model" and res.info.model_id.startswith("medsr-srresnet-x4@")
+    assert m["restored"]["psnr_fg"] > m["bicubic"]["psnr_fg"]
+    assert m["restored"]["ssim"] > m["bicubic"]["ssim"]
+
+
+def test_tampered_weights_are_refused(tmp_path, monkeypatch):
+    import dataclasses
+
+    import medsr
+    from medsr.models import registry
+
+    entry = registry.REGISTRY["medsr-srresnet-x4"]
+    bad = dataclasses.replace(entry, sha256="0" * 64)
+    monkeypatch.setitem(registry.REGISTRY, "medsr-srresnet-x4", bad)
+    with pytest.raises(medsr.ModelError, match="sha256"):
+        registry.create_model("medsr-srresnet-x4")
