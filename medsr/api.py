@@ -38,6 +38,8 @@ class ArchiveOptions:
     min_psnr_fg: float | None = None
     keep_below_threshold: bool = False
     baselines: bool = True  # compute the JPEG 2000 baseline (bicubic is always computed)
+    base: str | None = None  # low-res storage: lossless | near-lossless; None: the default (medsr.codec.base)
+    base_near: int | None = None  # JPEG-LS NEAR for near-lossless; None: medsr.codec.base.DEFAULT_NEAR
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class ArchiveResult:
             "psnr_fg_bicubic": g("bicubic", "psnr_fg"), "ssim_fg_bicubic": g("bicubic", "ssim_fg"),
             "psnr_j2k": g("jpeg2000", "psnr"), "ssim_j2k": g("jpeg2000", "ssim"),
             "psnr_fg_j2k": g("jpeg2000", "psnr_fg"), "ssim_fg_j2k": g("jpeg2000", "ssim_fg"),
+            "base": self.info.base, "base_near": self.info.base_near,
             "below_threshold": self.info.below_threshold,
             "deleted_originals": len(self.deleted), "seconds": round(self.seconds, 3),
         }
@@ -198,6 +201,10 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     padded, pad = pad_to_multiple(series.pixels, op.scale)
     lowres = downsample(padded, op.id)
     window = intensity_window(lowres)
+    from .codec.base import prepare_base
+
+    base = prepare_base(lowres, options.base, options.base_near)  # None: the default base (docs/base-codec.md)
+    lowres = base.decoded  # restore, audit and bicubic see exactly what a later restore decodes
     method, loaded = _resolve_model(options.method, options.model)
     if loaded is not None and loaded.scale != op.scale:
         raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
@@ -206,19 +213,19 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
                                dtype=series.pixels.dtype, value_range=series.value_range, engine=engine,
                                module=loaded.module if loaded else None,
                                progress=_tick(progress, "restore (audit)", series.n_slices))
-    stored_bytes = _stored_pixel_bytes(lowres)
+    stored_bytes = base.coded_bytes if base.data is not None else _stored_pixel_bytes(lowres)
     from .audit_run import build_audit
 
     audit = build_audit(series, lowres=lowres, restored=restored, scale=op.scale, operator=op.id,
                         stored_pixel_bytes=stored_bytes, method=method,
                         model_id=loaded.model_id if loaded else method, with_j2k=options.baselines,
-                        consistency=options.consistency, device=select_device(options.device),
+                        consistency=options.consistency, device=select_device(options.device), base=base.provenance(),
                         progress=_tick(progress, "audit", series.n_slices))
     below = _check_gates(audit, options, series)
     info = write_archive(output, series=series, lowres=lowres, window=window, operator=op.id, scale=op.scale,
                          pad=pad, method=method, model_id=loaded.model_id if loaded else method,
                          model_sha256=loaded.sha256 if loaded else "", audit=audit, below_threshold=below,
-                         force=options.force)
+                         force=options.force, base=base)
     deleted: tuple[Path, ...] = ()
     if options.delete_original:
         deleted = _delete_verified_originals(output, series)
@@ -239,24 +246,11 @@ def _check_gates(audit: dict, options: ArchiveOptions, series: Series) -> bool:
 
 
 def _delete_verified_originals(archive: Path, series: Series) -> tuple[Path, ...]:
-    """Delete source files only if the archive re-reads, verifies, and records their exact bytes."""
-    import hashlib
+    """Delete source files only if the archive re-reads, verifies, and records their exact bytes
+    (every check first; any failure deletes nothing: see medsr/originals.py)."""
+    from .originals import delete_verified_originals
 
-    check = verify_archive(archive)
-    if not check.ok:
-        raise ArchiveError("written archive failed verification; originals were NOT deleted: "
-                           + "; ".join(check.problems), path=archive)
-    data = read_archive(archive)
-    recorded = set(data.source_sha256)
-    for f in series.source_files:
-        digest = hashlib.sha256(f.read_bytes()).hexdigest()
-        if digest not in recorded:
-            raise ArchiveError(f"original {f.name} changed since it was archived; nothing was deleted", path=f)
-    deleted = []
-    for f in series.source_files:
-        f.unlink()
-        deleted.append(f)
-    return tuple(deleted)
+    return delete_verified_originals(archive, series)
 
 
 # --------------------------------------------------------------------------- restore
@@ -287,11 +281,13 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
     elif options.format == "dicom":
         if info.kind != "dicom":
             raise ArchiveError("archive was made from NIfTI; restore it with --format nifti", path=archive)
-        restored = np.empty((info.n_slices, info.rows, info.cols), dtype=np.dtype(info.dtype))
+        # the whole stack is kept only for a --reference audit; otherwise batches stream to disk
+        restored = np.empty((info.n_slices, info.rows, info.cols), dtype=np.dtype(info.dtype)) if reference else None
 
         def batches():
             for i, batch in _iter_stored(data, plan):
-                restored[i:i + len(batch)] = batch
+                if restored is not None:
+                    restored[i:i + len(batch)] = batch
                 if progress:
                     progress("restore", len(batch), info.n_slices)
                 yield i, batch
@@ -300,12 +296,13 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
                                    force=options.force)
     else:
         raise MedsrError(f"unknown output format {options.format!r} (dicom or nifti)")
+    seconds = time.perf_counter() - t0  # the restore itself; a --reference audit is extra work
     audit = None
     if reference is not None:
         from .audit_run import audit_against_reference
 
         audit = audit_against_reference(Path(reference), data, restored)
-    return RestoreResult(output=output, slices=info.n_slices, seconds=time.perf_counter() - t0, device=plan.device,
+    return RestoreResult(output=output, slices=info.n_slices, seconds=seconds, device=plan.device,
                          method=plan.method, model_id=plan.model_id, files=tuple(files), warnings=plan.warnings,
                          audit=audit)
 

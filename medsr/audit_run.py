@@ -28,8 +28,13 @@ def bicubic_restore(lowres: np.ndarray, rows: int, cols: int, dtype, value_range
 
 def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int, operator: str,
                 stored_pixel_bytes: int, method: str, model_id: str, with_j2k: bool, consistency: bool,
-                device: str, progress: Callable[[int], None] | None = None, return_images: bool = False):
-    """Audit dict (``AuditResult.to_dict()``) for an archive of ``series``; optionally the stacks too."""
+                device: str, progress: Callable[[int], None] | None = None, return_images: bool = False,
+                base: dict | None = None):
+    """Audit dict (``AuditResult.to_dict()``) for an archive of ``series``; optionally the stacks too.
+
+    ``lowres`` is the base as restore decodes it; ``base`` (``PreparedBase.provenance()``) is
+    recorded in the provenance (default: lossless).
+    """
     rows, cols = series.shape
     original = series.rescaled()
     tests = {"restored": _rescale(restored, series.slope, series.intercept)}
@@ -54,6 +59,7 @@ def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int,
         "original_pixel_bytes": series.original_pixel_bytes, "stored_pixel_bytes": stored_pixel_bytes,
         "original_file_bytes": series.original_file_bytes,
     }
+    provenance.update(base or {"base": "lossless", "base_near": 0})
     if j2k_note:
         provenance["note"] = j2k_note
     provenance["model_kind"] = _model_kind(model_id)
@@ -81,6 +87,11 @@ def audit_against_reference(reference: Path, data, restored: np.ndarray, *, with
     if ref.pixels.shape != restored.shape:
         raise InputError(f"reference has shape {ref.pixels.shape} but the restore has {restored.shape}", path=reference)
     info = data.info
+    from .codec.base import BaseMeta
+
+    base = BaseMeta(info.base, info.base_near)
+    base_prov = {**base.to_dict(), "base_description": base.describe()}
     return build_audit(ref, lowres=data.lowres, restored=restored, scale=info.scale, operator=info.operator,
                        stored_pixel_bytes=info.stored_pixel_bytes, method=info.method, model_id=info.model_id,
-                       with_j2k=with_j2k, consistency=True, device="cpu", return_images=return_images)
+                       with_j2k=with_j2k, consistency=True, device="cpu", return_images=return_images,
+                       base=base_prov)

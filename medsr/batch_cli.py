@@ -496,7 +496,7 @@ def restore_job(job: RestoreJob, outdir: str, options: RestoreOptions) -> dict:
                 fmt = "nifti" if info.kind == "nifti" else "dicom"
             out = _restore_output(outdir, job.key, fmt)
             row.update(format=fmt, output=Path(os.path.relpath(out, outdir)).as_posix(), slices=info.n_slices)
-            out.parent.mkdir(parents=True, exist_ok=True)
+            out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if out.exists() and not options.force:
                 n = len(list(out.glob("*.dcm"))) if out.is_dir() else None
                 if out.is_file() or n == info.n_slices:
@@ -741,7 +741,7 @@ def _prepare_outdir(outdir: str | Path) -> Path:
         raise OutputError("is a file; give an output folder", path=outdir)
     if not out.parent.is_dir():
         raise OutputError("parent folder does not exist", path=out.parent)
-    out.mkdir(exist_ok=True)
+    out.mkdir(mode=0o700, exist_ok=True)  # owner-only, like every output
     if not os.access(out, os.W_OK | os.X_OK):
         raise OutputError("output folder is not writable", path=out)
     return out
@@ -949,25 +949,9 @@ def cmd_restore_batch(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m medsr.batch_cli archive-batch|restore-batch ...`` (the same as ``medsr archive-batch``)."""
-    parser = argparse.ArgumentParser(prog="medsr", description="medsr batch commands")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    register_cli(sub)
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
-    logging.basicConfig(level=logging.DEBUG if args.debug else (logging.ERROR if args.quiet else logging.WARNING),
-                        format="medsr: %(levelname)s: %(message)s", stream=sys.stderr)
-    try:
-        return args.func(args)
-    except MedsrError as e:
-        if args.debug:
-            raise
-        print(f"medsr: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("medsr: interrupted; the manifest holds what finished; rerun to resume", file=sys.stderr)
-        return 130
+    from .cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

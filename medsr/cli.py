@@ -71,6 +71,7 @@ def cmd_archive(args) -> int:
         allow_modalities=("MR",) + tuple(m.upper() for m in args.allow_modality), force=args.force,
         delete_original=args.delete_original, min_psnr=args.min_psnr, min_ssim=args.min_ssim,
         min_psnr_fg=args.min_psnr_fg, keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k,
+        base=args.base, base_near=args.base_near,
     )
     prog = _Progress(not args.quiet and sys.stderr.isatty())
     try:
@@ -222,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--min-psnr-fg", type=float, help="refuse if the foreground PSNR (dB) is below this")
     a.add_argument("--keep-below-threshold", action="store_true", help="write the archive anyway, marked below threshold")
     a.add_argument("--no-j2k", action="store_true", help="skip the JPEG 2000 baseline (faster)")
+    a.add_argument("--base", choices=["lossless", "near-lossless"],
+                   help="how the low-res slices are stored (default near-lossless: JPEG-LS, each value within "
+                   "+-NEAR; lossless keeps them exact; see docs/base-codec.md)")
+    a.add_argument("--base-near", type=int, metavar="K", help="JPEG-LS NEAR of --base near-lossless (default 2)")
     a.add_argument("--report", metavar="DIR", help="also write the HTML/JSON audit report into DIR")
     a.add_argument("--force", action="store_true", help="replace an existing archive")
     a.add_argument("--delete-original", action="store_true",
@@ -290,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch_cli import register_cli as register_batch
 
     register_batch(sub)  # `medsr archive-batch|restore-batch`
+    from .rd import register_cli as register_rd
+
+    register_rd(sub)  # `medsr rd`
     return p
 
 

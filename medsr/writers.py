@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import Iterable
 
@@ -18,8 +19,16 @@ def derivation_for(data: ArchiveData, *, method: str, model_id: str) -> Derivati
             "nearest": "pixel replication"}.get(method, method)
     desc = (f"medsr {info.medsr_version}: stored at 1/{info.scale} resolution per axis by operator {info.operator} "
             f"(pixel ratio {info.pixel_ratio:.1f}:1 = original pixel bytes / stored pixel bytes), "
-            f"restored by {what}. Lossy: not the original pixels.")
+            f"{_base_text(info)}restored by {what}. Lossy: not the original pixels.")
     return DerivationInfo(series_uid=new_series_uid(), description=desc, ratio=info.pixel_ratio)
+
+
+def _base_text(info) -> str:
+    """How the low-res base was stored, for the Derivation Description (empty for lossless)."""
+    if getattr(info, "base", "lossless") == "near-lossless":
+        return (f"low-res base stored near-losslessly (JPEG-LS NEAR={info.base_near}: each low-res value "
+                f"within +-{info.base_near}), ")
+    return ""
 
 
 def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[int, np.ndarray]] | np.ndarray, *,
@@ -39,20 +48,31 @@ def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[
         def write_one(i: int, pixels: np.ndarray) -> None:
             import pydicom
 
-            ds = derive_instance(data.header(i), pixels, deriv)
-            name = f"{i + 1:04d}_{safe_filename(ds.SOPInstanceUID)}.dcm"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                pydicom.dcmwrite(tmp / name, ds, enforce_file_format=True)
+            from .errors import DicomError, MedsrError
+
+            try:
+                ds = derive_instance(data.header(i), pixels, deriv)
+                name = f"{i + 1:04d}_{safe_filename(ds.SOPInstanceUID)}.dcm"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pydicom.dcmwrite(tmp / name, ds, enforce_file_format=True)
+            except (MedsrError, OSError):
+                raise
+            except Exception as e:  # an archived header pydicom cannot write back: one line, no values quoted
+                raise DicomError(f"slice {i}: the derived instance cannot be written ({type(e).__name__}); "
+                                 "nothing was written", path=output) from None
             (tmp / name).chmod(0o600)
             names[i] = name
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = []
+            # bounded: at most ~2 batches wait for the writers, so the whole volume is never held
+            pending: deque = deque()
             for start, batch in batches:
-                futures += [pool.submit(write_one, start + k, batch[k]) for k in range(len(batch))]
-            for fut in futures:
-                fut.result()
+                pending.extend(pool.submit(write_one, start + k, batch[k]) for k in range(len(batch)))
+                while len(pending) > max(len(batch), 4 * workers):
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
     return [Path(output) / names[i] for i in sorted(names)]
 
 
@@ -79,13 +99,19 @@ def dicom_affine(data: ArchiveData) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
+def _nifti_header(data: ArchiveData):
+    from .archive.checks import nifti_header
+
+    return nifti_header(data)
+
+
 def write_nifti(output: Path, data: ArchiveData, restored: np.ndarray, *, force: bool = False) -> Path:
     """Write the restored volume as NIfTI (rescaled units only if slope/intercept are uniform)."""
     import nibabel as nib
 
     vol = np.transpose(restored, (2, 1, 0))  # (n, rows, cols) -> (i=cols, j=rows, k=slice)
     if data.info.kind == "nifti":
-        hdr = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(data.nifti_header)) if data.nifti_header else None
+        hdr = _nifti_header(data) if data.nifti_header else None
         img = nib.Nifti1Image(vol, data.nifti_affine, header=hdr)
         if hdr is not None:
             img.header.set_data_dtype(vol.dtype)
@@ -101,7 +127,12 @@ def write_nifti(output: Path, data: ArchiveData, restored: np.ndarray, *, force:
         suffix = ".nii.gz"
     with atomic_file(out, force=force) as tmp:
         target = tmp.with_name(tmp.name + suffix) if not tmp.name.endswith(suffix) else tmp
-        nib.save(img, str(target))
-        if target != tmp:
-            target.replace(tmp)
+        try:
+            nib.save(img, str(target))
+            target.chmod(0o600)  # nibabel creates the file with the umask's mode: owner-only like every output
+            if target != tmp:
+                target.replace(tmp)
+        finally:  # a failed save must not leave its partial file beside the temp
+            if target != tmp and target.exists():
+                target.unlink()
     return out

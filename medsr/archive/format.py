@@ -7,6 +7,10 @@ Layout (format_version 1)::
                            pad_cols, dtype, bits_stored, pixel_representation, window_lo, window_hi,
                            original_file_bytes, original_pixel_bytes, below_threshold
     /lowres                (n, h, w) stored dtype, chunk = 1 slice, gzip + shuffle; attr sha256
+                           (base "lossless"; base "near-lossless" stores instead
+    /lowres_coded          uint8: JPEG-LS codestreams, concatenated, and
+    /lowres_coded_offsets  int64 (n + 1): slice i = lowres_coded[off[i]:off[i+1]]; root attrs
+                           base, base_near, base_min, base_max; see medsr.codec.base)
     /slices/slope, /slices/intercept (n,) float64; /slices/position (n, 3) float64 (DICOM only)
     /headers/...           packed original headers (see headers.py); each dataset has attr sha256
     /sources/sha256        (n,) sha256 hex of each original file's bytes
@@ -31,6 +35,8 @@ from .. import __version__
 from ..errors import ArchiveError
 from ..io.atomic import atomic_file
 from .headers import PackedHeaders, pack_headers, unpack_header
+from .checks import check_arrays, check_headers, check_info, check_open
+from .memfile import hdf5_via_memory
 
 FORMAT = "medsr-archive"
 FORMAT_VERSION = 1
@@ -75,6 +81,8 @@ class ArchiveInfo:
     archive_bytes: int
     below_threshold: bool
     audit: dict | None = field(default=None, repr=False)
+    base: str = "lossless"  # how /lowres is stored: lossless | near-lossless (medsr.codec.base)
+    base_near: int = 0  # near-lossless: max |decoded - true| per low-res value
 
     @property
     def ratio(self) -> float:
@@ -132,14 +140,18 @@ def _put(group, name: str, data: np.ndarray, *, chunks=None, compress=True):
 
 def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: str, scale: int,
                   pad: tuple[int, int], method: str, model_id: str, model_sha256: str,
-                  audit: dict | None, below_threshold: bool = False, force: bool = False) -> ArchiveInfo:
-    """Write the archive atomically (temp + fsync + rename, mode 0600); returns its info."""
+                  audit: dict | None, below_threshold: bool = False, force: bool = False,
+                  base=None) -> ArchiveInfo:
+    """Write the archive atomically (temp + fsync + rename, mode 0600); returns its info.
+
+    ``base``: a ``medsr.codec.base.PreparedBase``; None or lossless keeps ``/lowres``.
+    """
     import h5py
 
     path = Path(path)
     n, h, w = lowres.shape
     with atomic_file(path, force=force) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with hdf5_via_memory(tmp) as f:  # a full disk -> one clean OSError (see memfile.py)
             a = f.attrs
             a.update(dict(
                 format=FORMAT, format_version=FORMAT_VERSION, medsr_version=__version__,
@@ -151,8 +163,15 @@ def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: s
                 original_file_bytes=series.original_file_bytes, original_pixel_bytes=series.original_pixel_bytes,
                 below_threshold=bool(below_threshold),
             ))
-            lr = np.ascontiguousarray(lowres).astype(lowres.dtype.newbyteorder("<"), copy=False)
-            _put(f, "lowres", lr, chunks=(1, h, w))
+            if base is not None and base.meta.base != "lossless":
+                m = base.meta
+                a.update(dict(base=m.base, base_near=int(m.near), base_min=int(m.vmin), base_max=int(m.vmax)))
+                _put(f, "lowres_coded", base.data, compress=False)
+                _put(f, "lowres_coded_offsets", base.offsets.astype("<i8"), compress=False)
+            else:
+                a.update(dict(base="lossless", base_near=0))
+                lr = np.ascontiguousarray(lowres).astype(lowres.dtype.newbyteorder("<"), copy=False)
+                _put(f, "lowres", lr, chunks=(1, h, w))
             sl = f.create_group("slices")
             _put(sl, "slope", series.slope.astype(np.float64), compress=False)
             _put(sl, "intercept", series.intercept.astype(np.float64), compress=False)
@@ -191,6 +210,7 @@ def _open(path: Path):
         f = h5py.File(path, "r")
     except Exception as e:
         raise ArchiveError(f"not a readable medsr archive (HDF5 open failed: {type(e).__name__})", path=path) from None
+    check_open(f, path)  # readable metadata; no dataset declares more than it stores (checks.py)
     fmt = f.attrs.get("format")
     if isinstance(fmt, bytes):
         fmt = fmt.decode()
@@ -213,21 +233,52 @@ def _attr(f, key, cast=str):
     return cast(v)
 
 
+KNOWN_BASES = ("lossless", "near-lossless")
+
+
+def _base_of(f, path) -> tuple[str, int]:
+    """(base, base_near) of an open archive; archives without the attribute are lossless."""
+    base = f.attrs.get("base", "lossless")
+    if isinstance(base, bytes):
+        base = base.decode()
+    if base not in KNOWN_BASES:
+        raise ArchiveError(f"archive base {base!r} is not supported by this medsr (reads: {', '.join(KNOWN_BASES)}); "
+                           "upgrade medsr to read it", path=path)
+    return str(base), int(f.attrs.get("base_near", 0))
+
+
+def _lowres_size(f, base: str) -> tuple[int, int]:
+    """(n_slices, stored pixel bytes): the lossless dataset's storage, or the codestream bytes."""
+    if base == "lossless":
+        lr = f["lowres"]
+        return int(lr.shape[0]), int(lr.id.get_storage_size())
+    return int(f["lowres_coded_offsets"].shape[0]) - 1, int(f["lowres_coded"].size)
+
+
+def _base_meta(f, info: "ArchiveInfo"):
+    from ..codec.base import BaseMeta
+
+    shape = (info.n_slices, (info.rows + info.pad_rows) // info.scale, (info.cols + info.pad_cols) // info.scale)
+    return BaseMeta(info.base, info.base_near, _attr(f, "base_min", int), _attr(f, "base_max", int), shape, info.dtype)
+
+
 def _info_from(f, path: Path) -> ArchiveInfo:
     try:
-        lr = f["lowres"]
+        base, base_near = _base_of(f, path)
+        n_slices, stored_bytes = _lowres_size(f, base)
         audit = json.loads(f["audit"][()].tobytes().decode("utf-8")) if "audit" in f else None
         return ArchiveInfo(
             path=path, format_version=_attr(f, "format_version", int), medsr_version=_attr(f, "medsr_version"),
             created=_attr(f, "created"), operator=_attr(f, "operator"), scale=_attr(f, "scale", int),
             method=_attr(f, "method"), model_id=_attr(f, "model_id"), model_sha256=_attr(f, "model_sha256"),
-            kind=_attr(f, "kind"), series_uid=_attr(f, "series_uid"), n_slices=int(lr.shape[0]),
+            kind=_attr(f, "kind"), series_uid=_attr(f, "series_uid"), n_slices=n_slices,
             rows=_attr(f, "rows", int), cols=_attr(f, "cols", int), pad_rows=_attr(f, "pad_rows", int),
             pad_cols=_attr(f, "pad_cols", int), dtype=_attr(f, "dtype"), bits_stored=_attr(f, "bits_stored", int),
             pixel_representation=_attr(f, "pixel_representation", int), window_lo=_attr(f, "window_lo", float),
             window_hi=_attr(f, "window_hi", float), original_file_bytes=_attr(f, "original_file_bytes", int),
-            original_pixel_bytes=_attr(f, "original_pixel_bytes", int), stored_pixel_bytes=int(lr.id.get_storage_size()),
+            original_pixel_bytes=_attr(f, "original_pixel_bytes", int), stored_pixel_bytes=stored_bytes,
             archive_bytes=path.stat().st_size, below_threshold=bool(f.attrs.get("below_threshold", False)), audit=audit,
+            base=base, base_near=base_near,
         )
     except ArchiveError:
         raise
@@ -240,7 +291,7 @@ def read_info(path: Path) -> ArchiveInfo:
     path = Path(path)
     f = _open(path)
     try:
-        return _info_from(f, path)
+        return check_info(_info_from(f, path), f)
     finally:
         f.close()
 
@@ -266,9 +317,12 @@ def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
     path = Path(path)
     f = _open(path)
     try:
-        info = _info_from(f, path)
+        info = check_info(_info_from(f, path), f)
         try:
-            lowres = _checked(f["lowres"], path, "lowres") if check else f["lowres"][()]
+            if info.base == "lossless":
+                lowres = _checked(f["lowres"], path, "lowres") if check else f["lowres"][()]
+            else:
+                lowres = _decode_base(f, info, path, check)
             slope = _checked(f["slices/slope"], path, "slices/slope")
             intercept = _checked(f["slices/intercept"], path, "slices/intercept")
             positions = _checked(f["slices/position"], path, "slices/position") if "slices/position" in f else None
@@ -294,12 +348,28 @@ def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
             raise ArchiveError(f"archive data is damaged ({type(e).__name__}: {str(e)[:120]})", path=path) from None
     finally:
         f.close()
+    check_arrays(info, lowres, slope, intercept, positions, sha, names, sizes, headers, affine, nhdr)
     n = info.n_slices
     if not (len(slope) == len(intercept) == n) or (info.kind == "dicom" and len(sha) != n) or (headers is not None and len(headers.slice_offsets) != n + 1):
         raise ArchiveError("archive datasets disagree on the number of slices", path=path)
     return ArchiveData(info=info, lowres=lowres, slope=slope, intercept=intercept, positions=positions,
                        headers=headers, source_sha256=sha, source_names=names, source_bytes=sizes,
                        nifti_affine=affine, nifti_header=nhdr or b"")
+
+
+def _decode_base(f, info: ArchiveInfo, path: Path, check: bool) -> np.ndarray:
+    """Decode the near-lossless base (after its checksums) into the (n, h, w) low-res stack."""
+    from ..codec.base import BaseCodecError, decode_base
+
+    coded = _checked(f["lowres_coded"], path, "lowres_coded") if check else f["lowres_coded"][()]
+    offsets = (_checked(f["lowres_coded_offsets"], path, "lowres_coded_offsets") if check
+               else f["lowres_coded_offsets"][()])
+    try:
+        return decode_base((np.asarray(coded), np.asarray(offsets)), _base_meta(f, info))
+    except BaseCodecError as e:
+        raise ArchiveError(f"low-res base cannot be decoded: {str(e)[:160]}", path=path) from None
+    except Exception as e:  # a codec error on damaged data (checksums off): still one line
+        raise ArchiveError(f"low-res base is damaged ({type(e).__name__}: {str(e)[:120]})", path=path) from None
 
 
 @dataclass(frozen=True)
@@ -323,6 +393,7 @@ def verify_archive(path: Path) -> VerifyResult:
                 ds = data.header(i)
                 if "SOPInstanceUID" not in ds:
                     raise ArchiveError(f"header {i} lost its SOP Instance UID", path=path)
+        check_headers(data)  # what a restore needs from every header (checks.py)
         expected = (data.info.rows + data.info.pad_rows) // data.info.scale, (data.info.cols + data.info.pad_cols) // data.info.scale
         if data.lowres.shape[1:] != expected:
             raise ArchiveError(f"low-res shape {data.lowres.shape[1:]} does not match {expected}", path=path)

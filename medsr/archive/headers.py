@@ -84,9 +84,20 @@ def header_part10_bytes(p: PackedHeaders, i: int) -> bytes:
 
 
 def unpack_header(p: PackedHeaders, i: int):
-    """The i-th original header as a pydicom Dataset (with its file meta)."""
+    """The i-th original header as a pydicom Dataset (with its file meta).
+
+    A header that does not decode (a damaged archive) raises ``ArchiveError``, one line
+    (pydicom's message is dropped: it may quote element values).
+    """
     import pydicom
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(BytesIO(header_part10_bytes(p, i)), force=True)
+    from ..errors import ArchiveError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(BytesIO(header_part10_bytes(p, i)), force=True)
+            ds.walk(lambda _ds, _elem: None)  # decode every element now
+            return ds
+    except Exception as e:  # noqa: BLE001 - any pydicom error on damaged bytes
+        raise ArchiveError(f"stored header {i} cannot be decoded ({type(e).__name__}): the archive is damaged") from None

@@ -52,17 +52,27 @@ def _safe_provenance(prov: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Temp + fsync + rename, owner-only (0600: a report names the series and may hold PHI);
+    a full disk or I/O error is a one-line OutputError and leaves nothing behind."""
+    from ..errors import OutputError
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OutputError(f"cannot write here ({e.strerror or type(e).__name__})", path=path.parent) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read
+        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise OutputError(f"write failed ({e.strerror or type(e).__name__}); nothing was left behind",
+                              path=path) from None
         raise
 
 
@@ -231,7 +241,12 @@ def write_report(audit: AuditResult, images: ImageSource, out_dir: str | os.Path
     Returns (json_path, html_path).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        from ..errors import OutputError
+
+        raise OutputError(f"cannot create the report folder ({e.strerror or type(e).__name__})", path=out) from None
     prov = _safe_provenance(audit.provenance)
     prov.setdefault("report_written", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     data = audit.to_dict()

@@ -87,11 +87,20 @@ def derive_instance(original, pixels: np.ndarray, info: DerivationInfo):
     from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
 
     ds = original.copy()
-    rows, cols = int(ds.Rows), int(ds.Columns)
+    missing = [kw for kw in ("SOPClassUID", "SOPInstanceUID", "Rows", "Columns", "BitsAllocated") if kw not in ds]
+    if missing:
+        raise DicomError(f"the archived header has no {', '.join(missing)}; cannot build a derived instance")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        if int(ds.BitsAllocated) not in (8, 16):
+            raise ValueError("BitsAllocated")
+    except (TypeError, ValueError):
+        raise DicomError("the archived header's Rows/Columns/Bits Allocated are not usable numbers") from None
     if pixels.shape != (rows, cols):
         raise DicomError(f"restored slice shape {pixels.shape} does not match (0028,0010)/(0028,0011) {rows}x{cols}")
     for tag in [t for t in ds.keys() if t.group in (0x0000, 0x7FE0) or t in (0xFFFCFFFC, 0x00880200)]:
         del ds[tag]
+    _drop_wrong_vrs(ds)
     sop_class = str(ds.SOPClassUID)
     src_instance = str(ds.SOPInstanceUID)
     now = datetime.now()
@@ -155,6 +164,22 @@ def derive_instance(original, pixels: np.ndarray, info: DerivationInfo):
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     ds.file_meta = meta
     return ds
+
+
+#: elements this module sets or extends: an original one with a non-standard VR is dropped first
+_SET_HERE = ("SOPInstanceUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "ImageType",
+             "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
+             "DerivationDescription", "DerivationCodeSequence", "SourceImageSequence", "ContributingEquipmentSequence",
+             "InstanceCreationDate", "InstanceCreationTime", "SamplesPerPixel", "SmallestImagePixelValue",
+             "LargestImagePixelValue")
+
+
+def _drop_wrong_vrs(ds) -> None:
+    from pydicom.datadict import dictionary_VR
+
+    for kw in _SET_HERE:
+        if kw in ds and ds[kw].VR not in dictionary_VR(kw).split(" or "):
+            del ds[kw]
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -10,8 +10,10 @@ Rules (each failure is a one-line ``InputError``/``SeriesError`` naming the path
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import re
 import warnings
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -27,6 +29,12 @@ MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 MAX_PIXELS_PER_SLICE = 4096 * 4096
 MAX_SLICES = 10000
+#: a whole series (slices x rows x cols): 2^31 pixels = 4 GiB at 16 bits; refused before decoding
+MAX_SERIES_PIXELS = 1 << 31
+#: largest |Rescale Slope| and |Rescale Intercept| (rescaled values and their squares stay finite)
+MAX_RESCALE = 1e12
+#: smallest slice side: the audit's SSIM window is 7x7 (docs/audit.md)
+MIN_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,81 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _malformed(f: Path, e: BaseException) -> InputError:
+    """A one-line InputError for a header element pydicom could not decode.
+
+    pydicom's messages may quote element values (a patient's name): only the exception
+    type and the tag, when the message names one, are kept.
+    """
+    import re
+
+    m = re.search(r"\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)", str(e))
+    where = f" in {_tag_name(int(m.group(1) + m.group(2), 16))}" if m else ""
+    return InputError(f"malformed DICOM header: an element cannot be decoded ({type(e).__name__}{where}); "
+                      "the file is damaged or not standard", path=f)
+
+
+@contextlib.contextmanager
+def _header_guard(f: Path):
+    """Turn any error from reading header elements of ``f`` (not a MedsrError) into one InputError line."""
+    from ..errors import MedsrError
+
+    try:
+        yield
+    except MedsrError:
+        raise
+    except Exception as e:  # pydicom: NotImplementedError (unknown VR), BytesLengthException, ValueError, ...
+        raise _malformed(f, e) from None
+
+
+def _is_image_class(sop_class: str) -> bool:
+    from pydicom.uid import UID
+
+    try:
+        return "Image Storage" in UID(sop_class).name
+    except Exception:  # noqa: BLE001 - a malformed UID is not a known image class
+        return False
+
+
+def _decode_all(ds) -> None:
+    """Decode every element (recursively) so a malformed one fails here, naming the file."""
+    ds.walk(lambda _ds, _elem: None)
+
+
+def _pixel_layout(ds) -> tuple[int, int, int]:
+    alloc = int(ds.BitsAllocated)
+    stored = ds.get("BitsStored", alloc)
+    return alloc, int(stored if stored not in (None, "") else alloc), int(ds.get("PixelRepresentation", 0) or 0)
+
+
+def _instance_number(ds) -> int:
+    try:
+        return int(ds.get("InstanceNumber", 0) or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _rescale(ds, f: Path) -> tuple[float, float]:
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or max(abs(slope), abs(intercept)) > MAX_RESCALE:
+        raise InputError(f"{_tag_name(0x00281053)} / {_tag_name(0x00281052)} are not finite numbers of at most "
+                         f"{MAX_RESCALE:g}", path=f)
+    return slope, intercept
+
+
+_UID_RE = re.compile(r"^\(no Series Instance UID\)$|^[0-9.]{1,64}$")
+_CS_RE = re.compile(r"^[A-Z0-9 _\\]{0,64}$")
+_TEXT_RE = re.compile(r"^[\x20-\x7e]{0,64}$")
+
+
+def _shown(value, pattern) -> str:
+    """A header value for an error message, or a placeholder when it is not what it should be
+    (a damaged header can run into the next elements, e.g. the patient's name)."""
+    text = str(value)
+    return text if pattern.match(text) else "(malformed value)"
+
+
 def _tag_name(tag: int) -> str:
     from pydicom.datadict import keyword_for_tag
 
@@ -145,13 +228,23 @@ def _read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
         except Exception as e:  # truncated or malformed
             broken.append((f, f"unreadable DICOM ({type(e).__name__})"))
             continue
-        sop_class = str(ds.get("SOPClassUID", ""))
-        if sop_class == "1.2.840.10008.1.3.10" or "PixelData" not in ds and "FloatPixelData" not in ds:
-            skipped.append(f"{f}: DICOM object without image pixels (SOP class {sop_class or 'unknown'}), skipped")
+        try:
+            sop_class = str(ds.get("SOPClassUID", ""))
+            if sop_class == "1.2.840.10008.1.3.10" or "PixelData" not in ds and "FloatPixelData" not in ds:
+                if _is_image_class(sop_class) and sop_class != "1.2.840.10008.1.3.10":
+                    # an image object whose pixels are missing: cut short, not a non-image object
+                    broken.append((f, "DICOM image without pixel data (the file is truncated or damaged)"))
+                    continue
+                shown = _shown(sop_class, _UID_RE) if sop_class else "unknown"
+                skipped.append(f"{f}: DICOM object without image pixels (SOP class {shown}), skipped")
+                continue
+            uid = str(ds.get("SeriesInstanceUID", "")) or "(no Series Instance UID)"
+            description = str(ds.get("SeriesDescription", ""))
+        except Exception as e:  # an element pydicom cannot decode
+            broken.append((f, str(_malformed(f, e)).split(": ", 1)[-1]))
             continue
-        uid = str(ds.get("SeriesInstanceUID", "")) or "(no Series Instance UID)"
         groups.setdefault(uid, []).append((f, raw, ds))
-        descriptions.setdefault(uid, str(ds.get("SeriesDescription", "")))
+        descriptions.setdefault(uid, description)
     for s in skipped:
         log.warning(s)
     if not groups:
@@ -162,13 +255,17 @@ def _read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
         raise InputError("no DICOM image files found (only non-DICOM or non-image files)", path=root)
     if broken:
         f, why = broken[0]
-        raise InputError(f"{why}: file is damaged or truncated; remove it or fix it and retry", path=f)
+        raise InputError(f"{why}: file is damaged or truncated; remove it or fix it and retry"
+                         if "malformed" not in why else why, path=f)
     if series_uid is not None:
         if series_uid not in groups:
-            raise SeriesError(f"series {series_uid} not found; series present: {', '.join(sorted(groups))}", path=root)
+            raise SeriesError(f"series {_shown(series_uid, _UID_RE)} not found; series present: "
+                              f"{', '.join(_shown(u, _UID_RE) for u in sorted(groups))}", path=root)
         members = groups[series_uid]
     elif len(groups) > 1:
-        listing = "; ".join(f"{u} ({len(v)} files{', ' + descriptions[u] if descriptions[u] else ''})" for u, v in sorted(groups.items()))
+        listing = "; ".join(f"{_shown(u, _UID_RE)} ({len(v)} files"
+                            f"{', ' + _shown(descriptions[u], _TEXT_RE) if descriptions[u] else ''})"
+                            for u, v in sorted(groups.items()))
         raise SeriesError(f"{len(groups)} series found, pick one with --series-uid: {listing}", path=root)
     else:
         members = next(iter(groups.values()))
@@ -182,21 +279,59 @@ def _check_image(f: Path, ds, allow: tuple[str, ...]) -> None:
         raise SeriesError("multi-frame (Enhanced MR) objects are not supported; convert to classic MR "
                           "single-frame images first (e.g. dcmtk/emf2sf or dcm2niix to NIfTI)", path=f)
     if modality not in allow:
-        raise SeriesError(f"modality {modality or 'missing'} is not supported (medsr archives MR; "
-                          f"--allow-modality {modality or 'XX'} overrides this at your own risk)", path=f)
+        shown = _shown(modality, _CS_RE) if modality else "missing"
+        raise SeriesError(f"modality {shown} is not supported (medsr archives MR; "
+                          f"--allow-modality {modality if shown == modality else 'XX'} overrides this at your "
+                          "own risk)", path=f)
     spp = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if spp != 1 or not photometric.startswith("MONOCHROME"):
         raise SeriesError(f"colour images are not supported ({_tag_name(0x00280002)} = {spp}, "
-                          f"{_tag_name(0x00280004)} = {photometric})", path=f)
-    for tag, kw in ((0x00280010, "Rows"), (0x00280011, "Columns"), (0x00280100, "BitsAllocated")):
+                          f"{_tag_name(0x00280004)} = {_shown(photometric, _CS_RE)})", path=f)
+    for tag, kw in ((0x00280010, "Rows"), (0x00280011, "Columns"), (0x00280100, "BitsAllocated"),
+                    (0x00080016, "SOPClassUID"), (0x00080018, "SOPInstanceUID")):
         if kw not in ds or ds[kw].value in (None, ""):
             raise InputError(f"missing {_tag_name(tag)}", path=f)
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    if rows < 4 or cols < 4 or rows * cols > MAX_PIXELS_PER_SLICE:
-        raise InputError(f"unsupported image size {rows}x{cols} (must be 4x4 .. {MAX_PIXELS_PER_SLICE} pixels)", path=f)
-    if int(ds.BitsAllocated) not in (8, 16):
-        raise InputError(f"{_tag_name(0x00280100)} = {ds.BitsAllocated} is not supported (8 or 16)", path=f)
+    _check_vrs(f, ds)
+    try:
+        rows, cols, alloc = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+    except (TypeError, ValueError):
+        raise InputError(f"{_tag_name(0x00280010)}/{_tag_name(0x00280011)}/{_tag_name(0x00280100)} are not "
+                         "single numbers", path=f) from None
+    if rows < MIN_SIDE or cols < MIN_SIDE or rows * cols > MAX_PIXELS_PER_SLICE:
+        raise InputError(f"unsupported image size {rows}x{cols} (must be {MIN_SIDE}x{MIN_SIDE} .. "
+                         f"{MAX_PIXELS_PER_SLICE} pixels)", path=f)
+    if alloc not in (8, 16):
+        raise InputError(f"{_tag_name(0x00280100)} = {alloc} is not supported (8 or 16)", path=f)
+    bits_stored = ds.get("BitsStored", alloc)
+    try:
+        bits_stored = int(bits_stored if bits_stored not in (None, "") else alloc)
+    except (TypeError, ValueError):
+        raise InputError(f"{_tag_name(0x00280101)} is not a number", path=f) from None
+    if not 1 <= bits_stored <= alloc:
+        raise InputError(f"{_tag_name(0x00280101)} = {bits_stored} does not fit {_tag_name(0x00280100)} = {alloc}",
+                         path=f)
+    if int(ds.get("PixelRepresentation", 0) or 0) not in (0, 1):
+        raise InputError(f"{_tag_name(0x00280103)} must be 0 or 1", path=f)
+
+
+#: elements medsr reads or rewrites: each must have its standard VR (else the file is refused, naming it)
+_CHECKED_VRS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "Rows", "Columns",
+                "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
+                "PhotometricInterpretation", "RescaleSlope", "RescaleIntercept", "ImagePositionPatient",
+                "ImageOrientationPatient", "PixelSpacing", "InstanceNumber", "SeriesNumber", "NumberOfFrames",
+                "Modality", "ImageType", "SeriesDescription")
+
+
+def _check_vrs(f: Path, ds) -> None:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    for kw in _CHECKED_VRS:
+        if kw in ds:
+            vr = ds[kw].VR
+            if vr not in dictionary_VR(kw).split(" or "):
+                raise InputError(f"{_tag_name(tag_for_keyword(kw))} has VR {vr!s:.4}, not "
+                                 f"{dictionary_VR(kw)}: the file is not standard", path=f)
 
 
 def _position_key(ds) -> float | None:
@@ -220,35 +355,50 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
     if len(members) > MAX_SLICES:
         raise InputError(f"series has {len(members)} files; more than {MAX_SLICES} is not supported", path=root)
     for f, _, ds in members:
-        _check_image(f, ds, allow)
+        with _header_guard(f):
+            _check_image(f, ds, allow)
     first_f, _, first = members[0]
     rows, cols = int(first.Rows), int(first.Columns)
+    layout = _pixel_layout(first)
     for f, _, ds in members:
         if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
             raise SeriesError(f"slice size {ds.Rows}x{ds.Columns} differs from {rows}x{cols} in {first_f.name}; "
                               "a series must have one image size", path=f)
-    keys = [_position_key(ds) for _, _, ds in members]
+        with _header_guard(f):
+            if _pixel_layout(ds) != layout:
+                raise SeriesError(f"pixel format (Bits Allocated/Stored, Pixel Representation) differs from "
+                                  f"{first_f.name}; a series must have one pixel format", path=f)
+    if len(members) * rows * cols > MAX_SERIES_PIXELS:  # before any pixel is decoded
+        raise InputError(f"series of {len(members)} x {rows}x{cols} pixels is larger than {MAX_SERIES_PIXELS:,} "
+                         "pixels; not supported", path=root)
+    with _header_guard(root):
+        keys = [_position_key(ds) for _, _, ds in members]
     if all(k is not None for k in keys) and len(set(round(k, 4) for k in keys)) == len(keys):
         order = sorted(range(len(members)), key=lambda i: keys[i])
     else:
-        order = sorted(range(len(members)), key=lambda i: (int(members[i][2].get("InstanceNumber", 0) or 0), str(members[i][0])))
+        order = sorted(range(len(members)), key=lambda i: (_instance_number(members[i][2]), str(members[i][0])))
     members = [members[i] for i in order]
 
     pixels, slopes, intercepts, hdrs, hbytes = [], [], [], [], []
     for f, raw, ds in members:
+        with _header_guard(f):
+            _decode_all(ds)  # every element decodes now, not later while packing the header
+            slope, intercept = _rescale(ds, f)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 arr = ds.pixel_array
-        except Exception as e:
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException as e:  # decoders written in Rust raise PanicException (a BaseException)
             msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
             raise InputError(f"cannot decode pixel data ({type(e).__name__}: {msg}); the file may be truncated "
                              f"or use a transfer syntax without an installed decoder", path=f) from None
         if arr.shape != (rows, cols):
             raise InputError(f"decoded pixel array has shape {arr.shape}, expected {(rows, cols)}", path=f)
         pixels.append(arr)
-        slopes.append(float(ds.get("RescaleSlope", 1.0) or 1.0))
-        intercepts.append(float(ds.get("RescaleIntercept", 0.0) or 0.0))
+        slopes.append(slope)
+        intercepts.append(intercept)
         header = ds.copy()
         for tag in [t for t in header.keys() if t.group == 0x7FE0 or t == 0xFFFCFFFC]:
             del header[tag]
@@ -262,10 +412,14 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
     try:
         positions = np.asarray([[float(v) for v in ds.ImagePositionPatient] for _, _, ds in members])
         orientation = tuple(float(v) for v in first.ImageOrientationPatient)
+        if positions.shape != (len(members), 3) or len(orientation) != 6:
+            raise ValueError("geometry")
     except (AttributeError, TypeError, ValueError):
         positions, orientation = None, None
     try:
         spacing = tuple(float(v) for v in first.PixelSpacing)
+        if len(spacing) != 2:
+            spacing = None
     except (AttributeError, TypeError, ValueError):
         spacing = None
     return Series(
@@ -313,8 +467,8 @@ def _header_to_bytes(header, f: Path) -> bytes:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pydicom.dcmwrite(buf, ds, implicit_vr=False, little_endian=True)
-    except Exception as e:
-        raise InputError(f"cannot re-encode header ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})", path=f) from None
+    except Exception as e:  # the message may quote element values (PHI): keep only the type and tag
+        raise _malformed(f, e) from None
     data = buf.getvalue()
     # keep the original transfer syntax next to the header for provenance
     return data if not original_ts else data
@@ -325,6 +479,18 @@ def _read_nifti(p: Path) -> Series:
 
     try:
         img = nib.load(str(p))
+        shape = tuple(int(d) for d in img.shape)
+    except Exception as e:
+        raise InputError(f"cannot read NIfTI ({type(e).__name__})", path=p) from None
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise SeriesError(f"NIfTI must be a 3D volume, got shape {shape}", path=p)
+    if (shape[2] > MAX_SLICES or shape[0] * shape[1] > MAX_PIXELS_PER_SLICE
+            or shape[0] * shape[1] * shape[2] > MAX_SERIES_PIXELS):  # before the voxels are read
+        raise InputError(f"NIfTI volume {shape} is larger than supported ({MAX_SLICES} slices, "
+                         f"{MAX_PIXELS_PER_SLICE} pixels per slice, {MAX_SERIES_PIXELS:,} in all)", path=p)
+    try:
         data = np.asanyarray(img.dataobj)
     except Exception as e:
         raise InputError(f"cannot read NIfTI ({type(e).__name__})", path=p) from None
@@ -334,10 +500,14 @@ def _read_nifti(p: Path) -> Series:
         raise SeriesError(f"NIfTI must be a 3D volume, got shape {data.shape}", path=p)
     # slices along the third voxel axis; each slice (rows=j, cols=i) so it displays like DICOM
     stack = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))
-    if stack.shape[1] < 4 or stack.shape[2] < 4:
-        raise InputError(f"NIfTI slices {stack.shape[1:]} are too small", path=p)
+    if stack.shape[1] < MIN_SIDE or stack.shape[2] < MIN_SIDE:
+        raise InputError(f"NIfTI slices {stack.shape[1:]} are too small (at least {MIN_SIDE}x{MIN_SIDE})", path=p)
     if not (np.issubdtype(stack.dtype, np.integer) or np.issubdtype(stack.dtype, np.floating)):
         raise InputError(f"unsupported NIfTI data type {stack.dtype}", path=p)
+    if np.issubdtype(stack.dtype, np.floating) and not np.isfinite(stack).all():
+        raise InputError("NIfTI volume holds NaN or infinite values", path=p)
+    if stack.dtype == np.float16:
+        stack = stack.astype(np.float32)
     if stack.dtype == np.float64:
         stack = stack.astype(np.float32)
     raw = p.read_bytes()

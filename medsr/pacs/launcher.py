@@ -238,7 +238,8 @@ def cmd_serve(args) -> int:
         print(f"medsr: starting Orthanc on {summary['http']} ({where}); DICOM {summary['dicom']}; "
               f"archives in {summary['archive_store']}; config {path}", file=sys.stderr, flush=True)
     try:
-        os.execve(argv[0], argv, env)
+        # argv[0] is the absolute path find_orthanc() resolved; a list, no shell (docs/guarantees.md)
+        os.execve(argv[0], argv, env)  # nosec B606
     except OSError as e:
         raise MedsrError(f"cannot start Orthanc ({e.strerror})", path=argv[0]) from None
     return 1  # not reached

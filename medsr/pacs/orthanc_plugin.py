@@ -26,6 +26,12 @@ if not getattr(sys, "argv", None) or sys.argv == [""]:
     sys.argv = ["Orthanc"]  # the embedded interpreter has no argv; some libraries read it
 
 SERVICE = None
+try:  # first, before pydicom loads it: bind pyjpegls' CharLS to itself, not to DCMTK's (see load_jpegls)
+    from medsr.codec.base import load_jpegls
+
+    load_jpegls()
+except Exception as e:  # near-lossless archives then fail with a clear error instead of crashing Orthanc
+    orthanc.LogWarning(f"medsr: JPEG-LS not isolated from DCMTK's CharLS: {e}")
 try:
     from medsr.pacs.service import CallableAccess, service_from_orthanc
 
@@ -68,8 +74,8 @@ def on_rest(output, uri, **request):
         try:
             _send_status(output, 500, json.dumps({"error": "internal error in the medsr plugin (see Orthanc log)",
                                                   "status": 500}))
-        except Exception:  # the answer was already (partly) sent
-            pass
+        except Exception:  # the answer was already (partly) sent: nothing more to tell the client
+            orthanc.LogWarning("medsr: the error answer could not be sent (an answer was already started)")
 
 
 orthanc.RegisterRestCallback("/medsr", on_rest)

@@ -316,10 +316,10 @@ def restore_into_orthanc(access: OrthancAccess, archive_path: Path, options=None
 def _mkdtemp(near: Path) -> str:
     import tempfile
 
-    from ..io.atomic import TEMP_PREFIX
+    from ..io.atomic import temp_prefix
 
     base = near if near.is_dir() and os.access(near, os.W_OK) else None
-    return tempfile.mkdtemp(prefix=TEMP_PREFIX + "pacs-", dir=base)
+    return tempfile.mkdtemp(prefix=temp_prefix("pacs"), dir=base)  # owner-aware: see clean_stale_temps
 
 
 # --------------------------------------------------------------------------- archive store
@@ -387,7 +387,9 @@ class ArchiveStore:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".medsr-tmp-{uuid.uuid4().hex}")
+    from ..io.atomic import temp_prefix
+
+    tmp = path.with_name(f"{temp_prefix()}{uuid.uuid4().hex}")
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
         f.write(data)
         f.flush()

@@ -1,0 +1,246 @@
+"""The base layer: how the low-res slices themselves are stored (pure functions).
+
+Two bases, recorded in every archive as the root attribute ``base``:
+
+- ``lossless`` (``BASE_LOSSLESS``): the low-res integers exactly, in the ``/lowres``
+  dataset (HDF5 gzip + shuffle). Archives written before the base existed are lossless.
+- ``near-lossless`` (``BASE_NEAR_LOSSLESS``, codec id ``charls-jpegls-near-v1``): each
+  low-res slice coded as one JPEG-LS codestream (ISO/IEC 14495-1, CharLS through
+  ``pyjpegls``) with ``NEAR = k``: every decoded low-res pixel is within ``+-k`` of the
+  stored value (a hard bound of the standard, checked after coding here). The values are
+  shifted by the stack minimum (``base_min``) so signed data codes as unsigned, and the
+  decoded values are clipped back into ``[base_min, base_max]`` (which only moves them
+  towards the true values, so the bound still holds).
+
+Restore decodes the base, runs the network, then projects onto the *decoded* base, so an
+archive's stored audit (measured from the decoded base at archive time) describes exactly
+what a later restore writes. The default NEAR and the choice of the default base come from
+measurement: docs/base-codec.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import MedsrError
+
+BASE_LOSSLESS = "lossless"
+BASE_NEAR_LOSSLESS = "near-lossless"
+BASES = (BASE_LOSSLESS, BASE_NEAR_LOSSLESS)
+JPEGLS_NEAR_ID = "charls-jpegls-near-v1"
+DEFAULT_BASE = BASE_NEAR_LOSSLESS  # measured: docs/base-codec.md
+DEFAULT_NEAR = 2  # measured: docs/base-codec.md
+MAX_NEAR = 255  # JPEG-LS limit (also <= MAXVAL / 2, which encode_base guarantees)
+
+
+class BaseCodecError(MedsrError, ValueError):
+    """A base request or the data cannot be coded with it (one-line message saying why)."""
+
+
+@dataclass(frozen=True)
+class BaseMeta:
+    """What a reader needs besides the codestreams (the archive stores these as root attributes)."""
+
+    base: str
+    near: int = 0
+    vmin: int = 0  # stack minimum = offset subtracted before coding (base_min)
+    vmax: int = 0  # stack maximum (base_max); decoded values are clipped into [vmin, vmax]
+    shape: tuple[int, int, int] = (0, 0, 0)
+    dtype: str = "uint16"
+
+    def describe(self) -> str:
+        """One line for provenance and the DICOM Derivation Description."""
+        if self.base == BASE_NEAR_LOSSLESS:
+            return f"near-lossless (JPEG-LS NEAR={self.near}: every low-res value within +-{self.near})"
+        return "lossless"
+
+    def to_dict(self) -> dict:
+        d = {"base": self.base, "base_near": int(self.near)}
+        if self.base == BASE_NEAR_LOSSLESS:
+            d["base_codec"] = JPEGLS_NEAR_ID
+        return d
+
+
+def load_jpegls():
+    """Import ``jpeg_ls`` so that its CharLS resolves its own symbols (``RTLD_DEEPBIND``).
+
+    Inside Orthanc, DCMTK's older CharLS (libdcmtkcharls) is loaded globally and exports the
+    same C names (``JpegLsEncode``/``JpegLsDecode``); pyjpegls' extension would call into it
+    and crash the whole PACS. Loading the extension with ``RTLD_DEEPBIND`` binds it to its own
+    copy. The Orthanc plugin calls this before anything imports pydicom's pixel handlers; if
+    the extension was already loaded plainly inside Orthanc, coding refuses with an error
+    instead of crashing.
+    """
+    import os
+    import sys
+
+    global _DEEPBOUND
+    if "_CharLS" not in sys.modules and hasattr(os, "RTLD_DEEPBIND"):
+        old = sys.getdlopenflags()
+        sys.setdlopenflags(old | os.RTLD_DEEPBIND)
+        try:
+            import _CharLS  # noqa: F401  (pyjpegls' extension module)
+            _DEEPBOUND = True
+        except ImportError:
+            pass
+        finally:
+            sys.setdlopenflags(old)
+    if "orthanc" in sys.modules and not _DEEPBOUND:
+        raise BaseCodecError("JPEG-LS (pyjpegls) was loaded inside Orthanc before medsr could isolate it from "
+                             "DCMTK's CharLS; refusing to code (use base 'lossless' here, or load the medsr "
+                             "plugin script first)")
+    import jpeg_ls
+
+    return jpeg_ls
+
+
+_DEEPBOUND = False
+
+
+def check_base(kind: str, near: int | None = None) -> tuple[str, int]:
+    """Validate a (base, near) request -> (base, near); ``near`` None means ``DEFAULT_NEAR``."""
+    if kind not in BASES:
+        raise BaseCodecError(f"unknown base {kind!r} (one of: {', '.join(BASES)})")
+    if kind == BASE_LOSSLESS:
+        return kind, 0
+    k = DEFAULT_NEAR if near is None else int(near)
+    if not 1 <= k <= MAX_NEAR:
+        raise BaseCodecError(f"near-lossless NEAR must be 1..{MAX_NEAR} (got {near}); use base 'lossless' for 0")
+    return kind, k
+
+
+def supports_near_lossless(lowres: np.ndarray) -> str:
+    """'' when ``lowres`` can be JPEG-LS coded, else the reason it cannot."""
+    a = np.asarray(lowres)
+    if not np.issubdtype(a.dtype, np.integer):
+        return f"{a.dtype} pixels are not integers"
+    if a.ndim != 3:
+        return f"expected an (n, h, w) stack, got shape {a.shape}"
+    if a.size and int(a.max()) - int(a.min()) >= (1 << 16):
+        return "the value range exceeds 16 bits"
+    return ""
+
+
+def _bits(span: int, near: int) -> int:
+    # MAXVAL = 2**bits - 1 must cover the span and be >= 2 * NEAR (JPEG-LS: NEAR <= MAXVAL / 2)
+    return max(2, int(span).bit_length(), int(2 * near).bit_length())
+
+
+def encode_base(lowres: np.ndarray, kind: str = DEFAULT_BASE, near: int | None = None) -> tuple[list[bytes], BaseMeta]:
+    """Code the low-res stack ``(n, h, w)`` -> (one codestream per slice, meta).
+
+    ``lossless`` returns no codestreams (the archive keeps ``/lowres`` itself).
+    ``near-lossless`` returns JPEG-LS codestreams with ``NEAR = near``; raises
+    ``BaseCodecError`` for non-integer data or a value range over 16 bits.
+    """
+    kind, k = check_base(kind, near)
+    a = np.asarray(lowres)
+    if a.ndim != 3:
+        raise BaseCodecError(f"expected an (n, h, w) stack, got shape {a.shape}")
+    if kind == BASE_LOSSLESS:
+        return [], BaseMeta(BASE_LOSSLESS, 0, shape=tuple(a.shape), dtype=str(a.dtype))
+    why = supports_near_lossless(a)
+    if why:
+        raise BaseCodecError(f"near-lossless base needs integer data within 16 bits: {why} (use base 'lossless')")
+    encode_buffer = load_jpegls().encode_buffer
+    vmin = int(a.min()) if a.size else 0
+    vmax = int(a.max()) if a.size else 0
+    bits = _bits(vmax - vmin, k)
+    n, h, w = a.shape
+    shifted = (a.astype(np.int64) - vmin).astype("<u2" if bits > 8 else np.uint8)
+    out = [bytes(encode_buffer(np.ascontiguousarray(s).tobytes(), h, w, 1, bits, lossy_error=k)) for s in shifted]
+    return out, BaseMeta(BASE_NEAR_LOSSLESS, k, vmin, vmax, (n, h, w), str(a.dtype))
+
+
+def decode_base(codestreams, meta: BaseMeta) -> np.ndarray:
+    """Inverse of ``encode_base`` for ``near-lossless``: codestreams (list or ``pack_codestreams``
+    output) -> the decoded ``(n, h, w)`` stack in ``meta.dtype``."""
+    if meta.base != BASE_NEAR_LOSSLESS:
+        raise BaseCodecError(f"decode_base decodes the near-lossless base only (got {meta.base!r})")
+    if isinstance(codestreams, tuple) and len(codestreams) == 2 and isinstance(codestreams[0], np.ndarray):
+        codestreams = unpack_codestreams(*codestreams)
+    n, h, w = meta.shape
+    if len(codestreams) != n:
+        raise BaseCodecError(f"{len(codestreams)} codestreams for {n} slices")
+    decode_buffer = load_jpegls().decode_buffer
+    dt = np.dtype(meta.dtype)
+    out = np.empty((n, h, w), dtype=dt)
+    for i, c in enumerate(codestreams):
+        buf, hdr = decode_buffer(bytes(c))
+        if (int(hdr.get("height", h)), int(hdr.get("width", w))) != (h, w):
+            raise BaseCodecError(f"slice {i}: codestream is {hdr.get('height')}x{hdr.get('width')}, expected {h}x{w}")
+        pix = np.frombuffer(bytes(buf), dtype="<u2" if len(buf) == 2 * h * w else np.uint8)
+        if pix.size != h * w:
+            raise BaseCodecError(f"slice {i}: decoded {len(buf)} bytes for {h}x{w} pixels")
+        v = np.clip(pix.reshape(h, w).astype(np.int64) + meta.vmin, meta.vmin, meta.vmax)
+        out[i] = v.astype(dt)
+    return out
+
+
+def pack_codestreams(codestreams: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """-> (uint8 concatenation, int64 offsets of length n + 1); slice i is data[off[i]:off[i+1]]."""
+    offsets = np.zeros(len(codestreams) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(c) for c in codestreams])
+    data = np.frombuffer(b"".join(codestreams), dtype=np.uint8).copy()
+    return data, offsets
+
+
+def unpack_codestreams(data: np.ndarray, offsets: np.ndarray) -> list[bytes]:
+    o = np.asarray(offsets, dtype=np.int64)
+    d = np.asarray(data, dtype=np.uint8)
+    if o.ndim != 1 or len(o) < 1 or o[0] != 0 or o[-1] != d.size or np.any(np.diff(o) < 0):
+        raise BaseCodecError("codestream offsets do not match the coded data")
+    return [d[o[i]:o[i + 1]].tobytes() for i in range(len(o) - 1)]
+
+
+@dataclass(frozen=True)
+class PreparedBase:
+    """A coded base ready to write: what restore will see (``decoded``) and what is stored."""
+
+    meta: BaseMeta
+    decoded: np.ndarray
+    data: np.ndarray | None = None  # uint8 codestreams (near-lossless)
+    offsets: np.ndarray | None = None
+    note: str = ""  # why the default base was not used, if it was not
+
+    def provenance(self) -> dict:
+        """Audit provenance keys: base, base_near (and base_codec, base_note)."""
+        d = self.meta.to_dict()
+        d["base_description"] = self.meta.describe()
+        if self.note:
+            d["base_note"] = self.note
+        return d
+
+    @property
+    def coded_bytes(self) -> int:
+        return int(self.data.size) if self.data is not None else 0
+
+
+def prepare_base(lowres: np.ndarray, kind: str | None = None, near: int | None = None) -> PreparedBase:
+    """Code, pack and decode again (the archive writer's one call). Lossless: ``decoded is lowres``.
+
+    ``kind`` None: ``DEFAULT_BASE`` where the data allow it, else lossless (``note`` says why).
+    """
+    kind, near, note = resolve_base(kind, near, lowres)
+    streams, meta = encode_base(lowres, kind, near)
+    if meta.base == BASE_LOSSLESS:
+        return PreparedBase(meta, np.asarray(lowres), note=note)
+    data, offsets = pack_codestreams(streams)
+    decoded = decode_base(streams, meta)
+    err = int(np.abs(decoded.astype(np.int64) - np.asarray(lowres).astype(np.int64)).max()) if decoded.size else 0
+    if err > meta.near:  # the standard guarantees it; never store a base that breaks its recorded bound
+        raise BaseCodecError(f"JPEG-LS NEAR={meta.near} decoded with error {err} > {meta.near}")
+    return PreparedBase(meta, decoded, data, offsets)
+
+
+def resolve_base(kind: str | None, near: int | None, lowres: np.ndarray) -> tuple[str, int, str]:
+    """Archive options -> (base, near, note). ``kind`` None: ``DEFAULT_BASE`` where the data allow it,
+    else lossless with a note saying why. An explicit unsupported request raises."""
+    if kind is None:
+        why = supports_near_lossless(lowres) if DEFAULT_BASE == BASE_NEAR_LOSSLESS else ""
+        if why:
+            return BASE_LOSSLESS, 0, f"lossless base: {why}"
+        kind = DEFAULT_BASE
+    b, k = check_base(kind, near)
+    return b, k, ""

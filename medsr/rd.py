@@ -1,0 +1,267 @@
+"""``medsr rd``: rate-distortion of medsr's storage modes for one series, to choose a mode.
+
+For one series, each mode is one way of storing the x4 low-res slices; every mode is
+restored exactly as ``medsr restore`` would (decode the base, network or bicubic,
+projection onto the decoded base, rounding to the stored dtype) and measured against the
+original with ``medsr.audit.measure`` (``medsr-metrics-v1``, docs/audit.md):
+
+- ``lossless``: the archive's lossless base (HDF5 gzip + shuffle of the low-res integers);
+- ``near-lossless-k<K>``: JPEG-LS NEAR=K of each low-res slice (``medsr.codec.base``);
+- ``lossy-j2k-1/<F>``: JPEG 2000 (lossy) of the low-res slices at 1/F of the lossless
+  bytes (``medsr.audit.jpeg2000_at_ratio`` on the low-res stack), a preview-quality base.
+
+Beside each mode: JPEG 2000 of the full original slice at the same pixel ratio
+(``jpeg2000_at_ratio``), the standard codec an administrator would otherwise use.
+Ratio = original pixel bytes / stored pixel bytes (headers excluded: they are the same
+for every mode). Writes ``rd.json`` (schema ``medsr-rd-v1``) and ``rd.png`` into a folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+RD_SCHEMA = "medsr-rd-v1"
+DEFAULT_NEARS = (2, 3, 4)
+DEFAULT_LOSSY = (2, 4, 8)
+KEYS = ("psnr", "psnr_fg", "ssim", "ssim_fg")
+
+Progress = Callable[[str, int, int], None]
+
+
+def _rescale(stack: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    return stack.astype(np.float64) * slope[:, None, None] + intercept[:, None, None]
+
+
+def _metrics(m) -> dict:
+    from .audit.metrics import json_safe
+
+    return {k: json_safe(float(getattr(m, k))) for k in KEYS + ("nrmse", "hfen")}
+
+
+def rate_distortion(series, *, method: str = "auto", model: str | None = None, device: str = "auto",
+                    operator: str = "area4-v1", nears: Sequence[int] = DEFAULT_NEARS,
+                    lossy: Sequence[float] = DEFAULT_LOSSY, consistency: bool = True, with_j2k: bool = True,
+                    progress: Progress | None = None) -> dict:
+    """Measure every mode on ``series`` (a ``Series`` or a path) -> the ``rd.json`` dict."""
+    from .api import _resolve_model, _stored_pixel_bytes
+    from .audit import jpeg2000_at_ratio, measure, series_data_range
+    from .codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
+    from .codec.base import BASE_NEAR_LOSSLESS, JPEGLS_NEAR_ID, prepare_base, supports_near_lossless
+    from .engine import EngineConfig, restore_stack, select_device, to_stored
+    from .errors import MedsrError
+    from .io import Series, read_series
+
+    t0 = time.perf_counter()
+    if not isinstance(series, Series):
+        series = read_series(series)
+    op = get_operator(operator)
+    rows, cols = series.shape
+    padded, _pad = pad_to_multiple(series.pixels, op.scale)
+    lowres = downsample(padded, op.id)
+    window = intensity_window(lowres)
+    method, loaded = _resolve_model(method, model)
+    if loaded is not None and loaded.scale != op.scale:
+        raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
+    dev = select_device(device) if method == "model" else "cpu"
+    engine = EngineConfig(method=method, device=dev, consistency=consistency)
+    original = series.rescaled()
+    dr = series_data_range(original)
+    integer = np.issubdtype(series.pixels.dtype, np.integer) and series.bits_stored <= 16
+    opb = series.original_pixel_bytes
+
+    # (name, base, parameter, codec id) -> decoded low-res and stored bytes
+    modes: list[tuple[str, str, float, str, np.ndarray, int]] = []
+    lossless_bytes = _stored_pixel_bytes(lowres)
+    modes.append(("lossless", "lossless", 0, "hdf5-gzip6-shuffle", lowres, lossless_bytes))
+    if nears and supports_near_lossless(lowres) == "":
+        for k in sorted({int(k) for k in nears}):
+            p = prepare_base(lowres, BASE_NEAR_LOSSLESS, k)
+            modes.append((f"near-lossless-k{k}", BASE_NEAR_LOSSLESS, k, JPEGLS_NEAR_ID, p.decoded, p.coded_bytes))
+    if lossy and integer:
+        for f in sorted({float(f) for f in lossy}):
+            if not f > 1:
+                raise MedsrError(f"--lossy fractions are 1/F of the lossless size with F > 1 (got {f:g})")
+            target_ratio = lowres.nbytes / (lossless_bytes / f)
+            if not target_ratio > 1:
+                continue
+            dec, nbytes = jpeg2000_at_ratio(lowres, series.bits_stored, target_ratio)
+            modes.append((f"lossy-j2k-1/{f:g}", "lossy-j2k", f, "openjpeg-j2k-lossy-v1", dec, nbytes))
+
+    total = len(modes) * series.n_slices
+    vr = series.value_range
+    rows_out = []
+    for name, base, param, codec, dec, nbytes in modes:
+        hr = restore_stack(dec, window, op.scale, config=engine, module=loaded.module if loaded else None,
+                           operator=op.id)
+        restored = to_stored(crop_to(hr, rows, cols), series.pixels.dtype, vr)
+        m = measure(original, _rescale(restored, series.slope, series.intercept), data_range=dr, name=name)
+        ratio = opb / max(nbytes, 1)
+        row = {"mode": name, "base": base, "parameter": param, "codec": codec, "stored_pixel_bytes": int(nbytes),
+               "ratio": ratio,
+               "max_lowres_error": int(np.abs(dec.astype(np.float64) - lowres.astype(np.float64)).max()) if dec.size else 0,
+               **_metrics(m)}
+        if with_j2k and integer and ratio > 1:
+            j, jb = jpeg2000_at_ratio(series.pixels, series.bits_stored, ratio)
+            jm = measure(original, _rescale(j, series.slope, series.intercept), data_range=dr, name="jpeg2000")
+            row["jpeg2000"] = {"ratio": opb / max(jb, 1), "bytes": int(jb), **_metrics(jm)}
+        rows_out.append(row)
+        if progress:
+            progress("rate-distortion", series.n_slices, total)
+    ref = rows_out[0]
+    for r in rows_out:
+        r["ratio_vs_lossless"] = r["ratio"] / ref["ratio"]
+        r["delta_psnr_vs_lossless"] = _delta(r["psnr"], ref["psnr"])
+        r["delta_psnr_fg_vs_lossless"] = _delta(r["psnr_fg"], ref["psnr_fg"])
+        if "jpeg2000" in r:
+            r["delta_psnr_vs_jpeg2000"] = _delta(r["psnr"], r["jpeg2000"]["psnr"])
+    return {
+        "schema": RD_SCHEMA, "metrics_id": "medsr-metrics-v1",
+        "series": {"series_instance_uid": series.series_uid, "slices": series.n_slices, "rows": rows, "cols": cols,
+                   "dtype": str(series.pixels.dtype), "bits_stored": series.bits_stored,
+                   "original_pixel_bytes": opb, "source_kind": series.kind},
+        "operator": op.id, "method": method, "model_id": loaded.model_id if loaded else method, "device": dev,
+        "data_consistency": consistency, "data_range": dr,
+        "ratio_definition": "original pixel bytes / stored pixel bytes (codestream or compressed dataset bytes)",
+        "modes": rows_out, "seconds": time.perf_counter() - t0,
+    }
+
+
+def _delta(a, b):
+    return None if a is None or b is None else a - b
+
+
+def plot_rd(result: dict, path: Path) -> None:
+    """PSNR, foreground PSNR and SSIM against ratio: medsr's modes next to JPEG 2000 (PNG, Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    fig = Figure(figsize=(15, 4.6), dpi=100)
+    FigureCanvasAgg(fig)
+    modes = result["modes"]
+    styles = {"lossless": ("s", "C0"), "near-lossless": ("o", "C1"), "lossy-j2k": ("^", "C2")}
+    for ax, key, label in zip(fig.subplots(1, 3), KEYS[:2] + ("ssim",), ("PSNR (dB)", "foreground PSNR (dB)", "SSIM")):
+        j = sorted((r["jpeg2000"]["ratio"], r["jpeg2000"][key]) for r in modes if "jpeg2000" in r
+                   and r["jpeg2000"].get(key) is not None)
+        if j:
+            ax.plot([x for x, _ in j], [y for _, y in j], "-", color="0.4", marker="x",
+                    label="JPEG 2000 of the full slice")
+        for base, (mk, col) in styles.items():
+            pts = sorted((r["ratio"], r[key], r["mode"]) for r in modes if r["base"] == base and r.get(key) is not None)
+            if not pts:
+                continue
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", marker=mk, color=col,
+                    label=f"medsr, {base} base")
+            for x, y, name in pts:
+                ax.annotate(name.replace("near-lossless-", "").replace("lossy-j2k-", "j2k "), (x, y),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7, color=col)
+        ax.set_xscale("log")
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in (2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000)
+                 if lo <= t <= hi]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("ratio (original pixel bytes / stored pixel bytes)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.axes[0].legend(fontsize=8, loc="best")
+    s = result["series"]
+    fig.suptitle(f"medsr rate-distortion: {s['slices']} x {s['rows']}x{s['cols']}, restore by "
+                 f"{result['model_id']} ({result['operator']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(str(path), format="png")
+
+
+def write_rd(result: dict, out_dir: Path, *, force: bool = False) -> tuple[Path, Path]:
+    """Write ``rd.json`` and ``rd.png`` into ``out_dir`` (a new folder, atomically; ``force`` replaces it)."""
+    from .audit.metrics import json_safe
+    from .io import atomic_dir
+
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir, force=force) as tmp:
+        (tmp / "rd.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
+        plot_rd(result, tmp / "rd.png")
+    return out_dir / "rd.json", out_dir / "rd.png"
+
+
+def format_table(result: dict) -> str:
+    def f(v, d=2):
+        return "   n/a" if v is None else f"{v:6.{d}f}"
+
+    lines = [f"{'mode':<22} {'ratio':>7} {'PSNR':>6} {'fg':>6} {'SSIM':>6} {'dPSNR':>6} | "
+             f"{'J2K ratio':>9} {'PSNR':>6} {'fg':>6} {'SSIM':>6}"]
+    for r in result["modes"]:
+        j = r.get("jpeg2000", {})
+        lines.append(f"{r['mode']:<22} {r['ratio']:7.1f} {f(r['psnr'])} {f(r['psnr_fg'])} {f(r['ssim'], 4)} "
+                     f"{f(r['delta_psnr_vs_lossless'])} | {f(j.get('ratio'), 1):>9} {f(j.get('psnr'))} "
+                     f"{f(j.get('psnr_fg'))} {f(j.get('ssim'), 4)}")
+    return "\n".join(lines)
+
+
+def _numbers(text: str, cast) -> tuple:
+    try:
+        return tuple(cast(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def cmd_rd(args) -> int:
+    from .cli import _Progress
+    from .io import read_series
+    from .io.atomic import preflight_output
+
+    out = Path(args.output)
+    preflight_output(out, force=args.force, folder=True)
+    series = read_series(args.series, series_uid=args.series_uid,
+                         allow_modalities=("MR",) + tuple(m.upper() for m in args.allow_modality))
+    prog = _Progress(not args.quiet and sys.stderr.isatty())
+    try:
+        result = rate_distortion(series, method=args.method, model=args.model, device=args.device,
+                                 operator=args.operator, nears=args.near, lossy=args.lossy,
+                                 consistency=not args.no_consistency, progress=prog)
+    finally:
+        prog.close()
+    json_path, png_path = write_rd(result, out, force=args.force)
+    if args.json:
+        print(json.dumps({"rd_json": str(json_path), "rd_png": str(png_path), "modes": [
+            {k: r.get(k) for k in ("mode", "ratio", "psnr", "psnr_fg", "ssim", "delta_psnr_vs_lossless")}
+            for r in result["modes"]]}, default=str))
+    else:
+        print(format_table(result))
+        print(f"rate-distortion: {json_path}\n  plot: {png_path}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """Add ``medsr rd`` to medsr's argparse subparsers."""
+    from .cli import _common
+
+    p = subparsers.add_parser(
+        "rd", help="rate-distortion of the storage modes for one series (JSON + PNG), to choose a mode",
+        description="Measure, for one series, PSNR / foreground PSNR / SSIM against the pixel ratio for medsr's "
+        "modes (lossless base, near-lossless JPEG-LS bases, lossy JPEG 2000 bases), each next to JPEG 2000 of "
+        "the full slice at the same ratio. Writes DIR/rd.json and DIR/rd.png. Nothing is archived.")
+    p.add_argument("series", help="folder of DICOM files (searched recursively) or a .nii/.nii.gz file")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="new folder for rd.json and rd.png")
+    p.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
+                   help="restore method (auto: the shipped default model, else bicubic; bicubic is fast)")
+    p.add_argument("--model", help="model name (see `medsr models`) or a .safetensors path")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--operator", default="area4-v1", help="down-sampling operator id")
+    p.add_argument("--near", type=lambda s: _numbers(s, int), default=DEFAULT_NEARS, metavar="K,K,...",
+                   help="JPEG-LS NEAR values of the near-lossless modes (default 2,3,4; empty: none)")
+    p.add_argument("--lossy", type=lambda s: _numbers(s, float), default=DEFAULT_LOSSY, metavar="F,F,...",
+                   help="lossy JPEG 2000 low-res bases at 1/F of the lossless bytes (default 2,4,8; empty: none)")
+    p.add_argument("--no-consistency", action="store_true", help="do not project restores onto the base")
+    p.add_argument("--series-uid", help="pick one series when the folder holds several")
+    p.add_argument("--allow-modality", action="append", default=[], metavar="MOD")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    _common(p)
+    p.set_defaults(func=cmd_rd)

@@ -1,0 +1,80 @@
+"""``medsr rd``: rate-distortion report of the storage modes (JSON + PNG)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+import medsr
+from medsr.codec.base import BASE_LOSSLESS, BASE_NEAR_LOSSLESS
+
+
+def _run(argv: list[str]) -> int:
+    """``medsr ...`` in-process, with ``rd`` registered even before cli.py registers it itself."""
+    from medsr import cli
+    from medsr.rd import register_cli
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "rd" not in sub.choices:
+        register_cli(sub)
+    args = parser.parse_args([str(a) for a in argv])
+    try:
+        return args.func(args)
+    except medsr.MedsrError as e:
+        return e.exit_code
+
+
+@pytest.fixture(scope="module")
+def rd_out(fixture_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rd") / "report"
+    rc = _run(["rd", fixture_path("large_256"), "-o", out, "--method", "bicubic", "--near", "2,3", "--lossy", "2,4",
+               "--quiet"])
+    assert rc == 0
+    return out
+
+
+def test_rd_writes_json_and_png_with_every_mode(rd_out):
+    d = json.loads((rd_out / "rd.json").read_text())
+    assert d["schema"] == "medsr-rd-v1" and d["method"] == "bicubic"
+    modes = {r["mode"]: r for r in d["modes"]}
+    assert list(modes) == ["lossless", "near-lossless-k2", "near-lossless-k3", "lossy-j2k-1/2", "lossy-j2k-1/4"]
+    for r in d["modes"]:
+        for k in ("ratio", "psnr", "psnr_fg", "ssim", "ssim_fg", "stored_pixel_bytes", "delta_psnr_vs_lossless"):
+            assert isinstance(r[k], (int, float)), (r["mode"], k)
+        j = r["jpeg2000"]
+        assert j["ratio"] == pytest.approx(r["ratio"], rel=0.05)  # full-slice JPEG 2000 at the same ratio
+        assert 0 < r["ssim"] <= 1 and 0 < j["ssim"] <= 1
+    assert modes["lossless"]["max_lowres_error"] == 0
+    assert modes["near-lossless-k2"]["max_lowres_error"] <= 2 and modes["near-lossless-k3"]["max_lowres_error"] <= 3
+    # coarser bases store fewer bytes
+    assert modes["lossless"]["ratio"] < modes["near-lossless-k2"]["ratio"] < modes["near-lossless-k3"]["ratio"]
+    assert modes["lossy-j2k-1/2"]["ratio"] < modes["lossy-j2k-1/4"]["ratio"]
+    png = (rd_out / "rd.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_rd_measures_what_the_archive_stores(rd_out, fixture_path, tmp_path):
+    """The lossless and near-lossless rows are the archive's own ratio and audit, not an estimate."""
+    d = {r["mode"]: r for r in json.loads((rd_out / "rd.json").read_text())["modes"]}
+    for base, near, mode in ((BASE_LOSSLESS, None, "lossless"), (BASE_NEAR_LOSSLESS, 3, "near-lossless-k3")):
+        res = medsr.archive_series(fixture_path("large_256"), tmp_path / f"{mode}.medsr.h5",
+                                   medsr.ArchiveOptions(method="bicubic", baselines=False, base=base, base_near=near))
+        assert res.info.pixel_ratio == pytest.approx(d[mode]["ratio"], rel=1e-9)
+        assert res.summary()["psnr"] == pytest.approx(d[mode]["psnr"], abs=1e-3)
+        assert res.summary()["psnr_fg"] == pytest.approx(d[mode]["psnr_fg"], abs=1e-3)
+
+
+def test_rd_refuses_an_existing_output(rd_out, fixture_path):
+    assert _run(["rd", fixture_path("basic"), "-o", rd_out, "--method", "bicubic", "--quiet"]) == 5
+    assert (rd_out / "rd.json").exists()
+
+
+def test_rd_json_stdout(fixture_path, tmp_path, capsys):
+    rc = _run(["rd", fixture_path("basic"), "-o", tmp_path / "r", "--method", "bicubic", "--near", "3", "--lossy", "",
+               "--json", "--quiet"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [m["mode"] for m in out["modes"]] == ["lossless", "near-lossless-k3"]
+    assert (tmp_path / "r" / "rd.png").exists()

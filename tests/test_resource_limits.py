@@ -1,0 +1,147 @@
+"""Resource limits: absurd inputs are refused before memory is allocated, and a restore streams
+(it never holds the whole restored volume). The peak-RSS ceiling itself is measured by
+``python -m pipelines.memory_bench`` (docs/guarantees.md), not here.
+
+Allocations are watched with ``tracemalloc`` (numpy reports its buffers to it, including
+``np.empty`` ones whose pages are never touched).
+"""
+from __future__ import annotations
+
+import struct
+import sys
+import tracemalloc
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pydicom
+import pytest
+
+import medsr
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = medsr.ArchiveOptions(method="bicubic", baselines=False)
+MB = 1 << 20
+
+
+def _peak(fn):
+    """(result or exception, peak traced bytes) of ``fn()``."""
+    tracemalloc.start()
+    try:
+        try:
+            out = fn()
+        except Exception as e:  # noqa: BLE001 - returned for the caller to check
+            out = e
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.fixture(scope="module")
+def small_archive(fixture_path, tmp_path_factory):
+    arc = tmp_path_factory.mktemp("limits") / "a.medsr.h5"
+    medsr.archive_series(fixture_path("basic"), arc, FAST)
+    return arc
+
+
+@pytest.mark.parametrize("rows,cols", [(60000, 60000), (65535, 65535), (4097, 4096)])
+def test_forged_huge_dicom_dimensions_are_refused_before_decoding(fixture_copy, rows, cols):
+    src = fixture_copy("basic")
+    for f in sorted(src.glob("*.dcm"))[:3]:
+        ds = pydicom.dcmread(f)
+        ds.Rows, ds.Columns = rows, cols  # the pixel data stays 64x64
+        ds.save_as(f)
+    out, peak = _peak(lambda: medsr.read_series(src))
+    assert isinstance(out, medsr.InputError) and "unsupported image size" in str(out), out
+    assert peak < 20 * MB, f"{peak / MB:.0f} MB allocated before refusing"
+
+
+def test_a_series_over_the_total_pixel_cap_is_refused_before_decoding(fixture_path, monkeypatch):
+    import medsr.io.series as series
+
+    decoded = []
+    real = pydicom.Dataset.pixel_array
+    monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(lambda self: decoded.append(1) or real.fget(self)))
+    monkeypatch.setattr(series, "MAX_SERIES_PIXELS", 12 * 64 * 64 - 1)
+    with pytest.raises(medsr.InputError, match="larger than"):
+        medsr.read_series(fixture_path("basic"))
+    assert decoded == []
+
+
+def test_forged_huge_nifti_dimensions_are_refused_before_reading(tmp_path):
+    import nibabel as nib
+
+    p = tmp_path / "v.nii"
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 3), np.int16), np.eye(4)), str(p))
+    raw = bytearray(p.read_bytes())
+    raw[40:56] = struct.pack("<8h", 3, 30000, 30000, 30000, 1, 1, 1, 1)  # dim[]: 30000^3 voxels
+    p.write_bytes(bytes(raw))
+    out, peak = _peak(lambda: medsr.read_series(p))
+    assert isinstance(out, medsr.InputError) and "larger than supported" in str(out), out
+    assert peak < 20 * MB
+
+
+def _forge(src: Path, dst: Path, edit) -> Path:
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "a") as f:
+        edit(f)
+    return dst
+
+
+def _declare_huge(f):
+    name = "lowres" if "lowres" in f else "lowres_coded"
+    attrs = dict(f[name].attrs)
+    shape = (3, 60000, 60000) if name == "lowres" else (1 << 34,)
+    dt = f[name].dtype
+    del f[name]
+    d = f.create_dataset(name, shape=shape, dtype=dt, chunks=(1, 64, 64) if len(shape) == 3 else (1 << 16,))
+    for k, v in attrs.items():
+        d.attrs[k] = v  # nothing is stored: reading would return 21.6 GB of fill values
+
+
+def _huge_attrs(f):
+    f.attrs["rows"], f.attrs["cols"] = 60000, 60000
+
+
+@pytest.mark.parametrize("edit,needle", [(_declare_huge, "declares"), (_huge_attrs, "out of range")])
+def test_forged_huge_archives_are_refused_before_reading(small_archive, tmp_path, edit, needle):
+    arc = _forge(small_archive, tmp_path / "forged.medsr.h5", edit)
+    for what, call in (("verify", lambda: medsr.verify_archive(arc)), ("open", lambda: medsr.open_archive(arc)),
+                       ("restore", lambda: medsr.restore_archive(arc, tmp_path / "r"))):
+        out, peak = _peak(call)
+        if what == "verify":
+            assert not out.ok and needle in out.problems[0], out
+        elif what == "open" and needle == "declares" and not isinstance(out, Exception):
+            pass  # open reads attributes only; a pixel dataset's size is checked when it is read
+        else:
+            assert isinstance(out, medsr.ArchiveError) and needle in str(out), (what, out)
+        assert peak < 50 * MB, f"{what}: {peak / MB:.0f} MB allocated before refusing"
+    assert not (tmp_path / "r").exists()
+
+
+def test_dicom_restore_streams_instead_of_holding_the_volume(small_archive, tmp_path, monkeypatch):
+    """2000 slices of 64x64: the restored volume is 16 MB; a streaming restore holds a few batches.
+
+    Building and writing each derived instance is stubbed (it is per slice, not per volume):
+    what is measured is the engine, the writer pool and restore_archive around them.
+    """
+    sys.path.insert(0, str(REPO))
+    import medsr.writers as writers
+    from pipelines.memory_bench import write_bench_archive
+
+    arc = tmp_path / "long.medsr.h5"
+    write_bench_archive(arc, 2000, 64, "bicubic")
+    volume = 2000 * 64 * 64 * 2
+
+    class Derived:
+        def __init__(self, i):
+            self.SOPInstanceUID = f"1.2.3.{i}"
+
+    medsr.restore_archive(small_archive, tmp_path / "warm-up")  # imports (torch...) are not the restore's memory
+    seen = []
+    monkeypatch.setattr(writers, "derive_instance", lambda header, px, d: seen.append(px.shape) or Derived(len(seen)))
+    monkeypatch.setattr(pydicom, "dcmwrite", lambda path, ds, **kw: Path(path).write_bytes(b"x"))
+    out, peak = _peak(lambda: medsr.restore_archive(arc, tmp_path / "r", medsr.RestoreOptions(device="cpu")))
+    assert not isinstance(out, Exception), out
+    assert out.slices == 2000 and len(seen) == 2000 and set(seen) == {(64, 64)}
+    assert peak < volume / 2, f"peak {peak / MB:.1f} MB for a {volume / MB:.1f} MB volume"
