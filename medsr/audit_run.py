@@ -37,6 +37,12 @@ def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int,
     """
     rows, cols = series.shape
     original = series.rescaled()
+    from .audit.metrics import series_data_range
+    from .errors import InputError
+
+    if not series_data_range(original) > 0:  # found by fuzzing: measure() raised ValueError
+        raise InputError("every pixel of the series has the same (rescaled) value: PSNR and SSIM are undefined, "
+                         "so medsr cannot audit it and does not archive it", path=series.source)
     tests = {"restored": _rescale(restored, series.slope, series.intercept)}
     bic = bicubic_restore(lowres, rows, cols, series.pixels.dtype, series.value_range)
     tests["bicubic"] = _rescale(bic, series.slope, series.intercept)

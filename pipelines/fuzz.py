@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import struct
@@ -729,6 +728,8 @@ def _a_headers(rng, f):
     if "headers" not in f:
         return "headers:none", "no headers"
     key = rng.choice(["slice_offsets", "element_ids", "blob_offsets", "meta_offsets", "blob", "meta"])
+    if key not in f["headers"]:
+        return "headers:none", f"headers/{key} already gone"
     arr = np.asarray(f["headers"][key][()])
     how = rng.choice(["decreasing", "out-of-range", "negative", "zero", "huge", "garbage", "off-by-one"])
     new = arr.astype(np.int64) if arr.dtype.kind in "iu" and how in ("negative", "out-of-range") else arr.copy()
@@ -1163,8 +1164,6 @@ def _report(s: dict) -> str:
 
 def run_one(seed: int, index: int, keep: Path | None = None) -> int:
     """Build and run one case in this process, printing what it did (and a traceback on a crash)."""
-    import pickle  # noqa: F401
-
     root = Path(tempfile.mkdtemp(prefix="medsr-fuzz-one-"))
     corpus = build_corpus(root / "corpus")
     folder = (keep or root) / f"case-{index}"

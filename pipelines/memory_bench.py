@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         built = time.perf_counter() - t0
         volume = args.slices * args.size * args.size * 2
         result = {"slices": args.slices, "size": args.size, "method": args.method, "volume_bytes": volume,
-                  "archive_bytes": arc.stat().st_size, "build_seconds": round(built, 1), "python": sys.version.split()[0],
+                  "archive_bytes": arc.stat().st_size, "build_seconds": round(built, 1),
+                  "python": sys.version.split()[0],
                   "cpus": os.cpu_count(), "runs": {}}
         print(f"series {args.slices} x {args.size}^2 uint16: volume {volume / 2**20:.0f} MiB, archive "
               f"{arc.stat().st_size / 2**20:.1f} MiB (built in {built:.0f} s)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 
 import pydicom
@@ -102,7 +101,7 @@ def test_restore_killed_at_stage(made_archive, out, stage):
     assert temps(out) == []
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.0, 1.6, 2.2])
+@pytest.mark.parametrize("delay", [0.4, 1.3, 2.2])
 def test_restore_killed_at_a_timed_moment(made_archive, out, delay):
     """Kills wherever the process happens to be (import, read, inference, mid-write, rename)."""
     target = out / "restored"

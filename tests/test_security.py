@@ -9,12 +9,10 @@ tests/test_security_scan.py (bandit).
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pydicom

@@ -154,8 +154,9 @@ def check_arrays(info, lowres, slope, intercept, positions, sha, names, sizes, h
         a = np.asarray(a)
         if a.shape != (n,) or a.dtype.kind not in "fiu":
             raise _err(p, f"{name} has shape {a.shape}, expected ({n},)")
-    if positions is not None and (np.asarray(positions).shape != (n, 3) or np.asarray(positions).dtype.kind not in "fiu"):
-        raise _err(p, f"slices/position has shape {np.asarray(positions).shape}, expected ({n}, 3)")
+    pos = None if positions is None else np.asarray(positions)
+    if pos is not None and (pos.shape != (n, 3) or pos.dtype.kind not in "fiu"):
+        raise _err(p, f"slices/position has shape {pos.shape}, expected ({n}, 3)")
     if len(sha) < 1 or len(names) != len(sha) or len(sizes) != len(sha) or (info.kind == "dicom" and len(sha) != n):
         raise _err(p, "sources/sha256, sources/name and sources/bytes disagree with the number of slices")
     if any(len(s) != 64 or any(c not in "0123456789abcdef" for c in s) for s in sha):

@@ -100,4 +100,5 @@ def unpack_header(p: PackedHeaders, i: int):
             ds.walk(lambda _ds, _elem: None)  # decode every element now
             return ds
     except Exception as e:  # noqa: BLE001 - any pydicom error on damaged bytes
-        raise ArchiveError(f"stored header {i} cannot be decoded ({type(e).__name__}): the archive is damaged") from None
+        raise ArchiveError(f"stored header {i} cannot be decoded ({type(e).__name__}): the archive is "
+                           "damaged") from None

@@ -149,7 +149,10 @@ def encode_base(lowres: np.ndarray, kind: str = DEFAULT_BASE, near: int | None =
     bits = _bits(vmax - vmin, k)
     n, h, w = a.shape
     shifted = (a.astype(np.int64) - vmin).astype("<u2" if bits > 8 else np.uint8)
-    out = [bytes(encode_buffer(np.ascontiguousarray(s).tobytes(), h, w, 1, bits, lossy_error=k)) for s in shifted]
+    try:
+        out = [bytes(encode_buffer(np.ascontiguousarray(s).tobytes(), h, w, 1, bits, lossy_error=k)) for s in shifted]
+    except RuntimeError as e:  # CharLS: e.g. "destination buffer is too small" for tiny, incompressible slices
+        raise BaseCodecError(f"JPEG-LS cannot code these {h}x{w} slices ({str(e)[:80]})") from None
     return out, BaseMeta(BASE_NEAR_LOSSLESS, k, vmin, vmax, (n, h, w), str(a.dtype))
 
 
@@ -222,8 +225,15 @@ def prepare_base(lowres: np.ndarray, kind: str | None = None, near: int | None =
 
     ``kind`` None: ``DEFAULT_BASE`` where the data allow it, else lossless (``note`` says why).
     """
+    requested = kind
     kind, near, note = resolve_base(kind, near, lowres)
-    streams, meta = encode_base(lowres, kind, near)
+    try:
+        streams, meta = encode_base(lowres, kind, near)
+    except BaseCodecError as e:
+        if requested is not None:  # asked for explicitly: say why it cannot be done
+            raise
+        kind, near, note = BASE_LOSSLESS, 0, f"lossless base: {e}"  # the default falls back (found by fuzzing)
+        streams, meta = encode_base(lowres, kind, near)
     if meta.base == BASE_LOSSLESS:
         return PreparedBase(meta, np.asarray(lowres), note=note)
     data, offsets = pack_codestreams(streams)

@@ -108,8 +108,6 @@ def _malformed(f: Path, e: BaseException) -> InputError:
     pydicom's messages may quote element values (a patient's name): only the exception
     type and the tag, when the message names one, are kept.
     """
-    import re
-
     m = re.search(r"\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)", str(e))
     where = f" in {_tag_name(int(m.group(1) + m.group(2), 16))}" if m else ""
     return InputError(f"malformed DICOM header: an element cannot be decoded ({type(e).__name__}{where}); "
