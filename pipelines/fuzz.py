@@ -326,6 +326,8 @@ def _m_len(rng, case, bases):
         if old is None:
             continue
         long_ = old[4:6].decode("latin-1") in LONG_VRS
+        if len(old) < (12 if long_ else 8):
+            continue
         n = struct.unpack("<I", old[8:12])[0] if long_ else struct.unpack("<H", old[6:8])[0]
         forged = rng.choice([n + 2, max(0, n - 2), n + 1, 0xFFFF, 0xFFFFFFFF if long_ else 0xFFFE, n * 1000])
         case.put(i, t, old[:8] + struct.pack("<I", forged & 0xFFFFFFFF) + old[12:] if long_
@@ -341,6 +343,8 @@ def _m_pixels(rng, case, bases):
         if old is None:
             continue
         vr = old[4:6].decode("latin-1")
+        if vr not in LONG_VRS or len(old) < 12:  # an earlier mutation changed its VR
+            continue
         n = struct.unpack("<I", old[8:12])[0]
         value = old[12:]
         if how == "trunc":
@@ -373,7 +377,7 @@ def _m_reshape(rng, case, bases):
     if len(r) < 10 or len(c) < 10:
         return "reshape", "reshape skipped"
     total = struct.unpack("<H", r[8:10])[0] * struct.unpack("<H", c[8:10])[0]
-    if total == 0:
+    if total == 0 or total > 1 << 16:  # (an earlier mutation forged huge dimensions)
         return "reshape", "reshape skipped"
     divisors = [d for d in range(1, total + 1) if total % d == 0]
     rows = rng.choice(divisors)

@@ -231,7 +231,7 @@ def _read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
             if sop_class == "1.2.840.10008.1.3.10" or "PixelData" not in ds and "FloatPixelData" not in ds:
                 if _is_image_class(sop_class) and sop_class != "1.2.840.10008.1.3.10":
                     # an image object whose pixels are missing: cut short, not a non-image object
-                    broken.append((f, "DICOM image without pixel data (the file is truncated or damaged)"))
+                    broken.append((f, "DICOM image without pixel data"))
                     continue
                 shown = _shown(sop_class, _UID_RE) if sop_class else "unknown"
                 skipped.append(f"{f}: DICOM object without image pixels (SOP class {shown}), skipped")
