@@ -17,7 +17,6 @@ with an ``OutputError`` saying how many were deleted: those are all in the verif
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -41,12 +40,7 @@ def _drop_cache(path: Path) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from .io.digest import file_sha256 as _sha256
 
 
 def delete_verified_originals(archive: Path, series) -> tuple[Path, ...]:

@@ -5,7 +5,6 @@ only and their sha256 is checked against the registry entry (for named models).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,12 +62,7 @@ def list_models() -> list[PretrainedModel]:
     return list(REGISTRY.values())
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from ..io.digest import file_sha256  # noqa: E402  (re-exported: medsr.models.registry.file_sha256)
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
