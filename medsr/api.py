@@ -12,7 +12,7 @@ import numpy as np
 
 from .archive import ArchiveData, ArchiveInfo, VerifyResult, read_archive, read_info, verify_archive, write_archive
 from .codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
-from .engine import EngineConfig, restore_stack, select_device, to_stored
+from .engine import EngineConfig, select_device, to_stored
 from .errors import ArchiveError, InputError, MedsrError, OutputError, QualityGateError
 from .io import Series, read_series
 from .io.atomic import preflight_output
@@ -147,13 +147,25 @@ def _resolve_model(method: str, model: str | None):
 
 # --------------------------------------------------------------------------- restore core
 
-def _restore_pixels(lr: np.ndarray, *, window, scale: int, operator: str, rows: int, cols: int,
-                    dtype, value_range, engine: EngineConfig, module, progress=None) -> np.ndarray:
-    hr = restore_stack(lr, window, scale, config=engine, module=module, operator=operator, progress=progress)
-    return to_stored(crop_to(hr, rows, cols), np.dtype(dtype), value_range)
+def _stored_batches(lr: np.ndarray, *, window, scale: int, operator: str, rows: int, cols: int,
+                    dtype, value_range, engine: EngineConfig, module):
+    """Yield (start, restored batch in the stored dtype, cropped): the one path archive audits and restore write."""
+    from .engine import iter_restore
+
+    for i, hr in iter_restore(lr, window, scale, config=engine, module=module, operator=operator):
+        yield i, to_stored(crop_to(hr, rows, cols), np.dtype(dtype), value_range)
 
 
-def _value_range(dtype: str, bits_stored: int, pixel_representation: int, fallback: np.ndarray | None = None):
+def _restore_pixels(lr: np.ndarray, *, rows: int, cols: int, dtype, progress=None, **kw) -> np.ndarray:
+    out = np.empty((lr.shape[0], rows, cols), dtype=np.dtype(dtype))
+    for i, batch in _stored_batches(lr, rows=rows, cols=cols, dtype=dtype, **kw):
+        out[i:i + len(batch)] = batch
+        if progress:
+            progress(len(batch))
+    return out
+
+
+def _value_range(dtype: str, bits_stored: int, pixel_representation: int):
     dt = np.dtype(dtype)
     if not np.issubdtype(dt, np.integer):
         return (-np.inf, np.inf)
@@ -345,13 +357,11 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
 
 def _iter_stored(data: ArchiveData, plan: _RestorePlan):
     """Yield (start, batch of restored slices in the stored dtype, cropped to the original size)."""
-    from .engine import iter_restore
-
     info = data.info
-    vr = _value_range(info.dtype, info.bits_stored, info.pixel_representation)
-    for i, hr in iter_restore(data.lowres, _window(info), info.scale, config=plan.engine,
-                              module=plan.loaded.module if plan.loaded is not None else None, operator=info.operator):
-        yield i, to_stored(crop_to(hr, info.rows, info.cols), np.dtype(info.dtype), vr)
+    yield from _stored_batches(data.lowres, window=_window(info), scale=info.scale, operator=info.operator,
+                               rows=info.rows, cols=info.cols, dtype=info.dtype,
+                               value_range=_value_range(info.dtype, info.bits_stored, info.pixel_representation),
+                               engine=plan.engine, module=plan.loaded.module if plan.loaded is not None else None)
 
 
 def _collect(data: ArchiveData, plan: _RestorePlan, progress: Progress | None = None) -> np.ndarray:
