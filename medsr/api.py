@@ -127,19 +127,21 @@ def _flat_audit(audit: dict) -> dict:
 
 # --------------------------------------------------------------------------- models
 
-def _resolve_model(method: str, model: str | None):
-    """-> (method, LoadedModel | None). ``auto`` uses the default shipped model, else bicubic."""
-    from .models import DEFAULT_MODEL, REGISTRY, create_model
+def _resolve_model(method: str, model: str | None, base: str | None = None):
+    """-> (method, LoadedModel | None). ``auto`` uses the default shipped model for ``base`` (the
+    lossy-base tier for a lossy base, where shipped), else bicubic."""
+    from .models import REGISTRY, create_model, default_model_for
 
+    default = default_model_for(base)
     if method == "auto":
         if model is not None:
             method = "model"
-        elif DEFAULT_MODEL in REGISTRY:
-            method, model = "model", DEFAULT_MODEL
+        elif default in REGISTRY:
+            method, model = "model", default
         else:
             method = "bicubic"
     if method == "model":
-        return method, create_model(model or DEFAULT_MODEL)
+        return method, create_model(model or default)
     if method in ("bicubic", "nearest"):
         return method, None
     raise MedsrError(f"unknown method {method!r} (auto, model, bicubic)")
@@ -217,7 +219,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
 
     base = prepare_base(lowres, options.base, options.base_near)  # None: the default base (docs/base-codec.md)
     lowres = base.decoded  # restore, audit and bicubic see exactly what a later restore decodes
-    method, loaded = _resolve_model(options.method, options.model)
+    method, loaded = _resolve_model(options.method, options.model, base.meta.base)
     if loaded is not None and loaded.scale != op.scale:
         raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
     engine = EngineConfig(method=method, device=options.device, consistency=options.consistency)

@@ -7,6 +7,9 @@ original with ``medsr.audit.measure`` (``medsr-metrics-v1``, docs/audit.md):
 
 - ``lossless``: the archive's lossless base (HDF5 gzip + shuffle of the low-res integers);
 - ``near-lossless-k<K>``: JPEG-LS NEAR=K of each low-res slice (``medsr.codec.base``);
+- ``lossy-<P>%``: the archive's ``--base lossy``: JPEG-LS with NEAR = P% of the low-res window
+  (``medsr.codec.base.lossy_near``), restored by the lossy-base tier model when the method is
+  ``auto`` and one is shipped (``medsr.models.default_model_for("lossy")``);
 - ``lossy-j2k-1/<F>``: JPEG 2000 (lossy) of the low-res slices at 1/F of the lossless
   bytes (``medsr.audit.jpeg2000_at_ratio`` on the low-res stack), a preview-quality base.
 
@@ -29,6 +32,7 @@ import numpy as np
 RD_SCHEMA = "medsr-rd-v1"
 DEFAULT_NEARS = (2, 3, 4)
 DEFAULT_LOSSY = (2, 4, 8)
+DEFAULT_LOSSY_FRACTIONS = (0.01, 0.02, 0.03)  # --base lossy NEAR as fractions of the window
 KEYS = ("psnr", "psnr_fg", "ssim", "ssim_fg")
 
 Progress = Callable[[str, int, int], None]
@@ -46,13 +50,14 @@ def _metrics(m) -> dict:
 
 def rate_distortion(series, *, method: str = "auto", model: str | None = None, device: str = "auto",
                     operator: str = "area4-v1", nears: Sequence[int] = DEFAULT_NEARS,
-                    lossy: Sequence[float] = DEFAULT_LOSSY, consistency: bool = True, with_j2k: bool = True,
-                    progress: Progress | None = None) -> dict:
+                    lossy: Sequence[float] = DEFAULT_LOSSY, lossy_fractions: Sequence[float] = DEFAULT_LOSSY_FRACTIONS,
+                    consistency: bool = True, with_j2k: bool = True, progress: Progress | None = None) -> dict:
     """Measure every mode on ``series`` (a ``Series`` or a path) -> the ``rd.json`` dict."""
     from .api import _resolve_model, _stored_pixel_bytes
     from .audit import jpeg2000_at_ratio, measure, series_data_range
     from .codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
-    from .codec.base import BASE_NEAR_LOSSLESS, JPEGLS_NEAR_ID, prepare_base, supports_near_lossless
+    from .codec.base import (BASE_LOSSY, BASE_NEAR_LOSSLESS, JPEGLS_NEAR_ID, lossy_near, prepare_base,
+                             supports_near_lossless)
     from .engine import EngineConfig, restore_stack, select_device, to_stored
     from .errors import MedsrError
     from .io import Series, read_series
@@ -65,7 +70,10 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
     padded, _pad = pad_to_multiple(series.pixels, op.scale)
     lowres = downsample(padded, op.id)
     window = intensity_window(lowres)
+    requested = method
     method, loaded = _resolve_model(method, model)
+    # the lossy modes restore with the lossy-base tier, as `medsr archive --base lossy` would
+    loaded_lossy = _resolve_model(requested, model, BASE_LOSSY)[1] if requested == "auto" else loaded
     if loaded is not None and loaded.scale != op.scale:
         raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
     dev = select_device(device) if method == "model" else "cpu"
@@ -83,6 +91,12 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
         for k in sorted({int(k) for k in nears}):
             p = prepare_base(lowres, BASE_NEAR_LOSSLESS, k)
             modes.append((f"near-lossless-k{k}", BASE_NEAR_LOSSLESS, k, JPEGLS_NEAR_ID, p.decoded, p.coded_bytes))
+    if lossy_fractions and supports_near_lossless(lowres) == "":
+        for fr in sorted({float(x) for x in lossy_fractions}):
+            if not 0 < fr < 0.5:
+                raise MedsrError(f"--lossy-near fractions must be in (0, 0.5) (got {fr:g})")
+            p = prepare_base(lowres, BASE_LOSSY, lossy_near(window.width, fr))
+            modes.append((f"lossy-{100 * fr:g}%", BASE_LOSSY, p.meta.near, JPEGLS_NEAR_ID, p.decoded, p.coded_bytes))
     if lossy and integer:
         for f in sorted({float(f) for f in lossy}):
             if not f > 1:
@@ -97,12 +111,14 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
     vr = series.value_range
     rows_out = []
     for name, base, param, codec, dec, nbytes in modes:
-        hr = restore_stack(dec, window, op.scale, config=engine, module=loaded.module if loaded else None,
+        mod = loaded_lossy if base == BASE_LOSSY else loaded
+        hr = restore_stack(dec, window, op.scale, config=engine, module=mod.module if mod else None,
                            operator=op.id)
         restored = to_stored(crop_to(hr, rows, cols), series.pixels.dtype, vr)
         m = measure(original, _rescale(restored, series.slope, series.intercept), data_range=dr, name=name)
         ratio = opb / max(nbytes, 1)
         row = {"mode": name, "base": base, "parameter": param, "codec": codec, "stored_pixel_bytes": int(nbytes),
+               "model_id": mod.model_id if mod else method,
                "ratio": ratio,
                "max_lowres_error": int(np.abs(dec.astype(np.float64) - lowres.astype(np.float64)).max()) if dec.size else 0,
                **_metrics(m)}
@@ -145,7 +161,7 @@ def plot_rd(result: dict, path: Path) -> None:
     fig = Figure(figsize=(15, 4.6), dpi=100)
     FigureCanvasAgg(fig)
     modes = result["modes"]
-    styles = {"lossless": ("s", "C0"), "near-lossless": ("o", "C1"), "lossy-j2k": ("^", "C2")}
+    styles = {"lossless": ("s", "C0"), "near-lossless": ("o", "C1"), "lossy": ("D", "C3"), "lossy-j2k": ("^", "C2")}
     for ax, key, label in zip(fig.subplots(1, 3), KEYS[:2] + ("ssim",), ("PSNR (dB)", "foreground PSNR (dB)", "SSIM")):
         j = sorted((r["jpeg2000"]["ratio"], r["jpeg2000"][key]) for r in modes if "jpeg2000" in r
                    and r["jpeg2000"].get(key) is not None)
@@ -225,6 +241,7 @@ def cmd_rd(args) -> int:
     try:
         result = rate_distortion(series, method=args.method, model=args.model, device=args.device,
                                  operator=args.operator, nears=args.near, lossy=args.lossy,
+                                 lossy_fractions=args.lossy_near,
                                  consistency=not args.no_consistency, progress=prog)
     finally:
         prog.close()
@@ -246,7 +263,7 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "rd", help="rate-distortion of the storage modes for one series (JSON + PNG), to choose a mode",
         description="Measure, for one series, PSNR / foreground PSNR / SSIM against the pixel ratio for medsr's "
-        "modes (lossless base, near-lossless JPEG-LS bases, lossy JPEG 2000 bases), each next to JPEG 2000 of "
+        "modes (lossless base, near-lossless and lossy JPEG-LS bases, lossy JPEG 2000 bases), each next to JPEG 2000 of "
         "the full slice at the same ratio. Writes DIR/rd.json and DIR/rd.png. Nothing is archived.")
     p.add_argument("series", help="folder of DICOM files (searched recursively) or a .nii/.nii.gz file")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="new folder for rd.json and rd.png")
@@ -259,6 +276,9 @@ def register_cli(subparsers) -> None:
                    help="JPEG-LS NEAR values of the near-lossless modes (default 2,3,4; empty: none)")
     p.add_argument("--lossy", type=lambda s: _numbers(s, float), default=DEFAULT_LOSSY, metavar="F,F,...",
                    help="lossy JPEG 2000 low-res bases at 1/F of the lossless bytes (default 2,4,8; empty: none)")
+    p.add_argument("--lossy-near", type=lambda s: _numbers(s, float), default=DEFAULT_LOSSY_FRACTIONS,
+                   metavar="P,P,...", help="`--base lossy` modes: JPEG-LS NEAR as fractions of the low-res window "
+                   "(default 0.01,0.02,0.03; the archive's default is 0.02), restored by the lossy-base model")
     p.add_argument("--no-consistency", action="store_true", help="do not project restores onto the base")
     p.add_argument("--series-uid", help="pick one series when the folder holds several")
     p.add_argument("--allow-modality", action="append", default=[], metavar="MOD")

@@ -101,6 +101,13 @@ class TrainConfig:
     eval_extra: bool = True  # also evaluate the "val-extra" (phantom) series
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    @property
+    def val_base_fraction(self) -> float | None:
+        """Lossy-base tier: validate on the archive's default lossy base (``LOSSY_NEAR_FRACTION``)."""
+        from medsr.codec.base import LOSSY_NEAR_FRACTION
+
+        return LOSSY_NEAR_FRACTION if self.augment.base_near_fraction else None
+
     def generator_config(self) -> SRResNetConfig:
         return SRResNetConfig(blocks=self.blocks, channels=self.channels, scale=get_operator(OPERATOR).scale)
 
@@ -215,12 +222,19 @@ class EvalSeries:
     dtype: np.dtype
 
 
-def eval_series(v: PackVolume) -> EvalSeries:
+def eval_series(v: PackVolume, base_near_fraction: float | None = None) -> EvalSeries:
+    """``base_near_fraction``: also code the low-res with the archive's lossy JPEG-LS base
+    (NEAR = ``lossy_near(window width, fraction)``), as ``medsr archive --base lossy`` does."""
     scale = get_operator(OPERATOR).scale
     padded, _ = pad_to_multiple(v.data, scale)
     lr = downsample(padded, OPERATOR)
+    window = volume_window(v.data, OPERATOR)
+    if base_near_fraction:
+        from medsr.codec.base import BASE_NEAR_LOSSLESS, lossy_near, prepare_base
+
+        lr = prepare_base(lr, BASE_NEAR_LOSSLESS, lossy_near(window.width, base_near_fraction)).decoded
     keep = np.asarray(v.keep.get(0, np.arange(v.data.shape[0])), dtype=int)
-    return EvalSeries(v.name, v.source, v.split, v.data[keep], lr[keep], volume_window(v.data, OPERATOR),
+    return EvalSeries(v.name, v.source, v.split, v.data[keep], lr[keep], window,
                       float(v.data.max()) - float(v.data.min()), foreground_threshold(v.data), v.data.dtype)
 
 
@@ -509,7 +523,7 @@ def train(cfg: TrainConfig) -> dict:
     np.random.seed(cfg.seed)
     rt = make_runtime(cfg)
     pack = load_pack(cfg.pack)
-    val_main = [eval_series(v) for v in pack.split("val")]
+    val_main = [eval_series(v, cfg.val_base_fraction) for v in pack.split("val")]
     if not val_main:
         raise SystemExit(f"error: {cfg.pack} has no 'val' volumes")
     print(f"device {device_name(rt)}, bf16 autocast {rt.bf16}, channels_last {rt.channels_last}, "
@@ -666,7 +680,7 @@ def finish(cfg: TrainConfig, rt: Runtime, pack: Pack, info: dict, t_start: float
         if p.exists():
             models[name] = rt.prepare(create_model(p).module)
             weights[fname] = file_sha256(p)
-    series = [eval_series(v) for v in pack.split("val")]
+    series = [eval_series(v, cfg.val_base_fraction) for v in pack.split("val")]
     main = evaluate(models, series, rt)
     result = {
         "val_source": pack.val_source,
@@ -684,7 +698,7 @@ def finish(cfg: TrainConfig, rt: Runtime, pack: Pack, info: dict, t_start: float
         "weights_sha256": weights,
     }
     if cfg.eval_extra and pack.split("val-extra"):
-        extra = evaluate(models, [eval_series(v) for v in pack.split("val-extra")], rt)
+        extra = evaluate(models, [eval_series(v, cfg.val_base_fraction) for v in pack.split("val-extra")], rt)
         result["extra_sources_not_anatomy"] = {src: summarise(per) for src, per in extra.items()}
     info["eval_seconds"] = time.perf_counter() - t0
     info["total_seconds"] = time.perf_counter() - t_start
@@ -753,12 +767,22 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fg-prob", type=float, default=d.augment.fg_prob)
     a("--gamma-prob", type=float, default=d.augment.gamma_prob)
     a("--noise-prob", type=float, default=d.augment.noise_prob)
+    a("--base-near-fraction", default=None, metavar="LO,HI",
+      help="lossy-base tier: code every low-res crop with the archive's JPEG-LS base, NEAR a fraction of the "
+           "window width drawn from [LO, HI] (e.g. 0.005,0.035); validation then uses the default lossy base")
     return p
 
 
 def config_from_args(argv: list[str] | None) -> TrainConfig:
     a = build_parser().parse_args(argv)
-    aug = replace(AugmentConfig(), fg_prob=a.fg_prob, gamma_prob=a.gamma_prob, noise_prob=a.noise_prob)
+    frac = None
+    if a.base_near_fraction:
+        lo, hi = (float(x) for x in a.base_near_fraction.split(","))
+        if not 0 < lo <= hi < 0.5:
+            raise SystemExit(f"--base-near-fraction: need 0 < LO <= HI < 0.5 (got {a.base_near_fraction})")
+        frac = (lo, hi)
+    aug = replace(AugmentConfig(), fg_prob=a.fg_prob, gamma_prob=a.gamma_prob, noise_prob=a.noise_prob,
+                  base_near_fraction=frac)
     return TrainConfig(
         pack=a.pack, out=a.out, device=a.device, precision=a.precision, channels_last=a.channels_last,
         compile=a.compile, seed=a.seed,

@@ -233,7 +233,7 @@ def _attr(f, key, cast=str):
     return cast(v)
 
 
-KNOWN_BASES = ("lossless", "near-lossless")
+KNOWN_BASES = ("lossless", "near-lossless", "lossy")
 
 
 def _base_of(f, path) -> tuple[str, int]:

@@ -196,6 +196,10 @@ def _note(audit: AuditResult, prov: Mapping[str, Any]) -> str:
     if RESTORED in ms and BICUBIC in ms:
         g = ms[RESTORED].psnr_fg - ms[BICUBIC].psnr_fg
         parts.append(f"The restore is {g:+.2f} dB against bicubic from the same low-res data (foreground).")
+    if prov.get("base") == "lossy":
+        parts.append(f"LOSSY BASE, PREVIEW QUALITY: the low-res data themselves were stored lossily "
+                     f"({html.escape(str(prov.get('base_description', 'lossy')))}), for a very high ratio; "
+                     "not for primary diagnosis.")
     kind = str(prov.get("model_kind", "")).lower()
     if kind == "perceptual":
         parts.append("The model is a PERCEPTUAL (GAN) model: it is trained to look sharp, not to be close to the "

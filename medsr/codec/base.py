@@ -1,6 +1,6 @@
 """The base layer: how the low-res slices themselves are stored (pure functions).
 
-Two bases, recorded in every archive as the root attribute ``base``:
+Three bases, recorded in every archive as the root attribute ``base``:
 
 - ``lossless`` (``BASE_LOSSLESS``): the low-res integers exactly, in the ``/lowres``
   dataset (HDF5 gzip + shuffle). Archives written before the base existed are lossless.
@@ -11,6 +11,10 @@ Two bases, recorded in every archive as the root attribute ``base``:
   shifted by the stack minimum (``base_min``) so signed data codes as unsigned, and the
   decoded values are clipped back into ``[base_min, base_max]`` (which only moves them
   towards the true values, so the bound still holds).
+- ``lossy`` (``BASE_LOSSY``): the same JPEG-LS coding with a large NEAR, by default
+  ``lossy_near(window width)`` = 2% of the low-res window (at least ``DEFAULT_NEAR + 1``):
+  preview-quality ratios (~150-250:1), restored with the lossy-base tier model where one is
+  shipped (trained on this very base), and labelled lossy in the DICOM and the report.
 
 Restore decodes the base, runs the network, then projects onto the *decoded* base, so an
 archive's stored audit (measured from the decoded base at archive time) describes exactly
@@ -27,10 +31,13 @@ from ..errors import MedsrError
 
 BASE_LOSSLESS = "lossless"
 BASE_NEAR_LOSSLESS = "near-lossless"
-BASES = (BASE_LOSSLESS, BASE_NEAR_LOSSLESS)
+BASE_LOSSY = "lossy"  # JPEG-LS with a large NEAR (LOSSY_NEAR_FRACTION of the window): preview-quality ratios
+BASES = (BASE_LOSSLESS, BASE_NEAR_LOSSLESS, BASE_LOSSY)
+CODED_BASES = (BASE_NEAR_LOSSLESS, BASE_LOSSY)  # stored as JPEG-LS codestreams in /lowres_coded
 JPEGLS_NEAR_ID = "charls-jpegls-near-v1"
 DEFAULT_BASE = BASE_NEAR_LOSSLESS  # measured: docs/base-codec.md
 DEFAULT_NEAR = 2  # measured: docs/base-codec.md
+LOSSY_NEAR_FRACTION = 0.02  # lossy base: NEAR = 2% of the low-res window width (docs/base-codec.md)
 MAX_NEAR = 255  # JPEG-LS limit (also <= MAXVAL / 2, which encode_base guarantees)
 
 
@@ -53,11 +60,14 @@ class BaseMeta:
         """One line for provenance and the DICOM Derivation Description."""
         if self.base == BASE_NEAR_LOSSLESS:
             return f"near-lossless (JPEG-LS NEAR={self.near}: every low-res value within +-{self.near})"
+        if self.base == BASE_LOSSY:
+            return (f"lossy, preview quality (JPEG-LS NEAR={self.near}: every low-res value within "
+                    f"+-{self.near})")
         return "lossless"
 
     def to_dict(self) -> dict:
         d = {"base": self.base, "base_near": int(self.near)}
-        if self.base == BASE_NEAR_LOSSLESS:
+        if self.base in CODED_BASES:
             d["base_codec"] = JPEGLS_NEAR_ID
         return d
 
@@ -98,15 +108,29 @@ def load_jpegls():
 _DEEPBOUND = False
 
 
-def check_base(kind: str, near: int | None = None) -> tuple[str, int]:
-    """Validate a (base, near) request -> (base, near); ``near`` None means ``DEFAULT_NEAR``."""
+def lossy_near(window_width: float, fraction: float = LOSSY_NEAR_FRACTION) -> int:
+    """JPEG-LS NEAR of a lossy base: ``fraction`` of the low-res window width, at least 1.
+
+    The one rule shared by the archive (``--base lossy``) and training (``RandBaseCode``),
+    so the lossy tier is trained on the base it restores from.
+    """
+    return max(1, int(round(float(fraction) * float(window_width))))
+
+
+def check_base(kind: str, near: int | None = None, window_width: float | None = None) -> tuple[str, int]:
+    """Validate a (base, near) request -> (base, near). ``near`` None: ``DEFAULT_NEAR`` for
+    near-lossless; for lossy, ``lossy_near(window_width)`` (at least ``DEFAULT_NEAR + 1``)."""
     if kind not in BASES:
         raise BaseCodecError(f"unknown base {kind!r} (one of: {', '.join(BASES)})")
     if kind == BASE_LOSSLESS:
         return kind, 0
+    if kind == BASE_LOSSY and near is None:
+        if window_width is None:
+            raise BaseCodecError("a lossy base without NEAR needs the low-res window to choose it")
+        return kind, min(MAX_NEAR, max(DEFAULT_NEAR + 1, lossy_near(window_width)))
     k = DEFAULT_NEAR if near is None else int(near)
     if not 1 <= k <= MAX_NEAR:
-        raise BaseCodecError(f"near-lossless NEAR must be 1..{MAX_NEAR} (got {near}); use base 'lossless' for 0")
+        raise BaseCodecError(f"{kind} NEAR must be 1..{MAX_NEAR} (got {near}); use base 'lossless' for 0")
     return kind, k
 
 
@@ -134,15 +158,15 @@ def encode_base(lowres: np.ndarray, kind: str = DEFAULT_BASE, near: int | None =
     ``near-lossless`` returns JPEG-LS codestreams with ``NEAR = near``; raises
     ``BaseCodecError`` for non-integer data or a value range over 16 bits.
     """
-    kind, k = check_base(kind, near)
     a = np.asarray(lowres)
+    kind, k = check_base(kind, near, _window_width(a) if kind == BASE_LOSSY and near is None else None)
     if a.ndim != 3:
         raise BaseCodecError(f"expected an (n, h, w) stack, got shape {a.shape}")
     if kind == BASE_LOSSLESS:
         return [], BaseMeta(BASE_LOSSLESS, 0, shape=tuple(a.shape), dtype=str(a.dtype))
     why = supports_near_lossless(a)
     if why:
-        raise BaseCodecError(f"near-lossless base needs integer data within 16 bits: {why} (use base 'lossless')")
+        raise BaseCodecError(f"{kind} base needs integer data within 16 bits: {why} (use base 'lossless')")
     encode_buffer = load_jpegls().encode_buffer
     vmin = int(a.min()) if a.size else 0
     vmax = int(a.max()) if a.size else 0
@@ -153,14 +177,14 @@ def encode_base(lowres: np.ndarray, kind: str = DEFAULT_BASE, near: int | None =
         out = [bytes(encode_buffer(np.ascontiguousarray(s).tobytes(), h, w, 1, bits, lossy_error=k)) for s in shifted]
     except RuntimeError as e:  # CharLS: e.g. "destination buffer is too small" for tiny, incompressible slices
         raise BaseCodecError(f"JPEG-LS cannot code these {h}x{w} slices ({str(e)[:80]})") from None
-    return out, BaseMeta(BASE_NEAR_LOSSLESS, k, vmin, vmax, (n, h, w), str(a.dtype))
+    return out, BaseMeta(kind, k, vmin, vmax, (n, h, w), str(a.dtype))
 
 
 def decode_base(codestreams, meta: BaseMeta) -> np.ndarray:
-    """Inverse of ``encode_base`` for ``near-lossless``: codestreams (list or ``pack_codestreams``
-    output) -> the decoded ``(n, h, w)`` stack in ``meta.dtype``."""
-    if meta.base != BASE_NEAR_LOSSLESS:
-        raise BaseCodecError(f"decode_base decodes the near-lossless base only (got {meta.base!r})")
+    """Inverse of ``encode_base`` for the coded bases (near-lossless, lossy): codestreams (list or
+    ``pack_codestreams`` output) -> the decoded ``(n, h, w)`` stack in ``meta.dtype``."""
+    if meta.base not in CODED_BASES:
+        raise BaseCodecError(f"decode_base decodes the JPEG-LS bases only (got {meta.base!r})")
     if isinstance(codestreams, tuple) and len(codestreams) == 2 and isinstance(codestreams[0], np.ndarray):
         codestreams = unpack_codestreams(*codestreams)
     n, h, w = meta.shape
@@ -252,5 +276,11 @@ def resolve_base(kind: str | None, near: int | None, lowres: np.ndarray) -> tupl
         if why:
             return BASE_LOSSLESS, 0, f"lossless base: {why}"
         kind = DEFAULT_BASE
-    b, k = check_base(kind, near)
+    b, k = check_base(kind, near, _window_width(lowres) if kind == BASE_LOSSY and near is None else None)
     return b, k, ""
+
+
+def _window_width(lowres: np.ndarray) -> float:
+    from .scaling import intensity_window
+
+    return intensity_window(np.asarray(lowres)).width

@@ -116,22 +116,30 @@ def crop_to(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return x[..., :rows, :cols]
 
 
-def project_consistent(hr: np.ndarray, lr: np.ndarray, op_id: str = "area4-v1") -> np.ndarray:
-    """Data consistency: the closest image to ``hr`` whose block means equal ``lr``.
+def project_consistent(hr: np.ndarray, lr: np.ndarray, op_id: str = "area4-v1", tolerance: float = 0.0
+                       ) -> np.ndarray:
+    """Data consistency: the closest image to ``hr`` whose block means are within ``tolerance`` of ``lr``.
 
-    For an area operator this is ``hr + nearest_upsample(lr - blockmean(hr))``:
-    an orthogonal projection onto the set of images the archive could have come from.
+    ``tolerance`` 0 (exact data): ``hr + nearest_upsample(lr - blockmean(hr))``, the orthogonal
+    projection onto the images the archive could have come from. ``tolerance`` t > 0 (a base
+    that only bounds the block means, e.g. JPEG-LS NEAR=k: t = k + 0.5 with the rounding): each
+    block whose mean is already within ``lr +- t`` is left alone, the others are shifted just
+    onto the nearest edge of that interval, which is the orthogonal projection onto the box
+    ``|blockmean(x) - lr| <= t`` (blocks are disjoint, so it separates per block).
     Works in float64; ``hr`` (n, H, W) and ``lr`` (n, H/s, W/s) in the same units.
     Non-area operators have no exact projection and return ``hr`` unchanged.
     """
     op = get_operator(op_id)
     if not op.id.startswith("area"):
         return hr
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0 (got {tolerance})")
     s = op.scale
     hr64 = hr.astype(np.float64)
     squeeze = hr64.ndim == 2
     h3 = hr64[None] if squeeze else hr64
     l3 = (lr[None] if squeeze else lr).astype(np.float64)
-    resid = l3 - _block_mean(h3, s)
-    out = h3 + np.repeat(np.repeat(resid, s, axis=1), s, axis=2)
+    mean = _block_mean(h3, s)
+    target = np.clip(mean, l3 - tolerance, l3 + tolerance) if tolerance > 0 else l3
+    out = h3 + np.repeat(np.repeat(target - mean, s, axis=1), s, axis=2)
     return out[0] if squeeze else out

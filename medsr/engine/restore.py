@@ -29,6 +29,7 @@ class EngineConfig:
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int = 0  # 0: choose
     consistency: bool = True  # project onto the stored low-res data
+    consistency_tolerance: float = 0.0  # block-mean bound of the base (0: exact; JPEG-LS NEAR=k: k + 0.5)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (fp16 never on CPU)
     tile: int = 0  # low-res tile size; 0: whole slices (tiles only after an out-of-memory)
     compile: bool = False  # torch.compile the model (CUDA)
@@ -172,7 +173,7 @@ def iter_restore(lr: np.ndarray, window: IntensityWindow, scale: int, *, config:
             chunk = lr[i:i + step]
             hr = bicubic_upsample(chunk, scale) if config.method == "bicubic" else nearest_upsample(chunk, scale)
             if config.consistency and config.method == "bicubic":
-                hr = project_consistent(hr, chunk, operator)
+                hr = project_consistent(hr, chunk, operator, config.consistency_tolerance)
             yield i, hr
         return
     if config.method != "model":
@@ -186,7 +187,7 @@ def iter_restore(lr: np.ndarray, window: IntensityWindow, scale: int, *, config:
     for i, y in iter_model(module, x01, scale, device, config):
         hr = from_signed_unit(y, window)
         if config.consistency:
-            hr = project_consistent(hr, lr[i:i + len(y)], operator)
+            hr = project_consistent(hr, lr[i:i + len(y)], operator, config.consistency_tolerance)
         yield i, hr
 
 

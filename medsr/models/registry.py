@@ -28,6 +28,7 @@ class PretrainedModel:
     card: str  # file name of the model card (Markdown) inside WEIGHTS_DIR
     kind: str = "fidelity"  # "fidelity" (MSE/L1) or "perceptual" (GAN)
     metrics: dict = field(default_factory=dict)
+    base: str = ""  # the archive base it was trained for ("" = exact / near-lossless; "lossy" = the lossy tier)
 
     @property
     def path(self) -> Path:
@@ -49,13 +50,22 @@ def _load_registry() -> dict[str, PretrainedModel]:
         out[e["name"]] = PretrainedModel(
             name=e["name"], architecture=arch, config=cfg_cls(**e["config"]), weights=e["weights"],
             sha256=e["sha256"], operator=e["operator"], card=e["card"], kind=e.get("kind", "fidelity"),
-            metrics=e.get("metrics", {}),
+            metrics=e.get("metrics", {}), base=e.get("base", ""),
         )
     return out
 
 
 REGISTRY: dict[str, PretrainedModel] = _load_registry()
 DEFAULT_MODEL = "medsr-srresnet-x4"
+
+
+def default_model_for(base: str | None) -> str:
+    """The default (fidelity) model for an archive base: the shipped tier trained on that base,
+    else ``DEFAULT_MODEL``."""
+    for m in REGISTRY.values():
+        if base and m.base == base and m.kind == "fidelity":
+            return m.name
+    return DEFAULT_MODEL
 
 
 def list_models() -> list[PretrainedModel]:

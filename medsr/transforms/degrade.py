@@ -99,3 +99,67 @@ class RandQuantised(Randomizable, MapTransform):
         self.randomize()
         d[key], d[self.window_key] = self.q(d[key], d[self.window_key], np.dtype(d[self.dtype_key]), randomize=False)
         return d
+
+
+class RandBaseCode(Randomizable, Transform):
+    """Low-res stored integers -> what the archive's lossy base gives back after decoding.
+
+    With probability ``prob``, codes the slice with ``medsr.codec.base.encode_base`` (JPEG-LS,
+    ``NEAR = k``) and decodes it with ``decode_base``: the very functions the archive calls, so
+    the network learns on the base it will see at restore. ``k`` is a fraction of the window
+    width drawn uniformly from ``near_fraction`` (the same rule as ``lossy_near``), at least 1.
+    """
+
+    def __init__(self, near_fraction: tuple[float, float] = (0.005, 0.035), prob: float = 1.0,
+                 seed: int | None = None):
+        self.near_fraction, self.prob = near_fraction, prob
+        self.R = np.random.RandomState(seed)
+        self._fraction = 0.0
+
+    def randomize(self, data: object = None) -> None:
+        lo, hi = self.near_fraction
+        self._fraction = float(self.R.uniform(lo, hi)) if self.R.rand() < self.prob else 0.0
+
+    def near_for(self, window: IntensityWindow) -> int:
+        from medsr.codec.base import lossy_near
+
+        return lossy_near(window.width, self._fraction) if self._fraction > 0 else 0
+
+    def __call__(self, lr: np.ndarray, window: IntensityWindow, randomize: bool = True) -> np.ndarray:
+        from medsr.codec.base import BASE_NEAR_LOSSLESS, decode_base, encode_base
+
+        if randomize:
+            self.randomize()
+        k = self.near_for(window)
+        if k == 0:
+            return lr
+        stack = lr[None] if lr.ndim == 2 else lr
+        streams, meta = encode_base(stack, BASE_NEAR_LOSSLESS, k)
+        out = decode_base(streams, meta)
+        return out[0] if lr.ndim == 2 else out
+
+
+class RandBaseCoded(Randomizable, MapTransform):
+    """Dictionary twin of ``RandBaseCode`` on the low-res key (reads the window key)."""
+
+    def __init__(self, keys: str = "lr", near_fraction: tuple[float, float] = (0.005, 0.035), prob: float = 1.0,
+                 window_key: str = WINDOW_KEY):
+        MapTransform.__init__(self, keys)
+        self.t = RandBaseCode(near_fraction, prob)
+        self.window_key = window_key
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        self.t.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: object = None) -> None:
+        self.t.randomize()
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        self.randomize()
+        w = d[self.window_key]
+        w = w if isinstance(w, IntensityWindow) else IntensityWindow(float(w[0]), float(w[1]))
+        for key in self.keys:
+            d[key] = self.t(d[key], w, randomize=False)
+        return d

@@ -7,6 +7,7 @@ Order per sample (all numpy, in DataLoader workers):
 3. ``ToUnitd`` -> ``RandGammad`` -> ``RandMRNoised``: contrast and noise in unit space;
 4. ``RandQuantised``: back to stored integers (random amplitude);
 5. ``MakeLowResd``: ``medsr.codec.downsample`` itself, exactly as the archive;
+   (lossy-base tier only) ``RandBaseCoded``: the archive's JPEG-LS base, coded and decoded;
 6. ``RandNetworkRanged``: LR -> [0, 1], HR -> [-1, 1] with the jittered volume window.
 
 The window comes from ``intensity_window`` of the *whole low-res volume*, computed by
@@ -23,7 +24,7 @@ from monai.transforms import Compose, SelectItemsd
 
 from medsr.codec import IntensityWindow, downsample, get_operator, intensity_window, pad_to_multiple
 
-from .degrade import MakeLowResd, RandQuantised
+from .degrade import MakeLowResd, RandBaseCoded, RandQuantised
 from .intensity import RandGammad, RandMRNoised, RandNetworkRanged, ToUnitd
 from .spatial import RandFlipRot90d, RandForegroundCropd
 
@@ -42,6 +43,9 @@ class AugmentConfig:
     rician_prob: float = 0.5
     amplitude: tuple[float, float] = (0.5, 2.0)
     window_jitter: float = 0.15
+    # lossy-base tier: code the low-res with the archive's JPEG-LS base, NEAR a fraction of the window
+    base_near_fraction: tuple[float, float] | None = None
+    base_prob: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,6 +107,7 @@ def train_transforms(cfg: AugmentConfig = AugmentConfig()) -> Compose:
         RandMRNoised("hr", cfg.noise_sigmas, cfg.noise_prob, cfg.rician_prob),
         RandQuantised("hr", cfg.amplitude),
         MakeLowResd("hr", "lr", cfg.op_id),
+        *([RandBaseCoded("lr", cfg.base_near_fraction, cfg.base_prob)] if cfg.base_near_fraction else []),
         RandNetworkRanged("lr", "hr", jitter=cfg.window_jitter),
         SelectItemsd(("lr", "hr")),
     ])

@@ -1,0 +1,121 @@
+"""`--base lossy`: JPEG-LS with NEAR = 2% of the window, labelled lossy, restored by the lossy-base tier."""
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+
+import medsr
+from medsr.codec import IntensityWindow, downsample, intensity_window, project_consistent
+from medsr.codec.base import (BASE_LOSSY, DEFAULT_NEAR, LOSSY_NEAR_FRACTION, BaseCodecError, check_base, lossy_near,
+                              prepare_base)
+from medsr.io import read_series
+from medsr.models import DEFAULT_MODEL, REGISTRY, default_model_for
+from medsr.transforms import RandBaseCode
+
+
+def _lowres(fixture_path, name="large_256"):
+    return downsample(read_series(fixture_path(name)).pixels, "area4-v1")
+
+
+def test_lossy_near_is_a_fraction_of_the_window_and_the_bound_holds(fixture_path):
+    lr = _lowres(fixture_path)
+    width = intensity_window(lr).width
+    p = prepare_base(lr, BASE_LOSSY)
+    assert p.meta.base == BASE_LOSSY
+    assert p.meta.near == max(DEFAULT_NEAR + 1, lossy_near(width)) == max(3, round(LOSSY_NEAR_FRACTION * width))
+    assert np.abs(p.decoded.astype(int) - lr.astype(int)).max() <= p.meta.near
+    assert "lossy" in p.meta.describe() and f"NEAR={p.meta.near}" in p.meta.describe()
+    assert prepare_base(lr, BASE_LOSSY, 9).meta.near == 9  # an explicit NEAR wins
+    coarser = prepare_base(lr, BASE_LOSSY, 2 * p.meta.near)
+    assert coarser.coded_bytes < p.coded_bytes < prepare_base(lr, "near-lossless", DEFAULT_NEAR).coded_bytes
+    with pytest.raises(BaseCodecError, match="NEAR"):
+        check_base(BASE_LOSSY, 0)
+
+
+def test_training_codes_the_low_res_with_the_archive_base(fixture_path):
+    """RandBaseCode is the archive's coder: same NEAR rule, same decoded values."""
+    lr = _lowres(fixture_path)[:1]
+    w = intensity_window(lr)
+    t = RandBaseCode(near_fraction=(0.02, 0.02), prob=1.0)
+    out = t(lr[0], w)
+    k = lossy_near(w.width, 0.02)
+    assert t.near_for(w) == k
+    np.testing.assert_array_equal(out, prepare_base(lr, BASE_LOSSY, k).decoded[0])
+    one = lr[0]
+    assert RandBaseCode(prob=0.0)(one, w) is one  # prob 0: untouched
+
+
+def test_box_projection_keeps_block_means_within_the_bound():
+    rng = np.random.default_rng(0)
+    hr = rng.normal(100, 30, (2, 16, 16))
+    lr = np.rint(rng.normal(100, 30, (2, 4, 4)))
+    exact = project_consistent(hr, lr)
+    np.testing.assert_allclose(downsample(exact, "area4-v1"), lr, atol=1e-9)
+    np.testing.assert_allclose(project_consistent(hr, lr, tolerance=0.0), exact)
+    box = project_consistent(hr, lr, tolerance=5.0)
+    means = downsample(box, "area4-v1")
+    assert np.all(np.abs(means - lr) <= 5.0 + 1e-9)
+    inside = np.abs(downsample(hr, "area4-v1") - lr) <= 5.0  # blocks already within the bound are untouched
+    blocks_unchanged = np.all((box == hr).reshape(2, 4, 4, 4, 4).transpose(0, 1, 3, 2, 4).reshape(2, 4, 4, 16), -1)
+    assert np.array_equal(blocks_unchanged, inside)
+    assert np.abs(box - hr).sum() <= np.abs(exact - hr).sum()  # never moves further than the exact projection
+    with pytest.raises(ValueError):
+        project_consistent(hr, lr, tolerance=-1)
+
+
+def test_lossy_archive_is_labelled_lossy_and_restores_as_its_audit_says(fixture_path, tmp_path):
+    src = fixture_path("large_256")
+    res = medsr.archive_series(src, tmp_path / "l.medsr.h5", medsr.ArchiveOptions(base=BASE_LOSSY, device="cpu"))
+    near_res = medsr.archive_series(src, tmp_path / "n.medsr.h5",
+                                    medsr.ArchiveOptions(method="bicubic", baselines=False, device="cpu"))
+    s = res.summary()
+    assert s["base"] == BASE_LOSSY and s["base_near"] >= 3
+    assert res.info.pixel_ratio > 1.3 * near_res.info.pixel_ratio  # the point of a lossy base
+    assert res.audit["provenance"]["base"] == BASE_LOSSY
+    assert res.info.model_id.split("@")[0] == default_model_for(BASE_LOSSY)
+    out = medsr.restore_archive(res.archive, tmp_path / "r", medsr.RestoreOptions(device="cpu"), reference=src)
+    a = out.summary()["audit"]
+    assert a["psnr_fg"] == pytest.approx(s["psnr_fg"], abs=0.05) and a["ssim"] == pytest.approx(s["ssim"], abs=1e-3)
+    assert out.model_id == res.info.model_id and not out.warnings  # the tier recorded at archive time restores it
+    ds = pydicom.dcmread(out.files[0], stop_before_pixels=True)
+    assert "LOSSY low-res base" in str(ds.DerivationDescription)
+    assert f"NEAR={s['base_near']}" in str(ds.DerivationDescription)
+    assert ds.LossyImageCompression == "01"
+    from medsr.reporting import report_for_archive
+
+    _, html_path = report_for_archive(res.archive, tmp_path / "report")
+    html = html_path.read_text()
+    assert "LOSSY BASE, PREVIEW QUALITY" in html
+
+
+def test_the_lossy_tier_is_the_default_model_only_for_a_lossy_base():
+    assert default_model_for(None) == DEFAULT_MODEL and default_model_for("near-lossless") == DEFAULT_MODEL
+    tiers = [m for m in REGISTRY.values() if m.base == BASE_LOSSY]
+    if tiers:
+        assert default_model_for(BASE_LOSSY) == tiers[0].name and tiers[0].kind == "fidelity"
+        assert tiers[0].operator == "area4-v1"
+    else:
+        assert default_model_for(BASE_LOSSY) == DEFAULT_MODEL
+
+
+def test_cli_base_lossy(fixture_path, tmp_path, capsys):
+    from medsr import cli
+
+    out = tmp_path / "c.medsr.h5"
+    assert cli.main(["archive", str(fixture_path("basic")), "-o", str(out), "--method", "bicubic", "--no-j2k",
+                     "--base", "lossy", "--json", "--quiet"]) == 0
+    import json
+
+    d = json.loads(capsys.readouterr().out)
+    assert d["base"] == "lossy" and medsr.open_archive(out).base == "lossy"
+
+
+@pytest.mark.parametrize("cmd", ["bench", "train", "eval"])
+def test_passthrough_commands_teach_with_dash_h(cmd, capsys):
+    from medsr import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main([cmd, "-h"])
+    assert e.value.code == 0
+    assert "usage" in capsys.readouterr().out
