@@ -38,8 +38,11 @@ class ArchiveOptions:
     min_psnr_fg: float | None = None
     keep_below_threshold: bool = False
     baselines: bool = True  # compute the JPEG 2000 baseline (bicubic is always computed)
-    base: str | None = None  # low-res storage: lossless | near-lossless; None: the default (medsr.codec.base)
-    base_near: int | None = None  # JPEG-LS NEAR for near-lossless; None: medsr.codec.base.DEFAULT_NEAR
+    base: str | None = None  # low-res storage: lossless | near-lossless | lossy; None: the default (medsr.codec.base)
+    base_near: int | None = None  # JPEG-LS NEAR; None: DEFAULT_NEAR (near-lossless), lossy_near(window) (lossy)
+    floor_psnr_fg: float | None = None  # per-slice floor (docs/floor.md): foreground PSNR (dB) every slice meets
+    floor_ssim: float | None = None  # per-slice floor: whole-slice SSIM every slice meets
+    floor_fallback: str = "error"  # a slice no lossy representation meets: error (nothing written) | lossless
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ class ArchiveResult:
             "below_threshold": self.info.below_threshold,
             "deleted_originals": len(self.deleted), "seconds": round(self.seconds, 3),
         }
+        fl = self.audit.get("floor")
+        if fl:
+            out["floor"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in fl.items() if k != "per_slice"}
         return out
 
 
@@ -150,12 +156,16 @@ def _resolve_model(method: str, model: str | None, base: str | None = None):
 # --------------------------------------------------------------------------- restore core
 
 def _stored_batches(lr: np.ndarray, *, window, scale: int, operator: str, rows: int, cols: int,
-                    dtype, value_range, engine: EngineConfig, module):
-    """Yield (start, restored batch in the stored dtype, cropped): the one path archive audits and restore write."""
+                    dtype, value_range, engine: EngineConfig, module, floor=None):
+    """Yield (start, restored batch in the stored dtype, cropped): the one path archive audits and restore write.
+
+    ``floor`` (``medsr.floor.FloorData``): slices stored by another representation are rebuilt from it."""
     from .engine import iter_restore
+    from .floor import apply_floor
 
     for i, hr in iter_restore(lr, window, scale, config=engine, module=module, operator=operator):
-        yield i, to_stored(crop_to(hr, rows, cols), np.dtype(dtype), value_range)
+        yield i, apply_floor(i, to_stored(crop_to(hr, rows, cols), np.dtype(dtype), value_range), floor,
+                             value_range, dtype)
 
 
 def _restore_pixels(lr: np.ndarray, *, rows: int, cols: int, dtype, progress=None, **kw) -> np.ndarray:
@@ -207,6 +217,9 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     """
     t0 = time.perf_counter()
     output = Path(output)
+    from .floor import check_floor
+
+    floor = check_floor(options.floor_psnr_fg, options.floor_ssim, options.floor_fallback)  # before reading anything
     preflight_output(output, force=options.force)
     if not isinstance(series, Series):
         series = read_series(series, series_uid=options.series_uid, allow_modalities=options.allow_modalities)
@@ -228,6 +241,21 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
                                module=loaded.module if loaded else None,
                                progress=_tick(progress, "restore (audit)", series.n_slices))
     stored_bytes = base.coded_bytes if base.data is not None else _stored_pixel_bytes(lowres)
+    plan = None
+    if floor is not None:  # per-slice floor (docs/floor.md): a FloorError here writes nothing
+        from .floor import apply_floor
+        from .floor.stored import floor_lowres
+        from .floor_run import base_slice_bytes, rebase, run_floor
+
+        plan = run_floor(series, restored, floor, with_baseline=options.baselines,
+                         base_bytes=base_slice_bytes(base, stored_bytes, series.n_slices),
+                         progress=_tick(progress, "floor", series.n_slices))
+        restored = apply_floor(0, restored, plan.stored, series.value_range, series.pixels.dtype)
+        base = rebase(base, plan, downsample(padded, op.id))  # whole-slice representations need no base
+        lowres = floor_lowres(base.decoded, plan.stored, operator=op.id, rows=rows, cols=cols,
+                              value_range=series.value_range, dtype=series.pixels.dtype)  # as read_archive gives it
+        base_bytes = base.coded_bytes if base.data is not None else _stored_pixel_bytes(base.decoded)
+        stored_bytes = base_bytes + int(plan.stored.data.size)
     from .audit_run import build_audit
 
     audit = build_audit(series, lowres=lowres, restored=restored, scale=op.scale, operator=op.id,
@@ -235,11 +263,17 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
                         model_id=loaded.model_id if loaded else method, with_j2k=options.baselines,
                         consistency=options.consistency, device=select_device(options.device), base=base.provenance(),
                         progress=_tick(progress, "audit", series.n_slices))
+    if plan is not None:
+        from .floor_run import add_floor_to_audit
+
+        add_floor_to_audit(audit, plan, base_slice_bytes(base, base_bytes, series.n_slices),
+                           series.original_pixel_bytes)
     below = _check_gates(audit, options, series)
-    info = write_archive(output, series=series, lowres=lowres, window=window, operator=op.id, scale=op.scale,
+    info = write_archive(output, series=series, lowres=base.decoded, window=window, operator=op.id, scale=op.scale,
                          pad=pad, method=method, model_id=loaded.model_id if loaded else method,
                          model_sha256=loaded.sha256 if loaded else "", audit=audit, below_threshold=below,
-                         force=options.force, base=base)
+                         force=options.force, base=base, floor=plan.stored if plan else None,
+                         floor_attrs=floor.to_dict() if floor else None)
     deleted: tuple[Path, ...] = ()
     if options.delete_original:
         deleted = _delete_verified_originals(output, series)
@@ -363,7 +397,8 @@ def _iter_stored(data: ArchiveData, plan: _RestorePlan):
     yield from _stored_batches(data.lowres, window=_window(info), scale=info.scale, operator=info.operator,
                                rows=info.rows, cols=info.cols, dtype=info.dtype,
                                value_range=_value_range(info.dtype, info.bits_stored, info.pixel_representation),
-                               engine=plan.engine, module=plan.loaded.module if plan.loaded is not None else None)
+                               engine=plan.engine, module=plan.loaded.module if plan.loaded is not None else None,
+                               floor=data.floor)
 
 
 def _collect(data: ArchiveData, plan: _RestorePlan, progress: Progress | None = None) -> np.ndarray:

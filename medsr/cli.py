@@ -72,6 +72,7 @@ def cmd_archive(args) -> int:
         delete_original=args.delete_original, min_psnr=args.min_psnr, min_ssim=args.min_ssim,
         min_psnr_fg=args.min_psnr_fg, keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k,
         base=args.base, base_near=args.base_near,
+        floor_psnr_fg=args.floor_psnr_fg, floor_ssim=args.floor_ssim, floor_fallback=args.floor_fallback,
     )
     prog = _Progress(not args.quiet and sys.stderr.isatty())
     try:
@@ -90,6 +91,8 @@ def cmd_archive(args) -> int:
             f"  restore by {s['method']} ({s['model_id']}): PSNR {_fmt(s['psnr'])} dB (fg {_fmt(s['psnr_fg'])}), SSIM {_fmt(s['ssim'], 4)}\n"
             f"  bicubic baseline:     PSNR {_fmt(s['psnr_bicubic'])} dB (fg {_fmt(s['psnr_fg_bicubic'])}), SSIM {_fmt(s['ssim_bicubic'], 4)}\n"
             f"  JPEG 2000, same bytes: PSNR {_fmt(s['psnr_j2k'])} dB (fg {_fmt(s['psnr_fg_j2k'])}), SSIM {_fmt(s['ssim_j2k'], 4)}")
+    if s.get("floor"):
+        text += "\n" + _floor_text(s["floor"])
     if s["below_threshold"]:
         text += "\n  WARNING: below the quality gate; written because of --keep-below-threshold"
     if s["deleted_originals"]:
@@ -98,6 +101,16 @@ def cmd_archive(args) -> int:
         text += f"\n  report: {s['report']}"
     _emit(args, s, text)
     return 0
+
+
+def _floor_text(f: dict) -> str:
+    reps = ", ".join(f"{k} {v['slices']} ({v['bytes']:,} B)" for k, v in f["representations"].items() if v["slices"])
+    line = (f"  per-slice floor: {reps}; pixels {f['pixel_bytes']:,} B incl. base ({f['pixel_ratio']:.1f}:1); "
+            f"worst slice fg PSNR {_fmt(f.get('min_psnr_fg'))} dB")
+    if f.get("floor_baseline_j2k_bytes"):
+        line += (f"\n  per-slice-rate JPEG 2000 meeting the same floor: {f['floor_baseline_j2k_bytes']:,} B "
+                 f"({f['floor_baseline_j2k_pixel_ratio']:.1f}:1); ours / it = {f['bytes_vs_baseline']:.3f}")
+    return line
 
 
 def cmd_restore(args) -> int:
@@ -223,10 +236,24 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--min-psnr-fg", type=float, help="refuse if the foreground PSNR (dB) is below this")
     a.add_argument("--keep-below-threshold", action="store_true", help="write the archive anyway, marked below threshold")
     a.add_argument("--no-j2k", action="store_true", help="skip the JPEG 2000 baseline (faster)")
-    a.add_argument("--base", choices=["lossless", "near-lossless"],
+    a.add_argument("--base", choices=["lossless", "near-lossless", "lossy"],
                    help="how the low-res slices are stored (default near-lossless: JPEG-LS, each value within "
-                   "+-NEAR; lossless keeps them exact; see docs/base-codec.md)")
-    a.add_argument("--base-near", type=int, metavar="K", help="JPEG-LS NEAR of --base near-lossless (default 2)")
+                   "+-NEAR, ~2x the lossless ratio for < 0.1 dB; lossless keeps them exact; lossy: JPEG-LS with "
+                   "NEAR = 2%% of the intensity window, ~150-250:1 preview quality, restored by the lossy-base "
+                   "model; see docs/base-codec.md and `medsr rd` to choose from numbers)")
+    a.add_argument("--base-near", type=int, metavar="K",
+                   help="JPEG-LS NEAR of --base near-lossless (default 2) or lossy (default 2%% of the window)")
+    a.add_argument("--floor-psnr-fg", type=float, metavar="DB",
+                   help="per-slice quality floor: every slice must restore with a foreground PSNR of at least DB "
+                   "(audit definitions, docs/audit.md). A slice whose restore misses it is stored instead by the "
+                   "representation that meets it at the fewest bytes: JPEG 2000 of the full slice, a JPEG 2000-coded "
+                   "residual over the restore, or (with --floor-fallback lossless) the slice losslessly. "
+                   "See docs/floor.md")
+    a.add_argument("--floor-ssim", type=float, metavar="S",
+                   help="per-slice quality floor on the whole-slice SSIM, in (0, 1]; combines with --floor-psnr-fg")
+    a.add_argument("--floor-fallback", default="error", choices=["error", "lossless"],
+                   help="a slice that no lossy representation meets with fewer bytes than lossless: error (the "
+                   "default: nothing is written, the slice's file is named) or lossless (store it exactly)")
     a.add_argument("--report", metavar="DIR", help="also write the HTML/JSON audit report into DIR")
     a.add_argument("--force", action="store_true", help="replace an existing archive")
     a.add_argument("--delete-original", action="store_true",

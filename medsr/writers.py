@@ -25,10 +25,34 @@ def derivation_for(data: ArchiveData, *, method: str, model_id: str) -> Derivati
 
 def _base_text(info) -> str:
     """How the low-res base was stored, for the Derivation Description (empty for lossless)."""
-    if getattr(info, "base", "lossless") == "near-lossless":
+    base = getattr(info, "base", "lossless")
+    if base == "near-lossless":
         return (f"low-res base stored near-losslessly (JPEG-LS NEAR={info.base_near}: each low-res value "
                 f"within +-{info.base_near}), ")
+    if base == "lossy":
+        return (f"LOSSY low-res base, preview quality (JPEG-LS NEAR={info.base_near}: each low-res value "
+                f"within +-{info.base_near}), ")
     return ""
+
+
+FLOOR_TEXT = {
+    "j2k": "This slice is stored instead as JPEG 2000 (lossy) of the original slice, to meet the archive's "
+           "per-slice quality floor.",
+    "residual": "This slice is the restore plus a JPEG 2000-coded residual, to meet the archive's per-slice quality "
+                "floor.",
+    "lossless": "This slice is stored losslessly (its pixels equal the original's): no lossy representation met the "
+                "archive's per-slice quality floor.",
+}
+
+
+def _slice_derivation(deriv: DerivationInfo, data: ArchiveData, i: int) -> DerivationInfo:
+    """The series' derivation, plus how this slice was stored when the per-slice floor replaced the restore."""
+    floor = getattr(data, "floor", None)
+    if floor is None or floor.kind(i) == "sr":
+        return deriv
+    from dataclasses import replace
+
+    return replace(deriv, description=f"{deriv.description} {FLOOR_TEXT[floor.kind(i)]}")
 
 
 def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[int, np.ndarray]] | np.ndarray, *,
@@ -51,7 +75,7 @@ def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[
             from .errors import DicomError, MedsrError
 
             try:
-                ds = derive_instance(data.header(i), pixels, deriv)
+                ds = derive_instance(data.header(i), pixels, _slice_derivation(deriv, data, i))
                 name = f"{i + 1:04d}_{safe_filename(ds.SOPInstanceUID)}.dcm"
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")

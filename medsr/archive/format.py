@@ -18,6 +18,9 @@ Layout (format_version 1)::
     /sources/bytes         (n,) int64 original file sizes
     /nifti/affine, /nifti/header   (NIfTI input only)
     /audit                 UTF-8 JSON bytes as uint8, gzip (the audit, see medsr.audit); attr sha256
+    /floor/kind, /floor/data, /floor/offsets   per-slice quality floor (optional; medsr.floor):
+                           (n,) uint8 representation codes, uint8 payloads, int64 (n + 1) offsets;
+                           root attrs floor_psnr_fg, floor_ssim, floor_fallback, floor_id
 
 Every dataset carries the sha256 of its bytes; ``verify_archive`` recomputes all of them.
 """
@@ -83,6 +86,7 @@ class ArchiveInfo:
     audit: dict | None = field(default=None, repr=False)
     base: str = "lossless"  # how /lowres is stored: lossless | near-lossless (medsr.codec.base)
     base_near: int = 0  # near-lossless: max |decoded - true| per low-res value
+    floor: dict | None = None  # per-slice floor: the floor and {representation: {slices, bytes}} (medsr.floor)
 
     @property
     def ratio(self) -> float:
@@ -117,6 +121,7 @@ class ArchiveData:
     source_bytes: tuple[int, ...]
     nifti_affine: np.ndarray | None = None
     nifti_header: bytes = b""
+    floor: object | None = None  # medsr.floor.FloorData; None: every slice is the restore
 
     def header(self, i: int):
         if self.headers is None:
@@ -141,10 +146,11 @@ def _put(group, name: str, data: np.ndarray, *, chunks=None, compress=True):
 def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: str, scale: int,
                   pad: tuple[int, int], method: str, model_id: str, model_sha256: str,
                   audit: dict | None, below_threshold: bool = False, force: bool = False,
-                  base=None) -> ArchiveInfo:
+                  base=None, floor=None, floor_attrs: dict | None = None) -> ArchiveInfo:
     """Write the archive atomically (temp + fsync + rename, mode 0600); returns its info.
 
     ``base``: a ``medsr.codec.base.PreparedBase``; None or lossless keeps ``/lowres``.
+    ``floor``: a ``medsr.floor.FloorData`` (with ``floor_attrs``: its root attributes) or None.
     """
     import h5py
 
@@ -187,11 +193,21 @@ def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: s
                 packed = pack_headers(series.headers, list(series.header_bytes))
                 hg = f.create_group("headers")
                 for name in ("blob", "blob_offsets", "element_ids", "slice_offsets", "meta", "meta_offsets"):
-                    _put(hg, name, getattr(packed, name), chunks=True)
+                    arr = getattr(packed, name)
+                    # one chunk per dataset: gzip then sees the whole stream, so the near-identical
+                    # per-slice elements (Siemens CSA blocks, ~10 kB each) compress against each
+                    # other (SAG-anon headers: 376 kB with 16 kB chunks -> ~70 kB)
+                    _put(hg, name, arr, chunks=arr.shape if arr.size else True)
             else:
                 ng = f.create_group("nifti")
                 _put(ng, "affine", series.affine.astype(np.float64), compress=False)
                 _put(ng, "header", np.frombuffer(series.nifti_header, dtype=np.uint8).copy(), compress=False)
+            if floor is not None:
+                a.update({k: v for k, v in (floor_attrs or {}).items() if v is not None})
+                fg = f.create_group("floor")
+                _put(fg, "kind", np.asarray(floor.kinds, dtype=np.uint8), compress=False)
+                _put(fg, "data", np.asarray(floor.data, dtype=np.uint8), compress=False)
+                _put(fg, "offsets", np.asarray(floor.offsets).astype("<i8"), compress=False)
             if audit is not None:
                 text = json.dumps(audit, sort_keys=True, allow_nan=True).encode("utf-8")
                 _put(f, "audit", np.frombuffer(text, dtype=np.uint8).copy())
@@ -266,6 +282,8 @@ def _info_from(f, path: Path) -> ArchiveInfo:
     try:
         base, base_near = _base_of(f, path)
         n_slices, stored_bytes = _lowres_size(f, base)
+        floor = _floor_summary(f)
+        stored_bytes += floor["floor_bytes"] if floor else 0
         audit = json.loads(f["audit"][()].tobytes().decode("utf-8")) if "audit" in f else None
         return ArchiveInfo(
             path=path, format_version=_attr(f, "format_version", int), medsr_version=_attr(f, "medsr_version"),
@@ -278,12 +296,28 @@ def _info_from(f, path: Path) -> ArchiveInfo:
             window_hi=_attr(f, "window_hi", float), original_file_bytes=_attr(f, "original_file_bytes", int),
             original_pixel_bytes=_attr(f, "original_pixel_bytes", int), stored_pixel_bytes=stored_bytes,
             archive_bytes=path.stat().st_size, below_threshold=bool(f.attrs.get("below_threshold", False)), audit=audit,
-            base=base, base_near=base_near,
+            base=base, base_near=base_near, floor=floor,
         )
     except ArchiveError:
         raise
     except Exception as e:
         raise ArchiveError(f"archive structure is damaged ({type(e).__name__}: {str(e)[:120]})", path=path) from None
+
+
+def _floor_summary(f) -> dict | None:
+    """The floor's root attributes and counts/bytes per representation; None without /floor."""
+    if "floor" not in f:
+        return None
+    from ..floor import REPRESENTATIONS
+
+    kinds, offsets = f["floor/kind"][()], f["floor/offsets"][()]
+    sizes = np.diff(offsets) if len(offsets) == len(kinds) + 1 else np.zeros(len(kinds), dtype=np.int64)
+    d = {k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
+         for k, v in f.attrs.items() if k.startswith("floor_")}
+    d["representations"] = {name: {"slices": int(np.sum(kinds == c)), "bytes": int(sizes[kinds == c].sum())}
+                            for c, name in enumerate(REPRESENTATIONS)}
+    d["floor_bytes"] = int(f["floor/data"].size)
+    return d
 
 
 def read_info(path: Path) -> ArchiveInfo:
@@ -340,6 +374,7 @@ def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
                 nhdr = _checked(f["nifti/header"], path, "nifti/header").tobytes()
             if "audit" in f:
                 _checked(f["audit"], path, "audit")
+            floor = _read_floor(f, path, info.n_slices) if "floor" in f else None
         except ArchiveError:
             raise
         except KeyError as e:
@@ -349,12 +384,38 @@ def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
     finally:
         f.close()
     check_arrays(info, lowres, slope, intercept, positions, sha, names, sizes, headers, affine, nhdr)
+    if floor is not None:  # slices held whole by the floor: their low-res is derived from them (medsr.floor)
+        lowres = _floor_lowres(lowres, floor, info, path)
     n = info.n_slices
     if not (len(slope) == len(intercept) == n) or (info.kind == "dicom" and len(sha) != n) or (headers is not None and len(headers.slice_offsets) != n + 1):
         raise ArchiveError("archive datasets disagree on the number of slices", path=path)
     return ArchiveData(info=info, lowres=lowres, slope=slope, intercept=intercept, positions=positions,
                        headers=headers, source_sha256=sha, source_names=names, source_bytes=sizes,
-                       nifti_affine=affine, nifti_header=nhdr or b"")
+                       nifti_affine=affine, nifti_header=nhdr or b"", floor=floor)
+
+
+def _floor_lowres(lowres: np.ndarray, floor, info: ArchiveInfo, path: Path) -> np.ndarray:
+    from ..floor.stored import floor_lowres
+
+    pr = info.pixel_representation
+    bits = info.bits_stored
+    vr = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if pr == 1 else (0, (1 << bits) - 1)
+    try:
+        return floor_lowres(lowres, floor, operator=info.operator, rows=info.rows, cols=info.cols, value_range=vr,
+                            dtype=info.dtype)
+    except Exception as e:  # a codestream that does not decode (checksums matched: forged or a codec bug)
+        raise ArchiveError(f"floor data cannot be decoded ({type(e).__name__}: {str(e)[:120]})", path=path) from None
+
+
+def _read_floor(f, path: Path, n: int):
+    """The /floor datasets (after their checksums) as a ``medsr.floor.FloorData``."""
+    from ..floor import FloorData
+
+    floor = FloorData(*(np.asarray(_checked(f[f"floor/{k}"], path, f"floor/{k}")) for k in ("kind", "data", "offsets")))
+    why = floor.check(n)
+    if why:
+        raise ArchiveError(f"floor is damaged: {why}", path=path)
+    return floor
 
 
 def _decode_base(f, info: ArchiveInfo, path: Path, check: bool) -> np.ndarray:

@@ -112,7 +112,11 @@ def _ratio(v: float) -> str:
 _DECIMALS = {"psnr": 2, "psnr_fg": 2, "ssim": 4, "ssim_fg": 4, "nrmse": 4, "hfen": 4}
 
 
-def _psnr_plot(audit: AuditResult) -> str:
+FLOOR_STYLE = {"sr": ("o", "#1f77b4"), "j2k": ("s", "#d62728"), "residual": ("^", "#2ca02c"),
+               "lossless": ("D", "#000000")}
+
+
+def _psnr_plot(audit: AuditResult, floor: Mapping[str, Any] | None = None) -> str:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 5.5), dpi=90, layout="constrained")
@@ -123,11 +127,48 @@ def _psnr_plot(audit: AuditResult) -> str:
             ax.axvspan(i - 0.5, i + 0.5, color="0.9", lw=0)
         for name, m in audit.methods.items():
             ax.plot([s.index for s in m.per_slice], [getattr(s, key) for s in m.per_slice], lw=1.2, label=name)
+        if floor and RESTORED in audit.methods:
+            _mark_representations(ax, audit.methods[RESTORED], floor, key)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(loc="best", fontsize=8)
     axes[1].set_xlabel("slice index (grey: excluded, foreground < 5% of the slice)")
     return _png(fig)
+
+
+def _mark_representations(ax: Any, restored: Any, floor: Mapping[str, Any], key: str) -> None:
+    """Markers on the restored curve: which representation each slice got (the per-slice floor)."""
+    rep_of = {int(d["index"]): d["representation"] for d in floor.get("per_slice", [])}
+    for rep_name, (marker, colour) in FLOOR_STYLE.items():
+        pts = [(s.index, getattr(s, key)) for s in restored.per_slice if rep_of.get(s.index) == rep_name]
+        if pts:
+            ax.scatter(*zip(*pts), marker=marker, s=22, color=colour, zorder=3, label=f"stored as {rep_name}")
+    if key == "psnr_fg" and floor.get("floor_psnr_fg") is not None:
+        ax.axhline(float(floor["floor_psnr_fg"]), color="#d62728", ls="--", lw=1, label="floor")
+
+
+def _floor_section(floor: Mapping[str, Any]) -> str:
+    """The per-slice floor: representations with their slices and bytes, and the target's baseline."""
+    reps = floor.get("representations", {})
+    rows = "".join(f"<tr><td class='k'>{html.escape(k)}</td><td>{v.get('slices', 0)}</td><td>{v.get('bytes', 0):,}</td></tr>"
+                   for k, v in reps.items())
+    what = " and ".join(x for x in (
+        f"foreground PSNR &gt;= {_fmt(floor['floor_psnr_fg'])} dB" if floor.get("floor_psnr_fg") is not None else "",
+        f"SSIM &gt;= {_fmt(floor['floor_ssim'])}" if floor.get("floor_ssim") is not None else "") if x)
+    facts = {"floor": what, "fallback": floor.get("floor_fallback", "error"),
+             "worst slice after the floor: foreground PSNR (dB)": _fmt(floor.get("min_psnr_fg"), 2),
+             "worst slice after the floor: SSIM": _fmt(floor.get("min_ssim"), 4),
+             "base bytes (all slices)": f"{floor.get('base_bytes', 0):,}",
+             "pixel bytes incl. base": f"{floor.get('pixel_bytes', 0):,} ({_ratio(float(floor.get('pixel_ratio', math.nan)))})"}
+    if floor.get("floor_baseline_j2k_bytes"):
+        facts["per-slice-rate JPEG 2000 meeting the same floor"] = (
+            f"{floor['floor_baseline_j2k_bytes']:,} bytes ({_ratio(float(floor['floor_baseline_j2k_pixel_ratio']))})")
+        facts["our pixel bytes / that baseline"] = f"{float(floor['bytes_vs_baseline']):.3f}"
+    kv = "".join(f"<tr><td class='k'>{html.escape(k)}</td><td class='k'>{v}</td></tr>" for k, v in facts.items())
+    return ("<h2>Per-slice quality floor</h2><p>Every slice whose restore missed the floor is stored by the "
+            "representation that meets it at the fewest bytes (docs/floor.md); bytes are payload bytes beyond the "
+            "low-res base.</p><table class='floor'><tr><th class='k'>representation</th><th>slices</th><th>bytes</th>"
+            f"</tr>{rows}</table><table class='floor-facts'>{kv}</table>")
 
 
 def _crop_box(orig: np.ndarray, threshold: float) -> tuple[int, int, int]:
@@ -236,12 +277,14 @@ def _kv_table(d: Mapping[str, Any], cls: str) -> str:
 
 
 def write_report(audit: AuditResult, images: ImageSource, out_dir: str | os.PathLike[str], *,
-                 phi: Mapping[str, Any] | None = None, rank_by: str = RESTORED) -> tuple[Path, Path]:
+                 phi: Mapping[str, Any] | None = None, rank_by: str = RESTORED,
+                 floor: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.html`` into ``out_dir`` (created if needed), atomically.
 
     Panels show the worst, median and best slices by ``rank_by`` foreground PSNR
     (``select_slices``); ``images`` must hold those slices for each method shown.
     ``phi`` (patient data, only with --include-phi) is added to both files when given.
+    ``floor`` (the audit's ``floor`` object, medsr.floor) adds the representation table and plot markers.
     Returns (json_path, html_path).
     """
     out = Path(out_dir)
@@ -255,6 +298,8 @@ def write_report(audit: AuditResult, images: ImageSource, out_dir: str | os.Path
     prov.setdefault("report_written", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     data = audit.to_dict()
     data["provenance"] = json.loads(json.dumps(json_safe(prov), default=str))
+    if floor:
+        data["floor"] = json_safe(dict(floor))
     if phi is not None:
         data["phi"] = {str(k): str(v) for k, v in phi.items()}
     json_path, html_path = out / "report.json", out / "report.html"
@@ -283,7 +328,8 @@ def write_report(audit: AuditResult, images: ImageSource, out_dir: str | os.Path
         f"{_fmt(audit.fg_threshold)}; PSNR capped at 100 dB. Definitions: docs/audit.md (medsr-metrics-v1).</p>",
         "<h2>Compression ratios</h2>",
         _kv_table({RATIO_LABELS.get(k, k): _ratio(v) for k, v in audit.ratios.items()}, "ratios"),
-        "<h2>Per-slice PSNR</h2>", f"<img alt='per-slice PSNR' src='{_psnr_plot(audit)}'>" if audit.methods else "",
+        _floor_section(floor) if floor else "",
+        "<h2>Per-slice PSNR</h2>", f"<img alt='per-slice PSNR' src='{_psnr_plot(audit, floor)}'>" if audit.methods else "",
         f"<h2>Slices (by {html.escape(rank_by)} foreground PSNR)</h2>",
         f"<p>Display window {_fmt(window[0])} to {_fmt(window[1])}; all error maps share 0 to {_fmt(err_max)}. "
         "Yellow box: zoomed region.</p>", panels,
