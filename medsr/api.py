@@ -243,19 +243,12 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     stored_bytes = base.coded_bytes if base.data is not None else _stored_pixel_bytes(lowres)
     plan = None
     if floor is not None:  # per-slice floor (docs/floor.md): a FloorError here writes nothing
-        from .floor import apply_floor
-        from .floor.stored import floor_lowres
-        from .floor_run import base_slice_bytes, rebase, run_floor
+        from .floor_run import floor_series
 
-        plan = run_floor(series, restored, floor, with_baseline=options.baselines,
-                         base_bytes=base_slice_bytes(base, stored_bytes, series.n_slices),
-                         progress=_tick(progress, "floor", series.n_slices))
-        restored = apply_floor(0, restored, plan.stored, series.value_range, series.pixels.dtype)
-        base = rebase(base, plan, downsample(padded, op.id))  # whole-slice representations need no base
-        lowres = floor_lowres(base.decoded, plan.stored, operator=op.id, rows=rows, cols=cols,
-                              value_range=series.value_range, dtype=series.pixels.dtype)  # as read_archive gives it
-        base_bytes = base.coded_bytes if base.data is not None else _stored_pixel_bytes(base.decoded)
-        stored_bytes = base_bytes + int(plan.stored.data.size)
+        fs = floor_series(series, restored, floor, base, true_lowres=downsample(padded, op.id), operator=op.id,
+                          progress=_tick(progress, "floor", series.n_slices))
+        plan, restored, base, lowres = fs.plan, fs.restored, fs.base, fs.lowres
+        stored_bytes = fs.stored_bytes
     from .audit_run import build_audit
 
     audit = build_audit(series, lowres=lowres, restored=restored, scale=op.scale, operator=op.id,
@@ -266,8 +259,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     if plan is not None:
         from .floor_run import add_floor_to_audit
 
-        add_floor_to_audit(audit, plan, base_slice_bytes(base, base_bytes, series.n_slices),
-                           series.original_pixel_bytes)
+        add_floor_to_audit(audit, plan, fs.base_slice_bytes, series.original_pixel_bytes)
     below = _check_gates(audit, options, series)
     info = write_archive(output, series=series, lowres=base.decoded, window=window, operator=op.id, scale=op.scale,
                          pad=pad, method=method, model_id=loaded.model_id if loaded else method,

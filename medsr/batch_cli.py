@@ -61,8 +61,8 @@ EXIT_SOME_FAILED = 9
 
 #: manifest columns, in this order, for every row (None when not applicable)
 ARCHIVE_FIELDS = ("key", "source", "kind", "series_uid", "files", "archive", "status", "slices", "original_bytes",
-                  "archive_bytes", "ratio", "psnr", "psnr_fg", "psnr_bicubic", "psnr_j2k", "seconds", "error",
-                  "note", "finished")
+                  "archive_bytes", "ratio", "psnr", "psnr_fg", "psnr_bicubic", "psnr_j2k", "pixel_ratio", "base",
+                  "base_near", "floor", "seconds", "error", "note", "finished")
 RESTORE_FIELDS = ("key", "archive", "output", "format", "status", "slices", "method", "model_id", "device",
                   "seconds", "error", "note", "finished")
 
@@ -376,13 +376,27 @@ def _archive_row(job: SeriesJob) -> dict:
     return row
 
 
+def _floor_column(info) -> dict | None:
+    """The manifest's ``floor``: the floor the archive was made with and its slices per representation."""
+    fl = getattr(info, "floor", None)
+    if not fl:
+        return None
+    out = {k: v for k, v in fl.items() if k.startswith("floor_") and k not in ("floor_id", "floor_bytes")}
+    out["slices"] = {k: v["slices"] for k, v in fl.get("representations", {}).items()}
+    out["floor_bytes"] = fl.get("floor_bytes")
+    mn = ((info.audit or {}).get("floor") or {}).get("min_psnr_fg")
+    out["min_psnr_fg"] = None if mn is None else round(float(mn), 4)
+    return out
+
+
 def _metrics_from_info(info) -> dict:
     from .api import _flat_audit
 
     a = _flat_audit(info.audit or {})
     return dict(slices=info.n_slices, original_bytes=info.original_file_bytes, archive_bytes=info.archive_bytes,
                 ratio=round(info.ratio, 3), psnr=a.get("psnr"), psnr_fg=a.get("psnr_fg"),
-                psnr_bicubic=a.get("psnr_bicubic"), psnr_j2k=a.get("psnr_j2k"))
+                psnr_bicubic=a.get("psnr_bicubic"), psnr_j2k=a.get("psnr_j2k"), pixel_ratio=round(info.pixel_ratio, 3),
+                base=info.base, base_near=info.base_near, floor=_floor_column(info))
 
 
 def check_existing_archive(path: Path, job: SeriesJob):
@@ -455,7 +469,9 @@ def archive_job(job: SeriesJob, outdir: str, options: ArchiveOptions) -> dict:
                 s = res.summary()
                 row.update(status="ok", slices=s["slices"], original_bytes=s["original_bytes"],
                            archive_bytes=s["archive_bytes"], ratio=s["ratio"], psnr=s["psnr"],
-                           psnr_fg=s["psnr_fg"], psnr_bicubic=s["psnr_bicubic"], psnr_j2k=s["psnr_j2k"])
+                           psnr_fg=s["psnr_fg"], psnr_bicubic=s["psnr_bicubic"], psnr_j2k=s["psnr_j2k"],
+                           pixel_ratio=s["pixel_ratio"], base=s["base"], base_near=s["base_near"],
+                           floor=_floor_column(res.info))
                 if s.get("below_threshold"):
                     row["note"] = "; ".join(filter(None, [job.note, "below the quality gate (kept)"]))
     except Exception as e:
@@ -766,6 +782,7 @@ def archive_batch(root: str | Path, outdir: str | Path, *, scheduler=None, worke
         raise InputError("not a folder (give the folder holding the series)", path=root)
     if names not in ("path", "hash"):
         raise MedsrError(f"names must be 'path' or 'hash', not {names!r}")
+    _check_archive_options(options)  # one error before any work, not one failed row per series
     out = _prepare_outdir(outdir)
     with _outdir_lock(out):
         clean_stale_temps(out)
@@ -791,6 +808,16 @@ def archive_batch(root: str | Path, outdir: str | Path, *, scheduler=None, worke
         finally:
             manifest.flush()
     return _summary(rows, manifest, t0)
+
+
+def _check_archive_options(options: ArchiveOptions) -> None:
+    """The per-series options every task would refuse: the floor and the base (one-line MedsrError)."""
+    from .codec.base import check_base
+    from .floor import check_floor
+
+    check_floor(options.floor_psnr_fg, options.floor_ssim, options.floor_fallback)
+    if options.base is not None and (options.base != "lossy" or options.base_near is not None):
+        check_base(options.base, options.base_near)
 
 
 def _fail_archive_row(job: SeriesJob, error: str) -> dict:
@@ -877,6 +904,16 @@ def register_cli(subparsers) -> None:
     a.add_argument("--min-ssim", type=float, metavar="X", help="quality gate on SSIM")
     a.add_argument("--min-psnr-fg", type=float, metavar="DB", help="quality gate on foreground PSNR")
     a.add_argument("--keep-below-threshold", action="store_true", help="write archives below a gate, marked")
+    a.add_argument("--base", choices=["lossless", "near-lossless", "lossy"],
+                   help="how each series' low-res slices are stored (as for `medsr archive`; default near-lossless)")
+    a.add_argument("--base-near", type=int, metavar="K",
+                   help="JPEG-LS NEAR of --base near-lossless (default 2) or lossy (default 2%% of the window)")
+    a.add_argument("--floor-psnr-fg", type=float, metavar="DB",
+                   help="per-slice quality floor on the foreground PSNR, for every series (as for `medsr archive`; "
+                   "docs/floor.md). A series whose floor cannot be met fails with its error in the manifest")
+    a.add_argument("--floor-ssim", type=float, metavar="S", help="per-slice quality floor on the whole-slice SSIM")
+    a.add_argument("--floor-fallback", default="error", choices=["error", "lossless"],
+                   help="a slice no lossy representation meets: error (that series fails) or lossless")
     a.add_argument("--hashed-names", action="store_true", help="name archives by series-UID hash only (no folder names)")
     a.add_argument("--force", action="store_true", help="archive again even where a verified archive exists")
     _common(a)
@@ -930,7 +967,9 @@ def cmd_archive_batch(args) -> int:
         operator=args.operator, method=args.method, model=args.model, device=args.device,
         consistency=not args.no_consistency, allow_modalities=("MR",) + tuple(m.upper() for m in args.allow_modality),
         force=args.force, min_psnr=args.min_psnr, min_ssim=args.min_ssim, min_psnr_fg=args.min_psnr_fg,
-        keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k)
+        keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k, base=args.base,
+        base_near=args.base_near, floor_psnr_fg=args.floor_psnr_fg, floor_ssim=args.floor_ssim,
+        floor_fallback=args.floor_fallback)
     s = archive_batch(args.root, args.output, scheduler=args.scheduler, workers=args.workers, options=opts,
                       progress=not args.quiet and sys.stderr.isatty(), names="hash" if args.hashed_names else "path")
     return _report(args, s, "archived")

@@ -145,11 +145,36 @@ def cmd_info(args) -> int:
         from .api import _flat_audit
 
         d["audit"] = _flat_audit(info.audit)
-    text = "\n".join(f"{k:>22}: {v}" for k, v in d.items() if k != "audit")
+    text = "\n".join(f"{k:>22}: {v}" for k, v in d.items() if k not in ("audit", "floor"))
+    if d.get("floor"):
+        text += "\n" + _info_floor_text(d["floor"], (info.audit or {}).get("floor") or {})
     if "audit" in d:
         text += "\n" + "\n".join(f"{k:>22}: {v}" for k, v in d["audit"].items())
     _emit(args, d, text)
     return 0
+
+
+def _info_floor_text(fl: dict, audited: dict) -> str:
+    """``medsr info``: the per-slice floor, one line per representation (``--json`` keeps the dict)."""
+    what = [f"foreground PSNR >= {fl['floor_psnr_fg']:g} dB" for _ in [0] if fl.get("floor_psnr_fg") is not None]
+    what += [f"SSIM >= {fl['floor_ssim']:g}" for _ in [0] if fl.get("floor_ssim") is not None]
+    lines = [f"{'floor':>22}: every slice {' and '.join(what) or '(no value recorded)'}; "
+             f"fallback {fl.get('floor_fallback', 'error')} ({fl.get('floor_id', 'medsr-floor-v1')})"]
+    for name, v in fl.get("representations", {}).items():
+        lines.append(f"{'':>22}  {name:<9} {v['slices']:>5} slices {v['bytes']:>12,} B")
+    tail = f"floor payloads {fl.get('floor_bytes', 0):,} B"
+    if audited.get("pixel_bytes") is not None:
+        tail += f"; pixels {audited['pixel_bytes']:,} B incl. base ({audited['pixel_ratio']:.1f}:1)"
+    if audited.get("min_psnr_fg") is not None:
+        tail += f"; worst slice fg PSNR {audited['min_psnr_fg']:.2f} dB"
+    if audited.get("min_ssim") is not None:
+        tail += f", SSIM {audited['min_ssim']:.4f}"
+    lines.append(f"{'':>22}  {tail}")
+    if audited.get("floor_baseline_j2k_bytes"):
+        lines.append(f"{'':>22}  per-slice-rate JPEG 2000 meeting the same floor: "
+                     f"{audited['floor_baseline_j2k_bytes']:,} B ({audited['floor_baseline_j2k_pixel_ratio']:.1f}:1); "
+                     f"ours / it = {audited['bytes_vs_baseline']:.3f}")
+    return "\n".join(lines)
 
 
 def cmd_verify(args) -> int:

@@ -1,6 +1,7 @@
 """Running the per-slice floor over a series: the glue between ``archive_series`` and ``medsr.floor``."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -8,7 +9,7 @@ import numpy as np
 from .floor import Floor, FloorPlan, SliceJudge, plan_floor
 
 
-def run_floor(series, restored: np.ndarray, floor: Floor, *, with_baseline: bool, base_bytes: np.ndarray | None = None,
+def run_floor(series, restored: np.ndarray, floor: Floor, *, base_bytes: np.ndarray | None = None,
               progress: Callable[[int], None] | None = None) -> FloorPlan:
     """Plan every slice's representation against the original ``series`` (raises FloorError, see plan_floor)."""
     from .errors import InputError
@@ -19,7 +20,7 @@ def run_floor(series, restored: np.ndarray, floor: Floor, *, with_baseline: bool
     judge = SliceJudge(series.pixels, series.slope, series.intercept, floor)
     names = tuple(p.name for p in series.source_files)
     return plan_floor(series.pixels, restored, judge, bits_stored=series.bits_stored,
-                      value_range=series.value_range, names=names, with_baseline=with_baseline,
+                      value_range=series.value_range, names=names,
                       base_bytes=base_bytes, progress=progress)
 
 
@@ -55,3 +56,42 @@ def rebase(base, plan: FloorPlan, true_lowres: np.ndarray):
     if not np.array_equal(new.decoded[~full], base.decoded[~full]):
         return base
     return new
+
+
+@dataclass(frozen=True)
+class FlooredSeries:
+    """What ``floor_series`` gives: the plan, and the restore, base and low-res stack an archive stores/reads."""
+    plan: FloorPlan
+    restored: np.ndarray  # the restore with every floor slice rebuilt from its representation (as restore writes it)
+    base: object  # the base to store (``rebase``: placeholders for whole-slice representations)
+    lowres: np.ndarray  # the low-res stack as ``read_archive`` gives it (``floor_lowres``)
+    base_bytes: int  # stored bytes of ``base``
+    stored_bytes: int  # stored pixel bytes: ``base_bytes`` + floor payloads
+
+    @property
+    def base_slice_bytes(self) -> np.ndarray:
+        return base_slice_bytes(self.base, self.base_bytes, len(self.restored))
+
+
+def floor_series(series, restored: np.ndarray, floor: Floor, base, *, true_lowres: np.ndarray, operator: str,
+                 progress: Callable[[int], None] | None = None) -> FlooredSeries:
+    """The archive's floor step (``archive_series`` and ``medsr rd`` both call it): plan every slice against
+    ``series`` given the ``restored`` stack (stored dtype) from ``base``, rebuild the floor slices, swap whole-slice
+    bases for placeholders and count the honest stored pixel bytes. ``true_lowres``: the exact low-res stack
+    ``base`` was coded from. Raises FloorError (see plan_floor)."""
+    from .api import _stored_pixel_bytes
+    from .floor import apply_floor
+    from .floor.stored import floor_lowres
+
+    def nbytes(b) -> int:
+        return b.coded_bytes if b.data is not None else _stored_pixel_bytes(b.decoded)
+
+    rows, cols = series.shape
+    plan = run_floor(series, restored, floor,
+                     base_bytes=base_slice_bytes(base, nbytes(base), series.n_slices), progress=progress)
+    restored = apply_floor(0, restored, plan.stored, series.value_range, series.pixels.dtype)
+    base = rebase(base, plan, true_lowres)  # whole-slice representations need no base
+    lowres = floor_lowres(base.decoded, plan.stored, operator=operator, rows=rows, cols=cols,
+                          value_range=series.value_range, dtype=series.pixels.dtype)  # as read_archive gives it
+    b = nbytes(base)
+    return FlooredSeries(plan, restored, base, lowres, b, b + int(plan.stored.data.size))

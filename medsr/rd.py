@@ -11,7 +11,12 @@ original with ``medsr.audit.measure`` (``medsr-metrics-v1``, docs/audit.md):
   (``medsr.codec.base.lossy_near``), restored by the lossy-base tier model when the method is
   ``auto`` and one is shipped (``medsr.models.default_model_for("lossy")``);
 - ``lossy-j2k-1/<F>``: JPEG 2000 (lossy) of the low-res slices at 1/F of the lossless
-  bytes (``medsr.audit.jpeg2000_at_ratio`` on the low-res stack), a preview-quality base.
+  bytes (``medsr.audit.jpeg2000_at_ratio`` on the low-res stack), a preview-quality base;
+- ``floor-fg<DB>``: the archive's default base with the per-slice floor ``--floor-psnr-fg DB``
+  (docs/floor.md), planned by the very code ``medsr archive`` runs (``medsr.floor_run.floor_series``):
+  ratio from the stored pixel bytes (base incl. placeholders + floor payloads), ``min_psnr_fg``
+  over slices, slices/bytes per representation, and ``per_slice_j2k_floor``: per-slice-rate
+  JPEG 2000 meeting the same floor (the floor's own baseline).
 
 Beside each mode: JPEG 2000 of the full original slice at the same pixel ratio
 (``jpeg2000_at_ratio``), the standard codec an administrator would otherwise use.
@@ -33,6 +38,7 @@ RD_SCHEMA = "medsr-rd-v1"
 DEFAULT_NEARS = (2, 3, 4)
 DEFAULT_LOSSY = (2, 4, 8)
 DEFAULT_LOSSY_FRACTIONS = (0.01, 0.02, 0.03)  # --base lossy NEAR as fractions of the window
+DEFAULT_FLOORS = (35.0, 40.0)  # --floor-psnr-fg values (dB) of the floor modes
 KEYS = ("psnr", "psnr_fg", "ssim", "ssim_fg")
 
 Progress = Callable[[str, int, int], None]
@@ -51,8 +57,11 @@ def _metrics(m) -> dict:
 def rate_distortion(series, *, method: str = "auto", model: str | None = None, device: str = "auto",
                     operator: str = "area4-v1", nears: Sequence[int] = DEFAULT_NEARS,
                     lossy: Sequence[float] = DEFAULT_LOSSY, lossy_fractions: Sequence[float] = DEFAULT_LOSSY_FRACTIONS,
-                    consistency: bool = True, with_j2k: bool = True, progress: Progress | None = None) -> dict:
-    """Measure every mode on ``series`` (a ``Series`` or a path) -> the ``rd.json`` dict."""
+                    floors: Sequence[float] = DEFAULT_FLOORS, consistency: bool = True, with_j2k: bool = True,
+                    progress: Progress | None = None) -> dict:
+    """Measure every mode on ``series`` (a ``Series`` or a path) -> the ``rd.json`` dict.
+
+    ``floors``: foreground-PSNR floors (dB), each a ``floor-fg<DB>`` row on the archive's default base."""
     from .api import _resolve_model, _stored_pixel_bytes
     from .audit import jpeg2000_at_ratio, measure, series_data_range
     from .codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
@@ -107,7 +116,13 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
             dec, nbytes = jpeg2000_at_ratio(lowres, series.bits_stored, target_ratio)
             modes.append((f"lossy-j2k-1/{f:g}", "lossy-j2k", f, "openjpeg-j2k-lossy-v1", dec, nbytes))
 
-    total = len(modes) * series.n_slices
+    floors = sorted({float(x) for x in floors}) if floors and integer else []
+    if floors:
+        from .floor import check_floor
+
+        for db in floors:
+            check_floor(db, None, "lossless")  # invalid values fail before any work
+    total = (len(modes) + (1 + len(floors) if floors else 0)) * series.n_slices  # floors: 1 restore + plans
     vr = series.value_range
     rows_out = []
     for name, base, param, codec, dec, nbytes in modes:
@@ -129,6 +144,10 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
         rows_out.append(row)
         if progress:
             progress("rate-distortion", series.n_slices, total)
+    if floors:
+        rows_out += _floor_rows(series, floors, lowres=lowres, window=window, op=op, requested=requested, model=model,
+                                dev=dev, consistency=consistency, with_j2k=with_j2k, original=original, dr=dr,
+                                progress=(lambda k: progress("rate-distortion", k, total)) if progress else None)
     ref = rows_out[0]
     for r in rows_out:
         r["ratio_vs_lossless"] = r["ratio"] / ref["ratio"]
@@ -148,6 +167,56 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
     }
 
 
+def _floor_rows(series, floors, *, lowres, window, op, requested, model, dev, consistency, with_j2k, original, dr,
+                progress) -> list[dict]:
+    """One ``floor-fg<DB>`` row per floor: exactly what ``medsr archive --floor-psnr-fg DB`` (default base)
+    would plan and store. Planned with ``--floor-fallback lossless`` so a row always exists; ``lossless``
+    slices (only the fallback stores them) mean the archive needs that option (``needs_fallback_lossless``)."""
+    from .api import _resolve_model, _restore_pixels
+    from .audit import jpeg2000_at_ratio, measure
+    from .codec import downsample, pad_to_multiple
+    from .codec.base import prepare_base
+    from .engine import EngineConfig
+    from .floor import FLOOR_ID, check_floor
+    from .floor_run import floor_series
+
+    rows, cols = series.shape
+    opb = series.original_pixel_bytes
+    base = prepare_base(lowres, None, None)  # the archive's default base (near-lossless where the data allow it)
+    method, loaded = _resolve_model(requested, model, base.meta.base)
+    engine = EngineConfig(method=method, device=dev, consistency=consistency)
+    restored = _restore_pixels(base.decoded, window=window, scale=op.scale, operator=op.id, rows=rows, cols=cols,
+                               dtype=series.pixels.dtype, value_range=series.value_range, engine=engine,
+                               module=loaded.module if loaded else None, progress=progress)
+    true_lowres = downsample(pad_to_multiple(series.pixels, op.scale)[0], op.id)
+    out = []
+    for db in floors:
+        fs = floor_series(series, restored.copy(), check_floor(db, None, "lossless"), base, true_lowres=true_lowres,
+                          operator=op.id, progress=progress)
+        summ = fs.plan.summary(fs.base_slice_bytes, opb)
+        m = measure(original, _rescale(fs.restored, series.slope, series.intercept), data_range=dr,
+                    name=f"floor-fg{db:g}")
+        ratio = opb / max(fs.stored_bytes, 1)
+        reps = summ["representations"]
+        row = {"mode": f"floor-fg{db:g}", "base": "floor", "parameter": db, "codec": FLOOR_ID,
+               "floor_base": base.meta.base, "floor_base_near": base.meta.near,
+               "stored_pixel_bytes": int(fs.stored_bytes), "base_bytes": int(fs.base_bytes),
+               "floor_bytes": int(summ["floor_bytes"]), "model_id": loaded.model_id if loaded else method,
+               "ratio": ratio, "max_lowres_error": None, **_metrics(m),
+               "min_psnr_fg": summ["min_psnr_fg"], "min_ssim": summ["min_ssim"], "representations": reps,
+               "needs_fallback_lossless": reps["lossless"]["slices"] > 0}
+        b = fs.plan.baseline_bytes
+        if b is not None:
+            row["per_slice_j2k_floor"] = {"bytes": int(b), "ratio": opb / max(b, 1),
+                                          "bytes_vs": fs.stored_bytes / max(b, 1)}  # ours / it
+        if with_j2k and ratio > 1:
+            j, jb = jpeg2000_at_ratio(series.pixels, series.bits_stored, ratio)
+            jm = measure(original, _rescale(j, series.slope, series.intercept), data_range=dr, name="jpeg2000")
+            row["jpeg2000"] = {"ratio": opb / max(jb, 1), "bytes": int(jb), **_metrics(jm)}
+        out.append(row)
+    return out
+
+
 def _delta(a, b):
     return None if a is None or b is None else a - b
 
@@ -161,7 +230,9 @@ def plot_rd(result: dict, path: Path) -> None:
     fig = Figure(figsize=(15, 4.6), dpi=100)
     FigureCanvasAgg(fig)
     modes = result["modes"]
-    styles = {"lossless": ("s", "C0"), "near-lossless": ("o", "C1"), "lossy": ("D", "C3"), "lossy-j2k": ("^", "C2")}
+    styles = {"lossless": ("s", "C0"), "near-lossless": ("o", "C1"), "lossy": ("D", "C3"), "lossy-j2k": ("^", "C2"),
+              "floor": ("*", "C4")}
+    labels = {"floor": "medsr, per-slice floor fg>=DB (default base)"}
     for ax, key, label in zip(fig.subplots(1, 3), KEYS[:2] + ("ssim",), ("PSNR (dB)", "foreground PSNR (dB)", "SSIM")):
         j = sorted((r["jpeg2000"]["ratio"], r["jpeg2000"][key]) for r in modes if "jpeg2000" in r
                    and r["jpeg2000"].get(key) is not None)
@@ -173,10 +244,17 @@ def plot_rd(result: dict, path: Path) -> None:
             if not pts:
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", marker=mk, color=col,
-                    label=f"medsr, {base} base")
+                    markersize=10 if base == "floor" else 6, label=labels.get(base, f"medsr, {base} base"))
             for x, y, name in pts:
-                ax.annotate(name.replace("near-lossless-", "").replace("lossy-j2k-", "j2k "), (x, y),
-                            textcoords="offset points", xytext=(4, 4), fontsize=7, color=col)
+                ax.annotate(name.replace("near-lossless-", "").replace("lossy-j2k-", "j2k ").replace("floor-", ""),
+                            (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=col)
+        # the floor's own baseline: per-slice-rate JPEG 2000 meeting the same floor (bytes only: a vertical line)
+        for n, r in enumerate(r for r in modes if r["base"] == "floor" and r.get("per_slice_j2k_floor")):
+            x = r["per_slice_j2k_floor"]["ratio"]
+            ax.axvline(x, color="C5", linestyle=":", linewidth=1.2,
+                       label="per-slice-rate JPEG 2000 meeting the same floor" if n == 0 else None)
+            ax.annotate(f"J2K {r['mode'].replace('floor-', '')}", (x, 0.02), xycoords=("data", "axes fraction"),
+                        fontsize=7, color="C5", rotation=90, xytext=(2, 0), textcoords="offset points")
         ax.set_xscale("log")
         lo, hi = ax.get_xlim()
         ticks = [t for t in (2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000)
@@ -218,6 +296,18 @@ def format_table(result: dict) -> str:
         lines.append(f"{r['mode']:<22} {r['ratio']:7.1f} {f(r['psnr'])} {f(r['psnr_fg'])} {f(r['ssim'], 4)} "
                      f"{f(r['delta_psnr_vs_lossless'])} | {f(j.get('ratio'), 1):>9} {f(j.get('psnr'))} "
                      f"{f(j.get('psnr_fg'))} {f(j.get('ssim'), 4)}")
+    for r in result["modes"]:
+        if r["base"] != "floor":
+            continue
+        reps = ", ".join(f"{k} {v['slices']}" for k, v in r["representations"].items() if v["slices"])
+        line = f"  {r['mode']}: {reps}; worst slice fg PSNR {f(r['min_psnr_fg']).strip()} dB"
+        p = r.get("per_slice_j2k_floor")
+        if p:
+            line += (f"; per-slice-rate JPEG 2000 meeting it: {p['bytes']:,} B ({p['ratio']:.1f}:1), "
+                     f"ours / it = {p['bytes_vs']:.3f}")
+        if r.get("needs_fallback_lossless"):
+            line += " (needs --floor-fallback lossless)"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -233,6 +323,10 @@ def cmd_rd(args) -> int:
     from .io import read_series
     from .io.atomic import preflight_output
 
+    from .floor import check_floor
+
+    for db in args.floors:
+        check_floor(db, None, "lossless")  # a bad --floors value: one error before anything is read
     out = Path(args.output)
     preflight_output(out, force=args.force, folder=True)
     series = read_series(args.series, series_uid=args.series_uid,
@@ -241,14 +335,15 @@ def cmd_rd(args) -> int:
     try:
         result = rate_distortion(series, method=args.method, model=args.model, device=args.device,
                                  operator=args.operator, nears=args.near, lossy=args.lossy,
-                                 lossy_fractions=args.lossy_near,
+                                 lossy_fractions=args.lossy_near, floors=args.floors,
                                  consistency=not args.no_consistency, progress=prog)
     finally:
         prog.close()
     json_path, png_path = write_rd(result, out, force=args.force)
     if args.json:
         print(json.dumps({"rd_json": str(json_path), "rd_png": str(png_path), "modes": [
-            {k: r.get(k) for k in ("mode", "ratio", "psnr", "psnr_fg", "ssim", "delta_psnr_vs_lossless")}
+            {k: r.get(k) for k in ("mode", "ratio", "psnr", "psnr_fg", "ssim", "delta_psnr_vs_lossless", "min_psnr_fg",
+                                   "representations", "per_slice_j2k_floor") if k in r}
             for r in result["modes"]]}, default=str))
     else:
         print(format_table(result))
@@ -263,8 +358,9 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "rd", help="rate-distortion of the storage modes for one series (JSON + PNG), to choose a mode",
         description="Measure, for one series, PSNR / foreground PSNR / SSIM against the pixel ratio for medsr's "
-        "modes (lossless base, near-lossless and lossy JPEG-LS bases, lossy JPEG 2000 bases), each next to JPEG 2000 of "
-        "the full slice at the same ratio. Writes DIR/rd.json and DIR/rd.png. Nothing is archived.")
+        "modes (lossless base, near-lossless and lossy JPEG-LS bases, lossy JPEG 2000 bases, per-slice floors), "
+        "each next to JPEG 2000 of the full slice at the same ratio. Writes DIR/rd.json and DIR/rd.png. "
+        "Nothing is archived.")
     p.add_argument("series", help="folder of DICOM files (searched recursively) or a .nii/.nii.gz file")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="new folder for rd.json and rd.png")
     p.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
@@ -279,6 +375,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--lossy-near", type=lambda s: _numbers(s, float), default=DEFAULT_LOSSY_FRACTIONS,
                    metavar="P,P,...", help="`--base lossy` modes: JPEG-LS NEAR as fractions of the low-res window "
                    "(default 0.01,0.02,0.03; the archive's default is 0.02), restored by the lossy-base model")
+    p.add_argument("--floors", type=lambda s: _numbers(s, float), default=DEFAULT_FLOORS, metavar="DB,DB,...",
+                   help="per-slice floor modes: `medsr archive --floor-psnr-fg DB` on the default base, each next to "
+                   "per-slice-rate JPEG 2000 meeting the same floor (default 35,40; empty: none; docs/floor.md)")
     p.add_argument("--no-consistency", action="store_true", help="do not project restores onto the base")
     p.add_argument("--series-uid", help="pick one series when the folder holds several")
     p.add_argument("--allow-modality", action="append", default=[], metavar="MOD")

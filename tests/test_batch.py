@@ -206,6 +206,31 @@ def test_cli_exit_code_and_json(first_run, cluster, capsys):
     assert rc == 0 and (d["ok"], d["failed"]) == (1, 0)
 
 
+def test_archive_batch_passes_the_floor_and_base_to_every_series(cluster, tmp_path, capsys):
+    root = tmp_path / "root"
+    build_series(root / "a", _spec(1))
+    build_series(root / "b", _spec(2, rows=70, cols=61))
+    out = tmp_path / "out"
+    rc = batch_cli.main(["archive-batch", str(root), "-o", str(out), "--scheduler", cluster, "--json", *FAST_ARGS,
+                         "--floor-psnr-fg", "30", "--floor-fallback", "lossless", "--base", "lossless"])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0 and (d["ok"], d["failed"]) == (2, 0)
+    rows = _manifest(out / MANIFEST)
+    assert len(rows) == 2 and all(list(r) == list(ARCHIVE_FIELDS) for r in rows)
+    for r in rows:
+        info = medsr.open_archive(out / r["archive"])
+        assert info.base == "lossless" and info.floor["floor_psnr_fg"] == 30.0
+        assert info.floor["floor_fallback"] == "lossless" and info.audit["floor"]["min_psnr_fg"] >= 30.0
+        # the manifest records what each archive was made with
+        assert r["base"] == "lossless" and r["pixel_ratio"] == pytest.approx(info.pixel_ratio, rel=1e-3)
+        assert r["floor"]["floor_psnr_fg"] == 30.0 and r["floor"]["slices"] == {
+            k: v["slices"] for k, v in info.floor["representations"].items()}
+    # a bad floor is one error before any work (no folder, no manifest)
+    rc = batch_cli.main(["archive-batch", str(root), "-o", str(tmp_path / "bad"), "--scheduler", cluster,
+                         *FAST_ARGS, "--floor-psnr-fg", "0"])
+    assert rc != 0 and not (tmp_path / "bad").exists()
+
+
 def test_resume_after_sigkill(tmp_path, cluster):
     root = tmp_path / "root"
     for k in range(10):

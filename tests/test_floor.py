@@ -116,6 +116,14 @@ def test_fallback_lossless_stores_such_slices_exactly(fixture_path, tmp_path):
     assert info.floor["representations"]["lossless"]["slices"] == info.n_slices
     restored, *_ = restore_pixels(read_archive(arc), RestoreOptions())
     assert np.array_equal(restored, read_series(fixture_path("basic")).pixels)
+    # `medsr info`: the floor readably, one line per representation (--json keeps the dict)
+    text = _cli("info", arc).stdout
+    assert "floor: every slice SSIM >= 1; fallback lossless (medsr-floor-v1)" in text and "{" not in text
+    lossless = next(line for line in text.splitlines() if line.split()[:1] == ["lossless"])
+    assert lossless.split()[1:3] == [str(info.n_slices), "slices"]
+    assert f"{info.floor['representations']['lossless']['bytes']:,} B" in lossless
+    assert "floor payloads" in text and "worst slice fg PSNR" in text
+    assert json.loads(_cli("info", arc, "--json").stdout)["floor"]["representations"] == info.floor["representations"]
 
 
 @pytest.mark.parametrize("flags, says", [(["--floor-ssim", "1.5"], "--floor-ssim"), (["--floor-ssim", "0"], "--floor-ssim"),

@@ -1,5 +1,9 @@
 """The per-slice choice: the representation that meets the floor at the fewest bytes.
 
+A slice whose restore (``sr``) meets the floor stays ``sr`` unless its own full-slice JPEG 2000
+meeting the floor (searched for every slice) costs less than its low-res base:
+then it is stored as ``j2k`` (fewer bytes, still above the floor).
+
 For a slice whose restore (``sr``) misses the floor, two lossy candidates are measured, each by a
 bisection of the JPEG 2000 rate (``RATE_STEPS`` steps in log2 of the rate, so
 ``RATE_STEPS + 2`` encodes) between the rate that would cost as much as the lossless slice and
@@ -32,6 +36,7 @@ from .stored import FloorData, rebuild_slice
 
 RATE_MAX = 2048.0
 RATE_STEPS = 8
+PLACEHOLDER_BYTES = 64  # what a whole-slice representation's placeholder base costs, at most (measured 40-55)
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,7 @@ class FloorPlan:
 
 
 def plan_floor(original: np.ndarray, restored: np.ndarray, judge: SliceJudge, *, bits_stored: int, value_range,
-               names: tuple[str, ...] = (), with_baseline: bool = True, base_bytes: np.ndarray | None = None,
+               names: tuple[str, ...] = (), base_bytes: np.ndarray | None = None,
                progress: Callable[[int], None] | None = None) -> FloorPlan:
     """Choose every slice's representation. ``original``/``restored``: (n, H, W) stored values and dtype.
 
@@ -140,12 +145,6 @@ def plan_floor(original: np.ndarray, restored: np.ndarray, judge: SliceJudge, *,
         o, sr = original[i], restored[i]
         sr_q = judge.quality(i, sr)
         sr_ok = judge.meets(sr_q)
-        if sr_ok and not with_baseline:
-            kinds.append("sr"); payloads.append(b"")
-            decisions.append(SliceDecision(i, "sr", 0, sr_q, sr_q))
-            if progress:
-                progress(1)
-            continue
         lossless = lossless_encode(o, bits_stored)
         raw = o.size * bits_stored / 8.0
 
@@ -158,6 +157,14 @@ def plan_floor(original: np.ndarray, restored: np.ndarray, judge: SliceJudge, *,
         j2k = search_rate(lambda r: j2k_encode(o, bits_stored, r), judged("j2k", sr), raw / len(lossless),
                           max_bytes=len(lossless))
         baseline = len(j2k.payload) if j2k else len(j2k_encode(o, bits_stored, None))
+        if sr_ok and j2k is not None and len(j2k.payload) + PLACEHOLDER_BYTES < base[i]:
+            # the restore meets the floor, but the slice's own JPEG 2000 meeting it costs less than its base
+            kinds.append("j2k"); payloads.append(j2k.payload)
+            decisions.append(SliceDecision(i, "j2k", len(j2k.payload), j2k.quality, sr_q,
+                                           {"j2k": len(j2k.payload)}, baseline))
+            if progress:
+                progress(1)
+            continue
         if sr_ok:
             kinds.append("sr"); payloads.append(b"")
             decisions.append(SliceDecision(i, "sr", 0, sr_q, sr_q, {"j2k": len(j2k.payload) if j2k else None},
