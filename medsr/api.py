@@ -228,14 +228,15 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     padded, pad = pad_to_multiple(series.pixels, op.scale)
     lowres = downsample(padded, op.id)
     window = intensity_window(lowres)
-    from .codec.base import prepare_base
+    from .codec.base import consistency_tolerance, prepare_base
 
     base = prepare_base(lowres, options.base, options.base_near)  # None: the default base (docs/base-codec.md)
     lowres = base.decoded  # restore, audit and bicubic see exactly what a later restore decodes
     method, loaded = _resolve_model(options.method, options.model, base.meta.base)
     if loaded is not None and loaded.scale != op.scale:
         raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
-    engine = EngineConfig(method=method, device=options.device, consistency=options.consistency)
+    engine = EngineConfig(method=method, device=options.device, consistency=options.consistency,
+                          consistency_tolerance=consistency_tolerance(base.meta.base, base.meta.near))
     restored = _restore_pixels(lowres, window=window, scale=op.scale, operator=op.id, rows=rows, cols=cols,
                                dtype=series.pixels.dtype, value_range=series.value_range, engine=engine,
                                module=loaded.module if loaded else None,
@@ -377,7 +378,10 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
     for w in warnings_:
         log.warning(w)
     device = select_device(options.device) if method == "model" else "cpu"
+    from .codec.base import consistency_tolerance
+
     engine = EngineConfig(method=method, device=device, consistency=options.consistency,
+                          consistency_tolerance=consistency_tolerance(info.base, info.base_near),
                           batch_size=options.batch_size, precision=options.precision, compile=options.compile,
                           tile=options.tile)
     return _RestorePlan(method, loaded, device, engine, tuple(warnings_))

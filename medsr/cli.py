@@ -264,10 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--base", choices=["lossless", "near-lossless", "lossy"],
                    help="how the low-res slices are stored (default near-lossless: JPEG-LS, each value within "
                    "+-NEAR, ~2x the lossless ratio for < 0.1 dB; lossless keeps them exact; lossy: JPEG-LS with "
-                   "NEAR = 2%% of the intensity window, ~150-250:1 preview quality, restored by the lossy-base "
+                   "NEAR = 3%% of the intensity window, ~230-360:1 preview quality, restored by the lossy-base "
                    "model; see docs/base-codec.md and `medsr rd` to choose from numbers)")
     a.add_argument("--base-near", type=int, metavar="K",
-                   help="JPEG-LS NEAR of --base near-lossless (default 2) or lossy (default 2%% of the window)")
+                   help="JPEG-LS NEAR of --base near-lossless (default 2) or lossy (default 3%% of the window)")
     a.add_argument("--floor-psnr-fg", type=float, metavar="DB",
                    help="per-slice quality floor: every slice must restore with a foreground PSNR of at least DB "
                    "(audit definitions, docs/audit.md). A slice whose restore misses it is stored instead by the "

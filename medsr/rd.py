@@ -29,6 +29,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,7 +38,7 @@ import numpy as np
 RD_SCHEMA = "medsr-rd-v1"
 DEFAULT_NEARS = (2, 3, 4)
 DEFAULT_LOSSY = (2, 4, 8)
-DEFAULT_LOSSY_FRACTIONS = (0.01, 0.02, 0.03)  # --base lossy NEAR as fractions of the window
+DEFAULT_LOSSY_FRACTIONS = (0.02, 0.03, 0.05)  # --base lossy NEAR as fractions of the window (default 0.03)
 DEFAULT_FLOORS = (35.0, 40.0)  # --floor-psnr-fg values (dB) of the floor modes
 KEYS = ("psnr", "psnr_fg", "ssim", "ssim_fg")
 
@@ -65,8 +66,8 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
     from .api import _resolve_model, _stored_pixel_bytes
     from .audit import jpeg2000_at_ratio, measure, series_data_range
     from .codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
-    from .codec.base import (BASE_LOSSY, BASE_NEAR_LOSSLESS, JPEGLS_NEAR_ID, lossy_near, prepare_base,
-                             supports_near_lossless)
+    from .codec.base import (BASE_LOSSY, BASE_NEAR_LOSSLESS, JPEGLS_NEAR_ID, consistency_tolerance, lossy_near,
+                             prepare_base, supports_near_lossless)
     from .engine import EngineConfig, restore_stack, select_device, to_stored
     from .errors import MedsrError
     from .io import Series, read_series
@@ -127,7 +128,8 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
     rows_out = []
     for name, base, param, codec, dec, nbytes in modes:
         mod = loaded_lossy if base == BASE_LOSSY else loaded
-        hr = restore_stack(dec, window, op.scale, config=engine, module=mod.module if mod else None,
+        cfg = replace(engine, consistency_tolerance=consistency_tolerance(base, int(param)))  # as archive + restore
+        hr = restore_stack(dec, window, op.scale, config=cfg, module=mod.module if mod else None,
                            operator=op.id)
         restored = to_stored(crop_to(hr, rows, cols), series.pixels.dtype, vr)
         m = measure(original, _rescale(restored, series.slope, series.intercept), data_range=dr, name=name)
@@ -267,8 +269,10 @@ def plot_rd(result: dict, path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     fig.axes[0].legend(fontsize=8, loc="best")
     s = result["series"]
-    fig.suptitle(f"medsr rate-distortion: {s['slices']} x {s['rows']}x{s['cols']}, restore by "
-                 f"{result['model_id']} ({result['operator']})", fontsize=10)
+    lossy_ids = {r.get("model_id") for r in modes if r["base"] == "lossy"} - {None, result["model_id"]}
+    by = result["model_id"] + (f"; lossy rows: {', '.join(sorted(lossy_ids))}" if lossy_ids else "")
+    fig.suptitle(f"medsr rate-distortion: {s['slices']} x {s['rows']}x{s['cols']}, restore by {by} "
+                 f"({result['operator']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(str(path), format="png")
 
@@ -374,7 +378,7 @@ def register_cli(subparsers) -> None:
                    help="lossy JPEG 2000 low-res bases at 1/F of the lossless bytes (default 2,4,8; empty: none)")
     p.add_argument("--lossy-near", type=lambda s: _numbers(s, float), default=DEFAULT_LOSSY_FRACTIONS,
                    metavar="P,P,...", help="`--base lossy` modes: JPEG-LS NEAR as fractions of the low-res window "
-                   "(default 0.01,0.02,0.03; the archive's default is 0.02), restored by the lossy-base model")
+                   "(default 0.02,0.03,0.05; the archive's default is 0.03), restored by the lossy-base model")
     p.add_argument("--floors", type=lambda s: _numbers(s, float), default=DEFAULT_FLOORS, metavar="DB,DB,...",
                    help="per-slice floor modes: `medsr archive --floor-psnr-fg DB` on the default base, each next to "
                    "per-slice-rate JPEG 2000 meeting the same floor (default 35,40; empty: none; docs/floor.md)")
