@@ -31,6 +31,11 @@ def test_lossy_near_is_a_fraction_of_the_window_and_the_bound_holds(fixture_path
     assert coarser.coded_bytes < p.coded_bytes < prepare_base(lr, "near-lossless", DEFAULT_NEAR).coded_bytes
     with pytest.raises(BaseCodecError, match="NEAR"):
         check_base(BASE_LOSSY, 0)
+    # wide 16-bit windows: NEAR stays within JPEG-LS's limit (found by a training run on 16x-scaled data)
+    assert lossy_near(60_000) == 255 and check_base(BASE_LOSSY, None, 60_000) == (BASE_LOSSY, 255)
+    t = RandBaseCode(near_fraction=(0.05, 0.05), prob=1.0)
+    t.randomize()
+    assert t.near_for(IntensityWindow(0.0, 60_000.0)) == 255
 
 
 def test_training_codes_the_low_res_with_the_archive_base(fixture_path):

@@ -110,12 +110,12 @@ _DEEPBOUND = False
 
 
 def lossy_near(window_width: float, fraction: float = LOSSY_NEAR_FRACTION) -> int:
-    """JPEG-LS NEAR of a lossy base: ``fraction`` of the low-res window width, at least 1.
+    """JPEG-LS NEAR of a lossy base: ``fraction`` of the low-res window width, within 1..``MAX_NEAR``.
 
     The one rule shared by the archive (``--base lossy``) and training (``RandBaseCode``),
     so the lossy tier is trained on the base it restores from.
     """
-    return max(1, int(round(float(fraction) * float(window_width))))
+    return min(MAX_NEAR, max(1, int(round(float(fraction) * float(window_width)))))
 
 
 def consistency_tolerance(base: str, near: int) -> float:
@@ -139,7 +139,7 @@ def check_base(kind: str, near: int | None = None, window_width: float | None = 
     if kind == BASE_LOSSY and near is None:
         if window_width is None:
             raise BaseCodecError("a lossy base without NEAR needs the low-res window to choose it")
-        return kind, min(MAX_NEAR, max(DEFAULT_NEAR + 1, lossy_near(window_width)))
+        return kind, max(DEFAULT_NEAR + 1, lossy_near(window_width))
     k = DEFAULT_NEAR if near is None else int(near)
     if not 1 <= k <= MAX_NEAR:
         raise BaseCodecError(f"{kind} NEAR must be 1..{MAX_NEAR} (got {near}); use base 'lossless' for 0")
