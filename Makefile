@@ -58,12 +58,15 @@ train: install-dev
 	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/run
 
 # the lossy-base tier (medsr-srresnet-x4-lossy): fine-tune the default model on the decoded
-# lossy JPEG-LS base (NEAR 0.5-3.5% of the window) -- see its model card for the measured run
+# lossy JPEG-LS base, in two runs (see its model card for the measured runs)
 train-lossy: install-dev
 	$(PY) -m pipelines.prepare_data --out .train/pack.npz
-	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/lossy --phase1-seconds 2700 --phase2-seconds 0 \
+	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/lossy1 --phase1-seconds 2700 --phase2-seconds 0 \
 	  --init-weights medsr/models/weights/medsr-srresnet-x4.safetensors --precision bf16 \
 	  --base-near-fraction 0.005,0.035 --val-every 500 --lr 1e-4 --lr-schedule cosine --lr-min-ratio 0.05 --seed 1
+	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/lossy2 --phase1-seconds 2400 --phase2-seconds 0 \
+	  --init-weights .train/lossy1/srresnet.safetensors --precision bf16 \
+	  --base-near-fraction 0.01,0.05 --val-every 1000 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 2
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info
