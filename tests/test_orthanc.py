@@ -212,7 +212,9 @@ def test_service_rejects_bad_ids_without_touching_orthanc_or_disk(tmp_path):
     r = svc.handle("POST", f"/medsr/series/{sid}/archive", body=b'{"min_psnr": 30}')
     assert r.status == 404 and json.loads(r.body)["type"] == "UnknownResource"
     for body in (b"not json", b"[1]", b'{"bogus": 1}', b'{"model": "../../w.safetensors"}', b'{"min_psnr": "x"}',
-                 b'{"delete_original": "yes"}', b'{"timeout": 1e9}'):
+                 b'{"delete_original": "yes"}', b'{"timeout": 1e9}', b'{"base": "jpeg-xl"}',
+                 b'{"base": "lossy", "base_near": 2.5}', b'{"base_near": 3}', b'{"floor_psnr_fg": -1}',
+                 b'{"floor_ssim": 2}', b'{"floor_fallback": "lossless"}', b'{"floor_psnr_fg": 40, "floor_fallback": "x"}'):
         r = svc.handle("POST", f"/medsr/series/{sid}/archive", body=body)
         assert r.status == 400, (body, r)
     assert [p.name for p in (tmp_path / "store").iterdir()] == [".work"]
@@ -437,6 +439,20 @@ def test_plugin_archive_answers_audit_summary(orthanc, basic_in_orthanc, plugin_
     assert medsr.open_archive(archive).n_slices == 12
     # not asked to delete: the original stays
     assert orthanc.get(f"/series/{basic_in_orthanc}").status_code == 200
+
+
+@needs_orthanc
+def test_plugin_archive_takes_the_base_and_a_floor(orthanc, basic_in_orthanc):
+    """Inside Orthanc: the lossy JPEG-LS base and the floor's JPEG 2000 / JPEG-LS coders (CharLS isolated)."""
+    r = orthanc.post(f"/medsr/series/{basic_in_orthanc}/archive",
+                     json={"method": "bicubic", "baselines": False, "base": "lossy", "floor_psnr_fg": 60,
+                           "floor_fallback": "lossless"})
+    assert r.status_code == 200, r.text
+    archive = Path(orthanc.store) / f"{r.json()['archive_id']}.medsr.h5"
+    info = medsr.open_archive(archive)
+    assert medsr.verify_archive(archive).ok and info.base == "lossy"
+    assert info.floor and sum(v["slices"] for v in info.floor["representations"].values()) == 12
+    assert orthanc.post(f"/medsr/series/{basic_in_orthanc}/archive", json={"base": "jpeg"}).status_code == 400
 
 
 @needs_orthanc

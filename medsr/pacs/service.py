@@ -579,6 +579,7 @@ class ServiceConfig:
 
 _ARCHIVE_BODY = {"delete_original": bool, "min_psnr": float, "min_ssim": float, "min_psnr_fg": float,
                  "keep_below_threshold": bool, "method": str, "model": str, "baselines": bool,
+                 "base": str, "base_near": float, "floor_psnr_fg": float, "floor_ssim": float, "floor_fallback": str,
                  "wait": bool, "timeout": float}
 _RESTORE_BODY = {"method": str, "model": str, "wait": bool, "timeout": float}
 _AUDIT_KEYS = ("slices", "original_bytes", "archive_bytes", "ratio", "pixel_ratio", "method", "model_id", "operator",
@@ -728,8 +729,27 @@ class MedsrService:
         opts.pop("wait", None), opts.pop("timeout", None)
         if opts.get("method") not in (None, "auto", "model", "bicubic"):
             raise BadRequest("option method must be auto, model or bicubic")
+        self._check_storage_options(opts)
         self.access.get_json(f"/series/{series_id}")  # 404 now, not in the job
         return self._run("archive", series_id, lambda job: self._do_archive(job, series_id, opts), wait_args)
+
+    @staticmethod
+    def _check_storage_options(opts: dict) -> None:
+        """base / base_near / floor_* (docs/base-codec.md, docs/floor.md): 400 now, not in the job."""
+        from ..codec.base import BASES, MAX_NEAR
+        from ..floor import check_floor
+
+        if opts.get("base") not in (None, *BASES):
+            raise BadRequest(f"option base must be one of {', '.join(BASES)}")
+        if "base_near" in opts:
+            k = opts["base_near"]
+            if k != int(k) or not 1 <= k <= MAX_NEAR or opts.get("base") in (None, "lossless"):
+                raise BadRequest(f"option base_near must be an integer 1..{MAX_NEAR}, with base near-lossless or lossy")
+            opts["base_near"] = int(k)
+        try:
+            check_floor(opts.get("floor_psnr_fg"), opts.get("floor_ssim"), opts.get("floor_fallback", "error"))
+        except MedsrError as e:
+            raise BadRequest(str(e)) from None
 
     def _do_archive(self, job: Job, series_id: str, opts: dict) -> dict:
         from ..api import ArchiveOptions
