@@ -177,15 +177,6 @@ def _restore_pixels(lr: np.ndarray, *, rows: int, cols: int, dtype, progress=Non
     return out
 
 
-def _value_range(dtype: str, bits_stored: int, pixel_representation: int):
-    dt = np.dtype(dtype)
-    if not np.issubdtype(dt, np.integer):
-        return (-np.inf, np.inf)
-    if pixel_representation == 1:
-        return (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1)
-    return (0, (1 << min(bits_stored, dt.itemsize * 8)) - 1)
-
-
 def _stored_pixel_bytes(lowres: np.ndarray) -> int:
     """Exact compressed size of the low-res dataset with the archive's filters (in-memory HDF5)."""
     import h5py
@@ -196,6 +187,19 @@ def _stored_pixel_bytes(lowres: np.ndarray) -> int:
         d = f.create_dataset("x", data=lowres, chunks=(1,) + lowres.shape[1:], compression="gzip",
                              compression_opts=GZIP_LEVEL, shuffle=True)
         return int(d.id.get_storage_size())
+
+
+def _base_stored_bytes(base) -> int:
+    """Stored bytes of a ``PreparedBase``: its codestreams, or the compressed ``/lowres`` dataset."""
+    return base.coded_bytes if base.data is not None else _stored_pixel_bytes(base.decoded)
+
+
+def _archive_engine(method: str, device: str, consistency: bool, base_meta) -> EngineConfig:
+    """The engine an archive-time restore uses: its projection bound comes from the base (``consistency_tolerance``)."""
+    from .codec.base import consistency_tolerance
+
+    return EngineConfig(method=method, device=device, consistency=consistency,
+                        consistency_tolerance=consistency_tolerance(base_meta.base, base_meta.near))
 
 
 def _tick(progress: Progress | None, stage: str, total: int):
@@ -226,27 +230,26 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     op = get_operator(options.operator)
     rows, cols = series.shape
     padded, pad = pad_to_multiple(series.pixels, op.scale)
-    lowres = downsample(padded, op.id)
-    window = intensity_window(lowres)
-    from .codec.base import consistency_tolerance, prepare_base
+    exact = downsample(padded, op.id)
+    window = intensity_window(exact)
+    from .codec.base import prepare_base
 
-    base = prepare_base(lowres, options.base, options.base_near)  # None: the default base (docs/base-codec.md)
+    base = prepare_base(exact, options.base, options.base_near)  # None: the default base (docs/base-codec.md)
     lowres = base.decoded  # restore, audit and bicubic see exactly what a later restore decodes
     method, loaded = _resolve_model(options.method, options.model, base.meta.base)
     if loaded is not None and loaded.scale != op.scale:
         raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
-    engine = EngineConfig(method=method, device=options.device, consistency=options.consistency,
-                          consistency_tolerance=consistency_tolerance(base.meta.base, base.meta.near))
+    engine = _archive_engine(method, options.device, options.consistency, base.meta)
     restored = _restore_pixels(lowres, window=window, scale=op.scale, operator=op.id, rows=rows, cols=cols,
                                dtype=series.pixels.dtype, value_range=series.value_range, engine=engine,
                                module=loaded.module if loaded else None,
                                progress=_tick(progress, "restore (audit)", series.n_slices))
-    stored_bytes = base.coded_bytes if base.data is not None else _stored_pixel_bytes(lowres)
+    stored_bytes = _base_stored_bytes(base)
     plan = None
     if floor is not None:  # per-slice floor (docs/floor.md): a FloorError here writes nothing
         from .floor_run import floor_series
 
-        fs = floor_series(series, restored, floor, base, true_lowres=downsample(padded, op.id), operator=op.id,
+        fs = floor_series(series, restored, floor, base, true_lowres=exact, operator=op.id,
                           progress=_tick(progress, "floor", series.n_slices))
         plan, restored, base, lowres = fs.plan, fs.restored, fs.base, fs.lowres
         stored_bytes = fs.stored_bytes
@@ -392,7 +395,7 @@ def _iter_stored(data: ArchiveData, plan: _RestorePlan):
     info = data.info
     yield from _stored_batches(data.lowres, window=_window(info), scale=info.scale, operator=info.operator,
                                rows=info.rows, cols=info.cols, dtype=info.dtype,
-                               value_range=_value_range(info.dtype, info.bits_stored, info.pixel_representation),
+                               value_range=info.value_range,
                                engine=plan.engine, module=plan.loaded.module if plan.loaded is not None else None,
                                floor=data.floor)
 

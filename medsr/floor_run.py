@@ -79,12 +79,9 @@ def floor_series(series, restored: np.ndarray, floor: Floor, base, *, true_lowre
     ``series`` given the ``restored`` stack (stored dtype) from ``base``, rebuild the floor slices, swap whole-slice
     bases for placeholders and count the honest stored pixel bytes. ``true_lowres``: the exact low-res stack
     ``base`` was coded from. Raises FloorError (see plan_floor)."""
-    from .api import _stored_pixel_bytes
+    from .api import _base_stored_bytes as nbytes
     from .floor import apply_floor
     from .floor.stored import floor_lowres
-
-    def nbytes(b) -> int:
-        return b.coded_bytes if b.data is not None else _stored_pixel_bytes(b.decoded)
 
     rows, cols = series.shape
     plan = run_floor(series, restored, floor,

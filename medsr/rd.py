@@ -140,9 +140,7 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
                "max_lowres_error": int(np.abs(dec.astype(np.float64) - lowres.astype(np.float64)).max()) if dec.size else 0,
                **_metrics(m)}
         if with_j2k and integer and ratio > 1:
-            j, jb = jpeg2000_at_ratio(series.pixels, series.bits_stored, ratio)
-            jm = measure(original, _rescale(j, series.slope, series.intercept), data_range=dr, name="jpeg2000")
-            row["jpeg2000"] = {"ratio": opb / max(jb, 1), "bytes": int(jb), **_metrics(jm)}
+            row["jpeg2000"] = _jpeg2000_beside(series, ratio, original, dr)
         rows_out.append(row)
         if progress:
             progress("rate-distortion", series.n_slices, total)
@@ -174,11 +172,9 @@ def _floor_rows(series, floors, *, lowres, window, op, requested, model, dev, co
     """One ``floor-fg<DB>`` row per floor: exactly what ``medsr archive --floor-psnr-fg DB`` (default base)
     would plan and store. Planned with ``--floor-fallback lossless`` so a row always exists; ``lossless``
     slices (only the fallback stores them) mean the archive needs that option (``needs_fallback_lossless``)."""
-    from .api import _resolve_model, _restore_pixels
-    from .audit import jpeg2000_at_ratio, measure
-    from .codec import downsample, pad_to_multiple
+    from .api import _archive_engine, _resolve_model, _restore_pixels
+    from .audit import measure
     from .codec.base import prepare_base
-    from .engine import EngineConfig
     from .floor import FLOOR_ID, check_floor
     from .floor_run import floor_series
 
@@ -186,14 +182,13 @@ def _floor_rows(series, floors, *, lowres, window, op, requested, model, dev, co
     opb = series.original_pixel_bytes
     base = prepare_base(lowres, None, None)  # the archive's default base (near-lossless where the data allow it)
     method, loaded = _resolve_model(requested, model, base.meta.base)
-    engine = EngineConfig(method=method, device=dev, consistency=consistency)
+    engine = _archive_engine(method, dev, consistency, base.meta)
     restored = _restore_pixels(base.decoded, window=window, scale=op.scale, operator=op.id, rows=rows, cols=cols,
                                dtype=series.pixels.dtype, value_range=series.value_range, engine=engine,
                                module=loaded.module if loaded else None, progress=progress)
-    true_lowres = downsample(pad_to_multiple(series.pixels, op.scale)[0], op.id)
     out = []
     for db in floors:
-        fs = floor_series(series, restored.copy(), check_floor(db, None, "lossless"), base, true_lowres=true_lowres,
+        fs = floor_series(series, restored.copy(), check_floor(db, None, "lossless"), base, true_lowres=lowres,
                           operator=op.id, progress=progress)
         summ = fs.plan.summary(fs.base_slice_bytes, opb)
         m = measure(original, _rescale(fs.restored, series.slope, series.intercept), data_range=dr,
@@ -212,11 +207,18 @@ def _floor_rows(series, floors, *, lowres, window, op, requested, model, dev, co
             row["per_slice_j2k_floor"] = {"bytes": int(b), "ratio": opb / max(b, 1),
                                           "bytes_vs": fs.stored_bytes / max(b, 1)}  # ours / it
         if with_j2k and ratio > 1:
-            j, jb = jpeg2000_at_ratio(series.pixels, series.bits_stored, ratio)
-            jm = measure(original, _rescale(j, series.slope, series.intercept), data_range=dr, name="jpeg2000")
-            row["jpeg2000"] = {"ratio": opb / max(jb, 1), "bytes": int(jb), **_metrics(jm)}
+            row["jpeg2000"] = _jpeg2000_beside(series, ratio, original, dr)
         out.append(row)
     return out
+
+
+def _jpeg2000_beside(series, ratio: float, original: np.ndarray, dr: float) -> dict:
+    """JPEG 2000 of the full original slices at ``ratio``: its achieved ratio, bytes and metrics."""
+    from .audit import jpeg2000_at_ratio, measure
+
+    j, jb = jpeg2000_at_ratio(series.pixels, series.bits_stored, ratio)
+    jm = measure(original, _rescale(j, series.slope, series.intercept), data_range=dr, name="jpeg2000")
+    return {"ratio": series.original_pixel_bytes / max(jb, 1), "bytes": int(jb), **_metrics(jm)}
 
 
 def _delta(a, b):

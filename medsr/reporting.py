@@ -30,9 +30,7 @@ def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | 
         audit_dict, images = audit_against_reference(Path(reference), data, restored, return_images=True)
     else:
         audit_dict = info.audit or {}
-        from .api import _value_range
-
-        vr = _value_range(info.dtype, info.bits_stored, info.pixel_representation)
+        vr = info.value_range
         images = {"restored": _rescale(restored, data.slope, data.intercept),
                   "bicubic": _rescale(bicubic_restore(data.lowres, info.rows, info.cols, info.dtype, vr),
                                       data.slope, data.intercept)}

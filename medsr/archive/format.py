@@ -98,6 +98,17 @@ class ArchiveInfo:
         """Original pixel bytes / stored (compressed) low-res pixel bytes."""
         return self.original_pixel_bytes / max(self.stored_pixel_bytes, 1)
 
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The range the stored values may take (Bits Stored, Pixel Representation); unbounded for floats."""
+        dt = np.dtype(self.dtype)
+        if not np.issubdtype(dt, np.integer):
+            return (-np.inf, np.inf)
+        b = self.bits_stored
+        if self.pixel_representation == 1:
+            return (-(1 << (b - 1)), (1 << (b - 1)) - 1)
+        return (0, (1 << min(b, dt.itemsize * 8)) - 1)
+
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "audit"}
         d["path"] = str(self.path)
@@ -308,14 +319,14 @@ def _floor_summary(f) -> dict | None:
     """The floor's root attributes and counts/bytes per representation; None without /floor."""
     if "floor" not in f:
         return None
-    from ..floor import REPRESENTATIONS
+    from ..floor.stored import representation_summary
 
     kinds, offsets = f["floor/kind"][()], f["floor/offsets"][()]
-    sizes = np.diff(offsets) if len(offsets) == len(kinds) + 1 else np.zeros(len(kinds), dtype=np.int64)
+    if len(offsets) != len(kinds) + 1:  # damaged: counts only (read_archive/verify say what is wrong)
+        offsets = np.zeros(len(kinds) + 1, dtype=np.int64)
     d = {k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
          for k, v in f.attrs.items() if k.startswith("floor_")}
-    d["representations"] = {name: {"slices": int(np.sum(kinds == c)), "bytes": int(sizes[kinds == c].sum())}
-                            for c, name in enumerate(REPRESENTATIONS)}
+    d["representations"] = representation_summary(kinds, offsets)
     d["floor_bytes"] = int(f["floor/data"].size)
     return d
 
@@ -397,12 +408,9 @@ def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
 def _floor_lowres(lowres: np.ndarray, floor, info: ArchiveInfo, path: Path) -> np.ndarray:
     from ..floor.stored import floor_lowres
 
-    pr = info.pixel_representation
-    bits = info.bits_stored
-    vr = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if pr == 1 else (0, (1 << bits) - 1)
     try:
-        return floor_lowres(lowres, floor, operator=info.operator, rows=info.rows, cols=info.cols, value_range=vr,
-                            dtype=info.dtype)
+        return floor_lowres(lowres, floor, operator=info.operator, rows=info.rows, cols=info.cols,
+                            value_range=info.value_range, dtype=info.dtype)
     except Exception as e:  # a codestream that does not decode (checksums matched: forged or a codec bug)
         raise ArchiveError(f"floor data cannot be decoded ({type(e).__name__}: {str(e)[:120]})", path=path) from None
 

@@ -202,19 +202,27 @@ def decode_base(codestreams, meta: BaseMeta) -> np.ndarray:
     n, h, w = meta.shape
     if len(codestreams) != n:
         raise BaseCodecError(f"{len(codestreams)} codestreams for {n} slices")
-    decode_buffer = load_jpegls().decode_buffer
     dt = np.dtype(meta.dtype)
     out = np.empty((n, h, w), dtype=dt)
     for i, c in enumerate(codestreams):
-        buf, hdr = decode_buffer(bytes(c))
-        if (int(hdr.get("height", h)), int(hdr.get("width", w))) != (h, w):
-            raise BaseCodecError(f"slice {i}: codestream is {hdr.get('height')}x{hdr.get('width')}, expected {h}x{w}")
-        pix = np.frombuffer(bytes(buf), dtype="<u2" if len(buf) == 2 * h * w else np.uint8)
-        if pix.size != h * w:
-            raise BaseCodecError(f"slice {i}: decoded {len(buf)} bytes for {h}x{w} pixels")
-        v = np.clip(pix.reshape(h, w).astype(np.int64) + meta.vmin, meta.vmin, meta.vmax)
-        out[i] = v.astype(dt)
+        try:
+            pix = decode_jpegls(c, (h, w))
+        except BaseCodecError as e:
+            raise BaseCodecError(f"slice {i}: {e}") from None
+        out[i] = np.clip(pix + meta.vmin, meta.vmin, meta.vmax).astype(dt)
     return out
+
+
+def decode_jpegls(codestream: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """One JPEG-LS codestream -> int64 (H, W); ``BaseCodecError`` when it is not ``shape``."""
+    h, w = shape
+    buf, hdr = load_jpegls().decode_buffer(bytes(codestream))
+    if (int(hdr.get("height", h)), int(hdr.get("width", w))) != (h, w):
+        raise BaseCodecError(f"codestream is {hdr.get('height')}x{hdr.get('width')}, expected {h}x{w}")
+    pix = np.frombuffer(bytes(buf), dtype="<u2" if len(buf) == 2 * h * w else np.uint8)
+    if pix.size != h * w:
+        raise BaseCodecError(f"decoded {len(buf)} bytes for {h}x{w} pixels")
+    return pix.reshape(h, w).astype(np.int64)
 
 
 def pack_codestreams(codestreams: list[bytes]) -> tuple[np.ndarray, np.ndarray]:

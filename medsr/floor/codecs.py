@@ -62,14 +62,9 @@ def decode(data: bytes, shape: tuple[int, int]) -> np.ndarray:
 
         out = np.asarray(j2k_decode(bytes(data))).astype(np.int64)
     elif data[:2] == JPEGLS_SOI:
-        from ..codec.base import load_jpegls
+        from ..codec.base import decode_jpegls
 
-        buf, hdr = load_jpegls().decode_buffer(bytes(data))
-        h, w = int(hdr.get("height", shape[0])), int(hdr.get("width", shape[1]))
-        pix = np.frombuffer(bytes(buf), dtype="<u2" if len(buf) == 2 * h * w else np.uint8)
-        if pix.size != h * w:
-            raise ValueError(f"JPEG-LS decoded {len(buf)} bytes for {h}x{w} pixels")
-        out = pix.reshape(h, w).astype(np.int64)
+        out = decode_jpegls(data, tuple(shape))  # BaseCodecError is a ValueError
     else:
         raise ValueError("neither a JPEG 2000 nor a JPEG-LS codestream")
     if out.shape != tuple(shape):

@@ -75,9 +75,15 @@ class FloorData:
 
     def summary(self) -> dict:
         """{representation: {"slices": count, "bytes": payload bytes}} for every representation."""
-        sizes = np.diff(np.asarray(self.offsets))
-        return {name: {"slices": int(np.sum(self.kinds == c)), "bytes": int(sizes[self.kinds == c].sum())}
-                for name, c in CODES.items()}
+        return representation_summary(self.kinds, self.offsets)
+
+
+def representation_summary(kinds: np.ndarray, offsets: np.ndarray) -> dict:
+    """{representation: {"slices": count, "bytes": payload bytes}} from the /floor kind and offset arrays."""
+    kinds = np.asarray(kinds)
+    sizes = np.diff(np.asarray(offsets))
+    return {name: {"slices": int(np.sum(kinds == c)), "bytes": int(sizes[kinds == c].sum())}
+            for name, c in CODES.items()}
 
 
 def apply_floor(start: int, batch: np.ndarray, floor: FloorData | None, value_range, dtype) -> np.ndarray:

@@ -14,7 +14,7 @@ from monai.transforms import MapTransform, Randomizable, Transform
 
 from medsr.codec import IntensityWindow, downsample, get_operator
 
-from .intensity import WINDOW_KEY
+from .intensity import WINDOW_KEY, as_window
 
 DTYPE_KEY = "stored_dtype"
 
@@ -158,8 +158,7 @@ class RandBaseCoded(Randomizable, MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         self.randomize()
-        w = d[self.window_key]
-        w = w if isinstance(w, IntensityWindow) else IntensityWindow(float(w[0]), float(w[1]))
+        w = as_window(d[self.window_key])
         for key in self.keys:
             d[key] = self.t(d[key], w, randomize=False)
         return d
