@@ -43,6 +43,7 @@ class ArchiveOptions:
     floor_psnr_fg: float | None = None  # per-slice floor (docs/floor.md): foreground PSNR (dB) every slice meets
     floor_ssim: float | None = None  # per-slice floor: whole-slice SSIM every slice meets
     floor_fallback: str = "error"  # a slice no lossy representation meets: error (nothing written) | lossless
+    ensemble: int | None = None  # model self-ensemble size (1, 2, 4, 8; medsr.models.ensemble); None: the model's default
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ class ArchiveResult:
             "archive": str(self.archive), "slices": self.info.n_slices,
             "original_bytes": self.info.original_file_bytes, "archive_bytes": self.info.archive_bytes,
             "ratio": round(self.info.ratio, 3), "pixel_ratio": round(self.info.pixel_ratio, 3),
-            "method": self.info.method, "model_id": self.info.model_id, "operator": self.info.operator,
+            "method": self.info.method, "model_id": self.info.model_id, "ensemble": self.info.model_ensemble,
+            "operator": self.info.operator,
             "psnr": g("restored", "psnr"), "ssim": g("restored", "ssim"), "psnr_fg": g("restored", "psnr_fg"),
             "ssim_fg": g("restored", "ssim_fg"),
             "psnr_bicubic": g("bicubic", "psnr"), "ssim_bicubic": g("bicubic", "ssim"),
@@ -98,6 +100,7 @@ class RestoreOptions:
     precision: str = "auto"
     compile: bool = False  # torch.compile (CUDA)
     tile: int = 0  # low-res tile size for very large slices (0: whole slices)
+    ensemble: int | None = None  # self-ensemble size (1, 2, 4, 8); None: what the archive recorded
 
 
 @dataclass(frozen=True)
@@ -108,13 +111,14 @@ class RestoreResult:
     device: str
     method: str
     model_id: str
+    ensemble: int = 1
     files: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
     audit: dict | None = None
 
     def summary(self) -> dict:
         d = {"output": str(self.output), "slices": self.slices, "seconds": round(self.seconds, 3),
-             "device": self.device, "method": self.method, "model_id": self.model_id,
+             "device": self.device, "method": self.method, "model_id": self.model_id, "ensemble": self.ensemble,
              "slices_per_second": round(self.slices / max(self.seconds, 1e-9), 2), "warnings": list(self.warnings)}
         if self.audit is not None:
             d["audit"] = _flat_audit(self.audit)
@@ -133,9 +137,10 @@ def _flat_audit(audit: dict) -> dict:
 
 # --------------------------------------------------------------------------- models
 
-def _resolve_model(method: str, model: str | None, base: str | None = None):
+def _resolve_model(method: str, model: str | None, base: str | None = None, ensemble: int | None = None):
     """-> (method, LoadedModel | None). ``auto`` uses the default shipped model for ``base`` (the
-    lossy-base tier for a lossy base, where shipped), else bicubic."""
+    lossy-base tier for a lossy base, where shipped), else bicubic. ``ensemble``: self-ensemble
+    size (None: the model's registry default)."""
     from .models import REGISTRY, create_model, default_model_for
 
     default = default_model_for(base)
@@ -147,7 +152,7 @@ def _resolve_model(method: str, model: str | None, base: str | None = None):
         else:
             method = "bicubic"
     if method == "model":
-        return method, create_model(model or default)
+        return method, create_model(model or default, ensemble=ensemble)
     if method in ("bicubic", "nearest"):
         return method, None
     raise MedsrError(f"unknown method {method!r} (auto, model, bicubic)")
@@ -236,7 +241,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
 
     base = prepare_base(exact, options.base, options.base_near)  # None: the default base (docs/base-codec.md)
     lowres = base.decoded  # restore, audit and bicubic see exactly what a later restore decodes
-    method, loaded = _resolve_model(options.method, options.model, base.meta.base)
+    method, loaded = _resolve_model(options.method, options.model, base.meta.base, options.ensemble)
     if loaded is not None and loaded.scale != op.scale:
         raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
     engine = _archive_engine(method, options.device, options.consistency, base.meta)
@@ -259,6 +264,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
                         stored_pixel_bytes=stored_bytes, method=method,
                         model_id=loaded.model_id if loaded else method, with_j2k=options.baselines,
                         consistency=options.consistency, device=select_device(options.device), base=base.provenance(),
+                        ensemble=loaded.ensemble if loaded else 1,
                         progress=_tick(progress, "audit", series.n_slices))
     if plan is not None:
         from .floor_run import add_floor_to_audit
@@ -269,7 +275,8 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
                          pad=pad, method=method, model_id=loaded.model_id if loaded else method,
                          model_sha256=loaded.sha256 if loaded else "", audit=audit, below_threshold=below,
                          force=options.force, base=base, floor=plan.stored if plan else None,
-                         floor_attrs=floor.to_dict() if floor else None)
+                         floor_attrs=floor.to_dict() if floor else None,
+                         model_ensemble=loaded.ensemble if loaded else 1)
     deleted: tuple[Path, ...] = ()
     if options.delete_original:
         deleted = _delete_verified_originals(output, series)
@@ -336,7 +343,7 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
                     progress("restore", len(batch), info.n_slices)
                 yield i, batch
 
-        files = write_dicom_series(output, data, batches(), method=plan.method, model_id=plan.model_id,
+        files = write_dicom_series(output, data, batches(), method=plan.method, model_id=plan.model_label,
                                    force=options.force)
     else:
         raise MedsrError(f"unknown output format {options.format!r} (dicom or nifti)")
@@ -345,9 +352,10 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
     if reference is not None:
         from .audit_run import audit_against_reference
 
-        audit = audit_against_reference(Path(reference), data, restored)
+        audit = audit_against_reference(Path(reference), data, restored, ensemble=plan.ensemble)
     return RestoreResult(output=output, slices=info.n_slices, seconds=seconds, device=plan.device,
-                         method=plan.method, model_id=plan.model_id, files=tuple(files), warnings=plan.warnings,
+                         method=plan.method, model_id=plan.model_id, ensemble=plan.ensemble, files=tuple(files),
+                         warnings=plan.warnings,
                          audit=audit)
 
 
@@ -363,6 +371,16 @@ class _RestorePlan:
     def model_id(self) -> str:
         return self.loaded.model_id if self.loaded is not None else self.method
 
+    @property
+    def ensemble(self) -> int:
+        return self.loaded.ensemble if self.loaded is not None else 1
+
+    @property
+    def model_label(self) -> str:
+        """The model id, with its self-ensemble when there is one (for the Derivation Description)."""
+        n = self.ensemble
+        return self.model_id + (f" averaged over {n} mirrored/rotated passes" if n > 1 else "")
+
 
 def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
     info = data.info
@@ -371,7 +389,13 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
     model_name = options.model
     if method == "model" and model_name is None and info.method == "model":
         model_name = info.model_id.split("@")[0]
-    method, loaded = _resolve_model(method, model_name)
+    same_model = method == "model" and info.method == "model" and options.model is None
+    ensemble = options.ensemble if options.ensemble is not None else (info.model_ensemble if same_model else None)
+    method, loaded = _resolve_model(method, model_name, ensemble=ensemble)
+    if (info.method == "model" and loaded is not None and loaded.sha256 == info.model_sha256
+            and loaded.ensemble != info.model_ensemble):
+        warnings_.append(f"restoring with a self-ensemble of {loaded.ensemble}, not the archive's {info.model_ensemble}: "
+                         "the stored audit does not describe this restore")
     if info.method == "model" and (loaded is None or loaded.sha256 != info.model_sha256):
         warnings_.append(f"restoring with {loaded.model_id if loaded else method}, not the archive's {info.model_id}: "
                          "the stored audit does not describe this restore")

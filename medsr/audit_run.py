@@ -29,7 +29,7 @@ def bicubic_restore(lowres: np.ndarray, rows: int, cols: int, dtype, value_range
 def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int, operator: str,
                 stored_pixel_bytes: int, method: str, model_id: str, with_j2k: bool, consistency: bool,
                 device: str, progress: Callable[[int], None] | None = None, return_images: bool = False,
-                base: dict | None = None):
+                base: dict | None = None, ensemble: int = 1):
     """Audit dict (``AuditResult.to_dict()``) for an archive of ``series``; optionally the stacks too.
 
     ``lowres`` is the base as restore decodes it; ``base`` (``PreparedBase.provenance()``) is
@@ -59,7 +59,7 @@ def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int,
         progress(series.n_slices)
     provenance = {
         "medsr_version": __version__, "operator": operator, "scale": scale, "method": method, "model_id": model_id,
-        "data_consistency": consistency, "device": device, "series_instance_uid": series.series_uid,
+        "ensemble": int(ensemble), "data_consistency": consistency, "device": device, "series_instance_uid": series.series_uid,
         "slices": series.n_slices, "rows": rows, "cols": cols, "source_kind": series.kind,
         "measured": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "original_pixel_bytes": series.original_pixel_bytes, "stored_pixel_bytes": stored_pixel_bytes,
@@ -84,8 +84,9 @@ def _model_kind(model_id: str) -> str:
 
 
 def audit_against_reference(reference: Path, data, restored: np.ndarray, *, with_j2k: bool = True,
-                            return_images: bool = False):
-    """Measure a restore (stored units) against a reference series read from disk."""
+                            return_images: bool = False, ensemble: int | None = None):
+    """Measure a restore (stored units) against a reference series read from disk
+    (``ensemble``: the restore's self-ensemble size; None: the archive's)."""
     from .errors import InputError
     from .io import read_series
 
@@ -100,4 +101,4 @@ def audit_against_reference(reference: Path, data, restored: np.ndarray, *, with
     return build_audit(ref, lowres=data.lowres, restored=restored, scale=info.scale, operator=info.operator,
                        stored_pixel_bytes=info.stored_pixel_bytes, method=info.method, model_id=info.model_id,
                        with_j2k=with_j2k, consistency=True, device="cpu", return_images=return_images,
-                       base=base_prov)
+                       base=base_prov, ensemble=info.model_ensemble if ensemble is None else ensemble)

@@ -894,6 +894,8 @@ def register_cli(subparsers) -> None:
     a.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
                    help="restore method recorded in each archive (as for `medsr archive`)")
     a.add_argument("--model", help="model name or .safetensors path")
+    a.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], metavar="N",
+                   help="model self-ensemble size (as for `medsr archive`; default: the model's own)")
     a.add_argument("--operator", default="area4-v1", help="down-sampling operator id")
     a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device on each worker")
     a.add_argument("--no-consistency", action="store_true", help="do not project the restore onto the stored data")
@@ -931,6 +933,8 @@ def register_cli(subparsers) -> None:
                    help="auto: NIfTI for archives made from NIfTI, DICOM otherwise")
     r.add_argument("--method", choices=["model", "bicubic", "nearest"], help="override each archive's method")
     r.add_argument("--model", help="override each archive's model (the stored audit will not apply)")
+    r.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], metavar="N",
+                   help="self-ensemble size (default: what each archive recorded)")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device on each worker")
     r.add_argument("--batch-size", type=int, default=0, help="slices per batch (0: automatic)")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -969,7 +973,7 @@ def cmd_archive_batch(args) -> int:
         force=args.force, min_psnr=args.min_psnr, min_ssim=args.min_ssim, min_psnr_fg=args.min_psnr_fg,
         keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k, base=args.base,
         base_near=args.base_near, floor_psnr_fg=args.floor_psnr_fg, floor_ssim=args.floor_ssim,
-        floor_fallback=args.floor_fallback)
+        floor_fallback=args.floor_fallback, ensemble=args.ensemble)
     s = archive_batch(args.root, args.output, scheduler=args.scheduler, workers=args.workers, options=opts,
                       progress=not args.quiet and sys.stderr.isatty(), names="hash" if args.hashed_names else "path")
     return _report(args, s, "archived")
@@ -980,7 +984,8 @@ def cmd_restore_batch(args) -> int:
 
     _check_workers_arg(args)
     opts = RestoreOptions(method=args.method, model=args.model, device=args.device, consistency=not args.no_consistency,
-                          format=args.format, force=args.force, batch_size=args.batch_size, precision=args.precision)
+                          format=args.format, force=args.force, batch_size=args.batch_size, precision=args.precision,
+                          ensemble=args.ensemble)
     s = restore_batch(args.archives, args.output, scheduler=args.scheduler, workers=args.workers, options=opts,
                       progress=not args.quiet and sys.stderr.isatty())
     return _report(args, s, "restored")

@@ -73,6 +73,7 @@ def cmd_archive(args) -> int:
         min_psnr_fg=args.min_psnr_fg, keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k,
         base=args.base, base_near=args.base_near,
         floor_psnr_fg=args.floor_psnr_fg, floor_ssim=args.floor_ssim, floor_fallback=args.floor_fallback,
+        ensemble=args.ensemble,
     )
     prog = _Progress(not args.quiet and sys.stderr.isatty())
     try:
@@ -88,7 +89,7 @@ def cmd_archive(args) -> int:
     text = (f"archived {s['slices']} slices -> {s['archive']}\n"
             f"  size: {s['original_bytes']:,} -> {s['archive_bytes']:,} bytes (ratio {s['ratio']:.1f}:1 files, "
             f"{s['pixel_ratio']:.1f}:1 pixels)\n"
-            f"  restore by {s['method']} ({s['model_id']}): PSNR {_fmt(s['psnr'])} dB (fg {_fmt(s['psnr_fg'])}), SSIM {_fmt(s['ssim'], 4)}\n"
+            f"  restore by {s['method']} ({s['model_id']}{_ens(s)}): PSNR {_fmt(s['psnr'])} dB (fg {_fmt(s['psnr_fg'])}), SSIM {_fmt(s['ssim'], 4)}\n"
             f"  bicubic baseline:     PSNR {_fmt(s['psnr_bicubic'])} dB (fg {_fmt(s['psnr_fg_bicubic'])}), SSIM {_fmt(s['ssim_bicubic'], 4)}\n"
             f"  JPEG 2000, same bytes: PSNR {_fmt(s['psnr_j2k'])} dB (fg {_fmt(s['psnr_fg_j2k'])}), SSIM {_fmt(s['ssim_j2k'], 4)}")
     if s.get("floor"):
@@ -113,13 +114,19 @@ def _floor_text(f: dict) -> str:
     return line
 
 
+def _ens(s: dict) -> str:
+    n = s.get("ensemble", 1)
+    return f", self-ensemble x{n}" if s.get("method") == "model" and n and n > 1 else ""
+
+
 def cmd_restore(args) -> int:
     from .api import RestoreOptions, restore_archive
 
     out = Path(args.output) if args.output else Path(Path(args.archive).name.split(".")[0] + "-restored" + (".nii.gz" if args.format == "nifti" else ""))
     opts = RestoreOptions(method=args.method, model=args.model, device=args.device,
                           consistency=not args.no_consistency, format=args.format, force=args.force,
-                          batch_size=args.batch_size, precision=args.precision, compile=args.compile, tile=args.tile)
+                          batch_size=args.batch_size, precision=args.precision, compile=args.compile, tile=args.tile,
+                          ensemble=args.ensemble)
     prog = _Progress(not args.quiet and sys.stderr.isatty())
     try:
         res = restore_archive(args.archive, out, opts, reference=args.reference, progress=prog)
@@ -127,7 +134,7 @@ def cmd_restore(args) -> int:
         prog.close()
     s = res.summary()
     text = (f"restored {s['slices']} slices -> {s['output']} in {s['seconds']:.2f} s "
-            f"({s['slices_per_second']:.1f} slices/s, {s['method']} {s['model_id']} on {s['device']})")
+            f"({s['slices_per_second']:.1f} slices/s, {s['method']} {s['model_id']}{_ens(s)} on {s['device']})")
     if res.audit is not None:
         a = s["audit"]
         text += (f"\n  vs reference: PSNR {_fmt(a.get('psnr'))} dB (fg {_fmt(a.get('psnr_fg'))}), SSIM {_fmt(a.get('ssim'), 4)};"
@@ -202,8 +209,10 @@ def cmd_models(args) -> int:
     from .models import list_models
 
     rows = [{"name": m.name, "kind": m.kind, "operator": m.operator, "config": m.config.to_dict(),
-             "sha256": m.sha256, "card": str(m.path.with_name(m.card)), "metrics": m.metrics} for m in list_models()]
-    text = "\n".join(f"{r['name']:<22} {r['kind']:<10} {r['operator']:<9} sha256 {r['sha256'][:12]}  card {r['card']}" for r in rows) or "no models shipped"
+             "sha256": m.sha256, "card": str(m.path.with_name(m.card)), "metrics": m.metrics,
+             "ensemble": m.ensemble} for m in list_models()]
+    text = "\n".join(f"{r['name']:<24} {r['kind']:<10} {r['operator']:<9} ensemble x{r['ensemble']}  "
+                     f"sha256 {r['sha256'][:12]}  card {r['card']}" for r in rows) or "no models shipped"
     _emit(args, {"models": rows}, text)
     return 0
 
@@ -252,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
                    help="restore method recorded in the archive (auto: the shipped default model, else bicubic)")
     a.add_argument("--model", help="model name (see `medsr models`) or a .safetensors path")
+    a.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], metavar="N",
+                   help="self-ensemble: average the model over N mirrored/rotated copies of each slice (1, 2, 4, 8; N x the network time). Default: the model's own (see `medsr models`); recorded in the archive")
     a.add_argument("--operator", default="area4-v1", help="down-sampling operator id (area4-v1, area2-v1, gauss4-v1)")
     a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     a.add_argument("--no-consistency", action="store_true", help="do not project the restore onto the stored data")
@@ -294,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", default="dicom", choices=["dicom", "nifti"])
     r.add_argument("--method", choices=["model", "bicubic", "nearest"], help="override the archive's method")
     r.add_argument("--model", help="override the archive's model (warns; the stored audit will not apply)")
+    r.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], metavar="N",
+                   help="self-ensemble size (1, 2, 4, 8); default: what the archive recorded (another size warns: the stored audit will not apply)")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--batch-size", type=int, default=0, help="slices per batch (0: automatic)")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],

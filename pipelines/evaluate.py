@@ -1,6 +1,6 @@
 """``medsr eval``: the paper's kind of table for given series, from medsr's own audit.
 
-    medsr eval SERIES [SERIES ...] -o DIR [--models medsr-srresnet-x4 medsr-srgan-x4] [--no-j2k]
+    medsr eval SERIES [SERIES ...] -o DIR [--models medsr-srresnet-x4 medsr-srgan-x4] [--ensemble 1 2] [--no-j2k]
 
 For every series and model, the series is archived to a temporary file with that model and
 the audit (docs/audit.md definitions: data_range = series max - min, foreground mask, SSIM
@@ -19,27 +19,35 @@ from pathlib import Path
 import numpy as np
 
 
-def evaluate(series: list[Path], models: list[str], *, j2k: bool = True, device: str = "auto") -> dict:
+def _variants(models: list[str], ensembles: list[int] | None) -> list[tuple[str, int | None]]:
+    """(model, self-ensemble size or None = the model's own) pairs to evaluate."""
+    return [(m, e) for m in models for e in (ensembles or [None])]
+
+
+def evaluate(series: list[Path], models: list[str], *, j2k: bool = True, device: str = "auto",
+             ensembles: list[int] | None = None) -> dict:
     import medsr
     from medsr.audit_run import build_audit  # noqa: F401  (same code path as archive)
 
     rows = []
     panels = None
+    variants = _variants(models, ensembles)
     for src in series:
         s = medsr.read_series(src)
         per = {}
-        for i, name in enumerate(models):
+        for i, (name, ens) in enumerate(variants):
             with tempfile.TemporaryDirectory() as d:
                 res = medsr.archive_series(s, Path(d) / "e.medsr.h5",
                                            medsr.ArchiveOptions(method="model", model=name, device=device,
-                                                                baselines=j2k and i == 0))
+                                                                baselines=j2k and i == 0, ensemble=ens))
             m = res.audit["methods"]
             if i == 0:
                 per["bicubic"] = m["bicubic"]
                 if "jpeg2000" in m:
                     per["jpeg2000 (same bytes)"] = m["jpeg2000"]
                 ratio = res.info.pixel_ratio
-            per[name] = m["restored"]
+            n = res.info.model_ensemble
+            per[name + (f" (self-ensemble x{n})" if n > 1 else "")] = m["restored"]
         for method, mm in per.items():
             rows.append({"series": str(src), "slices": s.n_slices, "size": f"{s.shape[0]}x{s.shape[1]}",
                          "method": method, "psnr": mm["psnr"], "psnr_fg": mm["psnr_fg"], "ssim": mm["ssim"],
@@ -47,11 +55,11 @@ def evaluate(series: list[Path], models: list[str], *, j2k: bool = True, device:
                          "gain_psnr_fg_vs_bicubic": mm["psnr_fg"] - per["bicubic"]["psnr_fg"]
                          if mm["psnr_fg"] is not None and per["bicubic"]["psnr_fg"] is not None else None})
         if panels is None:
-            panels = _panel_images(s, models, device)
-    return {"rows": rows, "models": models, "panels": panels}
+            panels = _panel_images(s, variants, device)
+    return {"rows": rows, "models": models, "ensembles": ensembles, "panels": panels}
 
 
-def _panel_images(s, models, device):
+def _panel_images(s, variants, device):
     """The median-foreground slice of a series, restored by bicubic and each model."""
     import medsr
     from medsr.api import _resolve_model
@@ -66,10 +74,10 @@ def _panel_images(s, models, device):
     rows, cols = s.shape
     out = {"index": idx, "original": s.pixels[idx].astype(float),
            "bicubic": crop_to(bicubic_upsample(lr[idx:idx + 1], 4), rows, cols)[0]}
-    for name in models:
-        _, loaded = _resolve_model("model", name)
+    for name, ens in variants:
+        _, loaded = _resolve_model("model", name, ensemble=ens)
         hr = restore_stack(lr[idx:idx + 1], w, 4, config=EngineConfig(method="model", device=device), module=loaded.module)
-        out[name] = crop_to(hr, rows, cols)[0]
+        out[name + (f" x{loaded.ensemble}" if loaded.ensemble > 1 else "")] = crop_to(hr, rows, cols)[0]
     return out
 
 
@@ -85,7 +93,7 @@ def write_outputs(result: dict, out: Path) -> tuple[Path, Path, Path | None]:
     md.write_text("# medsr eval\n\nDefinitions: docs/audit.md (means over slices with >= 5% foreground; "
                   "JPEG 2000 at the archive's pixel bytes).\n\n" + "\n".join(lines) + "\n")
     js = out / "eval.json"
-    js.write_text(json.dumps({"rows": rows, "models": result["models"]}, indent=1))
+    js.write_text(json.dumps({"rows": rows, "models": result["models"], "ensembles": result.get("ensembles")}, indent=1))
     png = None
     if result.get("panels"):
         import matplotlib
@@ -114,10 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("series", nargs="+", help="series folders, single DICOM files or NIfTI files")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--models", nargs="+", default=["medsr-srresnet-x4", "medsr-srgan-x4"])
+    ap.add_argument("--ensemble", nargs="+", type=int, choices=[1, 2, 4, 8], metavar="N",
+                    help="evaluate each model at these self-ensemble sizes (default: each model's own)")
     ap.add_argument("--no-j2k", action="store_true")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
-    res = evaluate([Path(s) for s in args.series], args.models, j2k=not args.no_j2k, device=args.device)
+    res = evaluate([Path(s) for s in args.series], args.models, j2k=not args.no_j2k, device=args.device,
+                   ensembles=args.ensemble)
     md, js, png = write_outputs(res, Path(args.output))
     print(md.read_text())
     print(f"wrote {md}, {js}" + (f", {png}" if png else ""))

@@ -764,6 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--init-weights", type=Path, default=None, help="start the generator from this safetensors file")
     a("--eval-only", action="store_true", help="only evaluate the weights already in --out")
     a("--no-eval-extra", action="store_true", help="skip the phantom (val-extra) series")
+    a("--crop-size", type=int, default=d.augment.crop_size,
+      help="high-res training crop (a multiple of 4; the paper's 96; larger crops give the net more context)")
     a("--fg-prob", type=float, default=d.augment.fg_prob)
     a("--gamma-prob", type=float, default=d.augment.gamma_prob)
     a("--noise-prob", type=float, default=d.augment.noise_prob)
@@ -781,7 +783,9 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
         if not 0 < lo <= hi < 0.5:
             raise SystemExit(f"--base-near-fraction: need 0 < LO <= HI < 0.5 (got {a.base_near_fraction})")
         frac = (lo, hi)
-    aug = replace(AugmentConfig(), fg_prob=a.fg_prob, gamma_prob=a.gamma_prob, noise_prob=a.noise_prob,
+    if a.crop_size < 32 or a.crop_size % 4:
+        raise SystemExit(f"--crop-size: need a multiple of 4, at least 32 (got {a.crop_size})")
+    aug = replace(AugmentConfig(), crop_size=a.crop_size, fg_prob=a.fg_prob, gamma_prob=a.gamma_prob, noise_prob=a.noise_prob,
                   base_near_fraction=frac)
     return TrainConfig(
         pack=a.pack, out=a.out, device=a.device, precision=a.precision, channels_last=a.channels_last,

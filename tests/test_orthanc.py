@@ -214,7 +214,8 @@ def test_service_rejects_bad_ids_without_touching_orthanc_or_disk(tmp_path):
     for body in (b"not json", b"[1]", b'{"bogus": 1}', b'{"model": "../../w.safetensors"}', b'{"min_psnr": "x"}',
                  b'{"delete_original": "yes"}', b'{"timeout": 1e9}', b'{"base": "jpeg-xl"}',
                  b'{"base": "lossy", "base_near": 2.5}', b'{"base_near": 3}', b'{"floor_psnr_fg": -1}',
-                 b'{"floor_ssim": 2}', b'{"floor_fallback": "lossless"}', b'{"floor_psnr_fg": 40, "floor_fallback": "x"}'):
+                 b'{"floor_ssim": 2}', b'{"floor_fallback": "lossless"}', b'{"floor_psnr_fg": 40, "floor_fallback": "x"}',
+                 b'{"ensemble": 3}'):
         r = svc.handle("POST", f"/medsr/series/{sid}/archive", body=body)
         assert r.status == 400, (body, r)
     assert [p.name for p in (tmp_path / "store").iterdir()] == [".work"]
@@ -453,6 +454,10 @@ def test_plugin_archive_takes_the_base_and_a_floor(orthanc, basic_in_orthanc):
     assert medsr.verify_archive(archive).ok and info.base == "lossy"
     assert info.floor and sum(v["slices"] for v in info.floor["representations"].values()) == 12
     assert orthanc.post(f"/medsr/series/{basic_in_orthanc}/archive", json={"base": "jpeg"}).status_code == 400
+    r = orthanc.post(f"/medsr/series/{basic_in_orthanc}/archive",
+                     json={"method": "model", "baselines": False, "ensemble": 2})
+    assert r.status_code == 200 and r.json()["ensemble"] == 2, r.text
+    assert medsr.open_archive(Path(orthanc.store) / f"{r.json()['archive_id']}.medsr.h5").model_ensemble == 2
 
 
 @needs_orthanc

@@ -3,7 +3,8 @@
 Layout (format_version 1)::
 
     /                      attrs: format, format_version, medsr_version, created, operator, scale,
-                           method, model_id, model_sha256, kind, series_uid, rows, cols, pad_rows,
+                           method, model_id, model_sha256, model_ensemble (self-ensemble size the
+                           audit's restore used; absent = 1), kind, series_uid, rows, cols, pad_rows,
                            pad_cols, dtype, bits_stored, pixel_representation, window_lo, window_hi,
                            original_file_bytes, original_pixel_bytes, below_threshold
     /lowres                (n, h, w) stored dtype, chunk = 1 slice, gzip + shuffle; attr sha256
@@ -87,6 +88,7 @@ class ArchiveInfo:
     base: str = "lossless"  # how /lowres is stored: lossless | near-lossless (medsr.codec.base)
     base_near: int = 0  # near-lossless: max |decoded - true| per low-res value
     floor: dict | None = None  # per-slice floor: the floor and {representation: {slices, bytes}} (medsr.floor)
+    model_ensemble: int = 1  # geometric self-ensemble the audit's restore used (absent in older archives: 1)
 
     @property
     def ratio(self) -> float:
@@ -157,7 +159,7 @@ def _put(group, name: str, data: np.ndarray, *, chunks=None, compress=True):
 def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: str, scale: int,
                   pad: tuple[int, int], method: str, model_id: str, model_sha256: str,
                   audit: dict | None, below_threshold: bool = False, force: bool = False,
-                  base=None, floor=None, floor_attrs: dict | None = None) -> ArchiveInfo:
+                  base=None, floor=None, floor_attrs: dict | None = None, model_ensemble: int = 1) -> ArchiveInfo:
     """Write the archive atomically (temp + fsync + rename, mode 0600); returns its info.
 
     ``base``: a ``medsr.codec.base.PreparedBase``; None or lossless keeps ``/lowres``.
@@ -174,7 +176,8 @@ def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: s
                 format=FORMAT, format_version=FORMAT_VERSION, medsr_version=__version__,
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 operator=operator, scale=scale, method=method, model_id=model_id, model_sha256=model_sha256,
-                kind=series.kind, series_uid=series.series_uid, rows=series.shape[0], cols=series.shape[1],
+                model_ensemble=int(model_ensemble), kind=series.kind, series_uid=series.series_uid,
+                rows=series.shape[0], cols=series.shape[1],
                 pad_rows=pad[0], pad_cols=pad[1], dtype=str(series.pixels.dtype), bits_stored=series.bits_stored,
                 pixel_representation=series.pixel_representation, window_lo=window.lo, window_hi=window.hi,
                 original_file_bytes=series.original_file_bytes, original_pixel_bytes=series.original_pixel_bytes,
@@ -307,7 +310,7 @@ def _info_from(f, path: Path) -> ArchiveInfo:
             window_hi=_attr(f, "window_hi", float), original_file_bytes=_attr(f, "original_file_bytes", int),
             original_pixel_bytes=_attr(f, "original_pixel_bytes", int), stored_pixel_bytes=stored_bytes,
             archive_bytes=path.stat().st_size, below_threshold=bool(f.attrs.get("below_threshold", False)), audit=audit,
-            base=base, base_near=base_near, floor=floor,
+            base=base, base_near=base_near, floor=floor, model_ensemble=int(f.attrs.get("model_ensemble", 1)),
         )
     except ArchiveError:
         raise

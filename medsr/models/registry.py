@@ -29,6 +29,7 @@ class PretrainedModel:
     kind: str = "fidelity"  # "fidelity" (MSE/L1) or "perceptual" (GAN)
     metrics: dict = field(default_factory=dict)
     base: str = ""  # the archive base it was trained for ("" = exact / near-lossless; "lossy" = the lossy tier)
+    ensemble: int = 1  # geometric self-ensemble it restores with by default (medsr.models.ensemble)
 
     @property
     def path(self) -> Path:
@@ -50,7 +51,7 @@ def _load_registry() -> dict[str, PretrainedModel]:
         out[e["name"]] = PretrainedModel(
             name=e["name"], architecture=arch, config=cfg_cls(**e["config"]), weights=e["weights"],
             sha256=e["sha256"], operator=e["operator"], card=e["card"], kind=e.get("kind", "fidelity"),
-            metrics=e.get("metrics", {}), base=e.get("base", ""),
+            metrics=e.get("metrics", {}), base=e.get("base", ""), ensemble=int(e.get("ensemble", 1)),
         )
     return out
 
@@ -97,9 +98,10 @@ class LoadedModel:
     model_id: str  # "name@sha256[:12]" or "path@sha256[:12]"
     name: str
     sha256: str
-    module: torch.nn.Module
+    module: torch.nn.Module  # the generator, wrapped in a SelfEnsemble when ensemble > 1
     operator: str | None
     scale: int
+    ensemble: int = 1  # network passes averaged per slice (medsr.models.ensemble)
 
 
 def config_from_safetensors(path: Path) -> tuple[str, SRResNetConfig, str | None]:
@@ -118,8 +120,14 @@ def config_from_safetensors(path: Path) -> tuple[str, SRResNetConfig, str | None
     return arch, ARCHITECTURES[arch][1](**cfg), meta.get("operator")
 
 
-def create_model(name_or_path: str | Path | None = None, *, pretrained: bool = True) -> LoadedModel:
-    """Build a generator from a registry name or a safetensors path, weights loaded, eval mode."""
+def create_model(name_or_path: str | Path | None = None, *, pretrained: bool = True,
+                 ensemble: int | None = None) -> LoadedModel:
+    """Build a generator from a registry name or a safetensors path, weights loaded, eval mode.
+
+    ``ensemble``: geometric self-ensemble size (1, 2, 4, 8); None: the registry entry's
+    (1 for a weights file)."""
+    from .ensemble import with_ensemble
+
     name_or_path = str(name_or_path or DEFAULT_MODEL)
     if name_or_path in REGISTRY:
         entry = REGISTRY[name_or_path]
@@ -133,7 +141,9 @@ def create_model(name_or_path: str | Path | None = None, *, pretrained: bool = T
         else:
             digest = entry.sha256
         model.eval()
-        return LoadedModel(f"{entry.name}@{digest[:12]}", entry.name, digest, model, entry.operator, entry.config.scale)
+        n = entry.ensemble if ensemble is None else ensemble
+        return LoadedModel(f"{entry.name}@{digest[:12]}", entry.name, digest, with_ensemble(model, n), entry.operator,
+                           entry.config.scale, n)
     path = Path(name_or_path)
     if not path.exists():
         known = ", ".join(sorted(REGISTRY)) or "none shipped"
@@ -143,7 +153,8 @@ def create_model(name_or_path: str | Path | None = None, *, pretrained: bool = T
     load_weights(model, path)
     model.eval()
     digest = file_sha256(path)
-    return LoadedModel(f"{path.name}@{digest[:12]}", path.name, digest, model, op, cfg.scale)
+    n = 1 if ensemble is None else ensemble
+    return LoadedModel(f"{path.name}@{digest[:12]}", path.name, digest, with_ensemble(model, n), op, cfg.scale, n)
 
 
 def save_weights(model: torch.nn.Module, path: Path, *, architecture: str, config: dict, operator: str, extra: dict | None = None) -> str:

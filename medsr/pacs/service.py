@@ -580,9 +580,10 @@ class ServiceConfig:
 _ARCHIVE_BODY = {"delete_original": bool, "min_psnr": float, "min_ssim": float, "min_psnr_fg": float,
                  "keep_below_threshold": bool, "method": str, "model": str, "baselines": bool,
                  "base": str, "base_near": float, "floor_psnr_fg": float, "floor_ssim": float, "floor_fallback": str,
+                 "ensemble": float,
                  "wait": bool, "timeout": float}
 _RESTORE_BODY = {"method": str, "model": str, "wait": bool, "timeout": float}
-_AUDIT_KEYS = ("slices", "original_bytes", "archive_bytes", "ratio", "pixel_ratio", "method", "model_id", "operator",
+_AUDIT_KEYS = ("slices", "original_bytes", "archive_bytes", "ratio", "pixel_ratio", "method", "model_id", "ensemble", "operator",
                "psnr", "ssim", "psnr_fg", "ssim_fg", "psnr_bicubic", "ssim_bicubic", "psnr_fg_bicubic",
                "ssim_fg_bicubic", "psnr_j2k", "ssim_j2k", "psnr_fg_j2k", "ssim_fg_j2k", "below_threshold", "seconds")
 
@@ -746,6 +747,12 @@ class MedsrService:
             if k != int(k) or not 1 <= k <= MAX_NEAR or opts.get("base") in (None, "lossless"):
                 raise BadRequest(f"option base_near must be an integer 1..{MAX_NEAR}, with base near-lossless or lossy")
             opts["base_near"] = int(k)
+        if "ensemble" in opts:
+            from ..models.ensemble import SIZES
+
+            if opts["ensemble"] not in SIZES:
+                raise BadRequest(f"option ensemble must be one of {', '.join(map(str, SIZES))}")
+            opts["ensemble"] = int(opts["ensemble"])
         try:
             check_floor(opts.get("floor_psnr_fg"), opts.get("floor_ssim"), opts.get("floor_fallback", "error"))
         except MedsrError as e:
