@@ -59,10 +59,11 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
                     operator: str = "area4-v1", nears: Sequence[int] = DEFAULT_NEARS,
                     lossy: Sequence[float] = DEFAULT_LOSSY, lossy_fractions: Sequence[float] = DEFAULT_LOSSY_FRACTIONS,
                     floors: Sequence[float] = DEFAULT_FLOORS, consistency: bool = True, with_j2k: bool = True,
-                    progress: Progress | None = None) -> dict:
+                    progress: Progress | None = None, ensemble: int | None = None) -> dict:
     """Measure every mode on ``series`` (a ``Series`` or a path) -> the ``rd.json`` dict.
 
-    ``floors``: foreground-PSNR floors (dB), each a ``floor-fg<DB>`` row on the archive's default base."""
+    ``floors``: foreground-PSNR floors (dB), each a ``floor-fg<DB>`` row on the archive's default base.
+    ``ensemble``: the models' self-ensemble size (None: each model's own, as an archive would use)."""
     from .api import _resolve_model, _stored_pixel_bytes
     from .audit import jpeg2000_at_ratio, measure, series_data_range
     from .codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
@@ -81,9 +82,9 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
     lowres = downsample(padded, op.id)
     window = intensity_window(lowres)
     requested = method
-    method, loaded = _resolve_model(method, model)
+    method, loaded = _resolve_model(method, model, ensemble=ensemble)
     # the lossy modes restore with the lossy-base tier, as `medsr archive --base lossy` would
-    loaded_lossy = _resolve_model(requested, model, BASE_LOSSY)[1] if requested == "auto" else loaded
+    loaded_lossy = _resolve_model(requested, model, BASE_LOSSY, ensemble)[1] if requested == "auto" else loaded
     if loaded is not None and loaded.scale != op.scale:
         raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
     dev = select_device(device) if method == "model" else "cpu"
@@ -135,7 +136,7 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
         m = measure(original, _rescale(restored, series.slope, series.intercept), data_range=dr, name=name)
         ratio = opb / max(nbytes, 1)
         row = {"mode": name, "base": base, "parameter": param, "codec": codec, "stored_pixel_bytes": int(nbytes),
-               "model_id": mod.model_id if mod else method,
+               "model_id": mod.model_id if mod else method, "ensemble": mod.ensemble if mod else 1,
                "ratio": ratio,
                "max_lowres_error": int(np.abs(dec.astype(np.float64) - lowres.astype(np.float64)).max()) if dec.size else 0,
                **_metrics(m)}
@@ -146,7 +147,7 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
             progress("rate-distortion", series.n_slices, total)
     if floors:
         rows_out += _floor_rows(series, floors, lowres=lowres, window=window, op=op, requested=requested, model=model,
-                                dev=dev, consistency=consistency, with_j2k=with_j2k, original=original, dr=dr,
+                                ensemble=ensemble, dev=dev, consistency=consistency, with_j2k=with_j2k, original=original, dr=dr,
                                 progress=(lambda k: progress("rate-distortion", k, total)) if progress else None)
     ref = rows_out[0]
     for r in rows_out:
@@ -167,7 +168,7 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
     }
 
 
-def _floor_rows(series, floors, *, lowres, window, op, requested, model, dev, consistency, with_j2k, original, dr,
+def _floor_rows(series, floors, *, lowres, window, op, requested, model, ensemble, dev, consistency, with_j2k, original, dr,
                 progress) -> list[dict]:
     """One ``floor-fg<DB>`` row per floor: exactly what ``medsr archive --floor-psnr-fg DB`` (default base)
     would plan and store. Planned with ``--floor-fallback lossless`` so a row always exists; ``lossless``
@@ -181,7 +182,7 @@ def _floor_rows(series, floors, *, lowres, window, op, requested, model, dev, co
     rows, cols = series.shape
     opb = series.original_pixel_bytes
     base = prepare_base(lowres, None, None)  # the archive's default base (near-lossless where the data allow it)
-    method, loaded = _resolve_model(requested, model, base.meta.base)
+    method, loaded = _resolve_model(requested, model, base.meta.base, ensemble)
     engine = _archive_engine(method, dev, consistency, base.meta)
     restored = _restore_pixels(base.decoded, window=window, scale=op.scale, operator=op.id, rows=rows, cols=cols,
                                dtype=series.pixels.dtype, value_range=series.value_range, engine=engine,
@@ -342,7 +343,7 @@ def cmd_rd(args) -> int:
         result = rate_distortion(series, method=args.method, model=args.model, device=args.device,
                                  operator=args.operator, nears=args.near, lossy=args.lossy,
                                  lossy_fractions=args.lossy_near, floors=args.floors,
-                                 consistency=not args.no_consistency, progress=prog)
+                                 consistency=not args.no_consistency, progress=prog, ensemble=args.ensemble)
     finally:
         prog.close()
     json_path, png_path = write_rd(result, out, force=args.force)
@@ -372,6 +373,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
                    help="restore method (auto: the shipped default model, else bicubic; bicubic is fast)")
     p.add_argument("--model", help="model name (see `medsr models`) or a .safetensors path")
+    p.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], metavar="N",
+                   help="model self-ensemble size (default: each model's own, as an archive uses)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--operator", default="area4-v1", help="down-sampling operator id")
     p.add_argument("--near", type=lambda s: _numbers(s, int), default=DEFAULT_NEARS, metavar="K,K,...",

@@ -11,6 +11,9 @@ Sources (all offline, all real MR):
 - ``pydicom-data-mr``: the real single MR slices of the pydicom-data package
   (MR2 shoulder 1024x1024, Siemens head 484x484) -> VALIDATION (other subjects,
   scanners, body part and contrast: the most different held-out source);
+  ``--train-on MR2_UNCR.dcm`` moves that slice into training instead (listed
+  ``--train-on-repeat`` times so one 1024^2 slice is not drowned by ~1,200 smaller ones);
+  at least one slice stays held out;
 - ``phantom-*`` (optional): Siemens XA30 and Philips phantoms -> extra validation only
   (not anatomy, never trained on).
 
@@ -56,6 +59,7 @@ class PackVolume:
     axes: tuple[int, ...] = (0,)
     keep: dict[int, np.ndarray] = field(default_factory=dict)
     license: str = ""
+    repeat: int = 1  # training: each slice is listed this many times (weights a large single slice)
 
 
 @dataclass
@@ -75,7 +79,7 @@ def save_pack(path: Path, volumes: list[PackVolume], val_source: str = VAL_SOURC
     meta = {
         "version": PACK_VERSION, "val_source": val_source, "created_by": "pipelines/prepare_data.py",
         "volumes": [{"key": v.key, "name": v.name, "source": v.source, "subject": v.subject, "split": v.split,
-                     "axes": list(v.axes), "license": v.license, "shape": list(v.data.shape),
+                     "axes": list(v.axes), "license": v.license, "repeat": v.repeat, "shape": list(v.data.shape),
                      "dtype": v.data.dtype.str, "kept": {str(a): int(len(k)) for a, k in v.keep.items()}}
                     for v in volumes],
     }
@@ -106,7 +110,7 @@ def load_pack(path: str | Path) -> Pack:
         for m in meta["volumes"]:
             keep = {a: z[f"{m['key']}_keep{a}"] for a in m["axes"] if f"{m['key']}_keep{a}" in z.files}
             vols.append(PackVolume(m["key"], m["name"], m["source"], m["subject"], m["split"], z[m["key"]],
-                                   tuple(m["axes"]), keep, m.get("license", "")))
+                                   tuple(m["axes"]), keep, m.get("license", ""), int(m.get("repeat", 1))))
     return Pack(vols, meta["val_source"], meta)
 
 
@@ -252,11 +256,29 @@ def add_keep_lists(v: PackVolume, min_fg: float = MIN_FG) -> PackVolume:
     return v
 
 
-def build(data_dir: Path, colin: Path | None, with_phantoms: bool = True) -> list[PackVolume]:
+def move_to_train(vols: list[PackVolume], names: list[str], repeat: int) -> list[PackVolume]:
+    """Move the named held-out slices (file names, e.g. MR2_UNCR.dcm) into the training split, each
+    listed ``repeat`` times; the validation split must keep at least one real slice."""
+    known = {v.name for v in vols if v.split == "val"}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise SystemExit(f"--train-on: {', '.join(unknown)} is not a validation slice (known: {', '.join(sorted(known))})")
+    if not any(v.split == "val" and v.name not in names for v in vols):
+        raise SystemExit("--train-on: every validation slice would be trained on; keep at least one held out")
+    for v in vols:
+        if v.name in names:
+            v.split, v.repeat = "train", repeat
+    return vols
+
+
+def build(data_dir: Path, colin: Path | None, with_phantoms: bool = True, train_on: list[str] | None = None,
+          train_on_repeat: int = 1) -> list[PackVolume]:
     vols = [sag_anon(data_dir / "sag-anon-t1-mprage.tar.gz")]
     if colin is not None and colin.exists():
         vols.append(colin27(colin))
     vols += pydicom_data_mr()
+    if train_on:
+        move_to_train(vols, train_on, train_on_repeat)
     if with_phantoms:
         vols += phantoms(data_dir)
     return [add_keep_lists(v) for v in vols]
@@ -269,13 +291,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--colin", type=Path, default=DEFAULT_COLIN, help="Colin27 ch2.nii.gz (skipped if absent)")
     p.add_argument("--no-phantoms", action="store_true", help="leave out the phantom validation series")
     p.add_argument("--max-mb", type=float, default=40.0)
+    p.add_argument("--train-on", action="append", default=[], metavar="FILE",
+                   help="train on this pydicom-data slice (e.g. MR2_UNCR.dcm) instead of validating on it; "
+                   "the others stay held out")
+    p.add_argument("--train-on-repeat", type=int, default=64, metavar="R",
+                   help="list each --train-on slice R times (a 1024^2 slice holds ~16x the crops of a 256^2 one)")
     a = p.parse_args(argv)
-    vols = build(a.data_dir, a.colin, not a.no_phantoms)
+    vols = build(a.data_dir, a.colin, not a.no_phantoms, a.train_on, a.train_on_repeat)
     meta = save_pack(a.out, vols)
     size_mb = a.out.stat().st_size / 2**20
     for m in meta["volumes"]:
         print(f"{m['split']:9s} {m['source']:22s} {m['subject']:26s} {str(tuple(m['shape'])):18s} {m['dtype']} "
-              f"kept slices per axis {m['kept']}")
+              f"kept slices per axis {m['kept']}" + (f", listed x{m['repeat']}" if m["repeat"] > 1 else ""))
     print(f"validation source: {meta['val_source']}; wrote {a.out} ({size_mb:.1f} MB)")
     if size_mb > a.max_mb:
         print(f"error: pack is {size_mb:.1f} MB > --max-mb {a.max_mb}", file=sys.stderr)

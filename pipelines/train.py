@@ -188,7 +188,7 @@ def train_loader(pack: Pack, cfg: TrainConfig, rt: Runtime):
 
     items: list[dict] = []
     for v in pack.split("train"):
-        items += slice_items(SliceSource(v.name, v.data, v.axes, dict(v.keep)), cfg.augment.crop_size, OPERATOR)
+        items += slice_items(SliceSource(v.name, v.data, v.axes, dict(v.keep)), cfg.augment.crop_size, OPERATOR) * v.repeat
     ds = training_dataset(items, cfg.augment, min_length=max(200_000, 50 * cfg.batch_size))
     g = torch.Generator().manual_seed(cfg.seed)
     nw = resolve_workers(cfg, rt)

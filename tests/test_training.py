@@ -136,6 +136,29 @@ def test_pack_round_trip(tmp_path):
     assert pack.volumes[0].data.dtype == np.uint16 and pack.volumes[1].data.shape == (1, 132, 132)
 
 
+def test_a_held_out_slice_moved_to_training_is_weighted_and_one_stays_held_out(tmp_path):
+    from pipelines.prepare_data import move_to_train
+    from pipelines.train import TrainConfig, make_runtime, train_loader
+
+    big = PackVolume("vol_b", "big.dcm", "syn-val", "s3", "val", synthetic_volume(1, 256, 3), (0,))
+    val = PackVolume("vol_v", "syn-v", "syn-val", "s2", "val", synthetic_volume(1, 132, 5), (0,))
+    train = PackVolume("vol_a", "syn-a", "syn", "s1", "train", synthetic_volume(6, 128, 0), (0, 1, 2))
+    move_to_train([train, big, val], ["big.dcm"], repeat=5)
+    assert (big.split, big.repeat, val.split) == ("train", 5, "val")
+    with pytest.raises(SystemExit, match="not a validation slice"):
+        move_to_train([train, big, val], ["nope.dcm"], repeat=5)
+    with pytest.raises(SystemExit, match="keep at least one"):
+        move_to_train([train, val], ["syn-v"], repeat=2)
+    save_pack(tmp_path / "p.npz", [train, big, val], val_source="syn-val")
+    pack = load_pack(tmp_path / "p.npz")
+    assert [v.repeat for v in pack.volumes] == [1, 5, 1]
+    cfg = TrainConfig(pack=tmp_path / "p.npz", device="cpu", num_workers=0)
+    _, n_items = train_loader(pack, cfg, make_runtime(cfg))
+    _, n_plain = train_loader(load_pack(tmp_path / "p.npz").__class__(
+        [v for v in pack.volumes if v.name != "big.dcm"], pack.val_source, pack.meta), cfg, make_runtime(cfg))
+    assert n_items == n_plain + 5  # the one big slice, listed five times
+
+
 def test_train_cli_end_to_end(tmp_path):
     from pipelines.train import main
 
