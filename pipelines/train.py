@@ -70,6 +70,7 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     batch_size: int = 16
+    freeze_bn: bool = False  # fine-tuning: keep batch-norm statistics fixed (small CPU batches make them noisy)
     num_workers: int = -1  # -1 = auto: 0 on cpu, min(12, cores - 2) on cuda
     blocks: int = 16
     channels: int = 64
@@ -197,6 +198,17 @@ def train_loader(pack: Pack, cfg: TrainConfig, rt: Runtime):
                         pin_memory=rt.device.type == "cuda", persistent_workers=nw > 0,
                         prefetch_factor=4 if nw > 0 else None)
     return loader, len(items)
+
+
+def train_mode(model: nn.Module, freeze_bn: bool = False) -> nn.Module:
+    """``model.train()``; with ``freeze_bn`` its batch-norm layers stay in eval mode: they normalise
+    with the running statistics and do not update them (their scale and shift still learn)."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    return model
 
 
 def forever(loader) -> Iterator[dict]:
@@ -553,7 +565,8 @@ def train(cfg: TrainConfig) -> dict:
                 return {}
             was = model.training
             res = evaluate({"g": model}, val_main, rt, dc=False, baseline=False, max_slices=cfg.val_slices)
-            model.train(was)
+            if was:
+                train_mode(model, cfg.freeze_bn)
             rows = [r for per in res.values() for r in per.get("g", [])]
             return {"val_psnr": float(np.mean([r["psnr"] for r in rows])),
                     "val_psnr_fg": float(np.nanmean([r["psnr_fg"] for r in rows])),
@@ -574,7 +587,7 @@ def train(cfg: TrainConfig) -> dict:
             start = int(ckpt.get("step", 0))
             if optim_state_path().exists():
                 opt_g.load_state_dict(torch.load(optim_state_path(), map_location=rt.device)["g"])
-        g.train()
+        train_mode(g, cfg.freeze_bn)
 
         def step1(lr_t: torch.Tensor, hr_t: torch.Tensor) -> dict[str, torch.Tensor]:
             with rt.autocast():
@@ -625,7 +638,7 @@ def train(cfg: TrainConfig) -> dict:
                 if "d" in st:
                     opt_g.load_state_dict(st["g"])
                     opt_d.load_state_dict(st["d"])
-        g.train()
+        train_mode(g, cfg.freeze_bn)
         d.train()
 
         def step2(lr_t: torch.Tensor, hr_t: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -764,6 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--init-weights", type=Path, default=None, help="start the generator from this safetensors file")
     a("--eval-only", action="store_true", help="only evaluate the weights already in --out")
     a("--no-eval-extra", action="store_true", help="skip the phantom (val-extra) series")
+    a("--freeze-bn", action="store_true",
+      help="fine-tuning: keep batch-norm running statistics fixed (batches of 16 on a CPU make them noisy)")
     a("--crop-size", type=int, default=d.augment.crop_size,
       help="high-res training crop (a multiple of 4; the paper's 96; larger crops give the net more context)")
     a("--fg-prob", type=float, default=d.augment.fg_prob)
@@ -790,7 +805,7 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
     return TrainConfig(
         pack=a.pack, out=a.out, device=a.device, precision=a.precision, channels_last=a.channels_last,
         compile=a.compile, seed=a.seed,
-        batch_size=a.batch_size, num_workers=a.num_workers, blocks=a.blocks, channels=a.channels,
+        batch_size=a.batch_size, freeze_bn=a.freeze_bn, num_workers=a.num_workers, blocks=a.blocks, channels=a.channels,
         disc_channels=a.disc_channels, disc_dense=a.disc_dense, loss=a.loss, content=a.content,
         vgg19_weights=a.vgg19_weights, adv_weight=a.adv_weight, lr=a.lr, lr_schedule=a.lr_schedule,
         lr_min_ratio=a.lr_min_ratio, gan_lr=a.gan_lr, gan_lr_final=a.gan_lr_final, phase1_seconds=a.phase1_seconds,

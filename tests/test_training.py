@@ -13,7 +13,7 @@ import torch
 
 import medsr.codec
 from medsr.codec import IntensityWindow, downsample
-from medsr.models import create_model
+from medsr.models import SRResNet, SRResNetConfig, create_model
 from medsr.transforms import (AugmentConfig, MakeLowRes, MakeLowResd, RandForegroundCrop, SliceSource, slice_items,
                               train_transforms, training_dataset)
 from pipelines.prepare_data import PackVolume, load_pack, save_pack
@@ -208,3 +208,23 @@ def test_training_imports_need_no_dicom_stack():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_freeze_bn_keeps_running_statistics_while_weights_learn():
+    from pipelines.train import train_mode
+
+    torch.manual_seed(0)
+    g = SRResNet(SRResNetConfig(blocks=2, channels=8))
+    bns = [m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in bns]
+    train_mode(g, freeze_bn=True)
+    assert g.training and not any(m.training for m in bns)
+    opt = torch.optim.Adam(g.parameters(), lr=1e-2)
+    w0 = bns[0].weight.detach().clone()
+    loss = g(torch.rand(2, 1, 8, 8)).square().mean()
+    loss.backward()
+    opt.step()
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, bns))  # statistics fixed
+    assert not torch.equal(w0, bns[0].weight)  # the affine scale still learns
+    train_mode(g, freeze_bn=False)
+    assert all(m.training for m in bns)
