@@ -244,6 +244,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     method, loaded = _resolve_model(options.method, options.model, base.meta.base, options.ensemble)
     if loaded is not None and loaded.scale != op.scale:
         raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
+    ensemble = loaded.ensemble if loaded else 1
     engine = _archive_engine(method, options.device, options.consistency, base.meta)
     restored = _restore_pixels(lowres, window=window, scale=op.scale, operator=op.id, rows=rows, cols=cols,
                                dtype=series.pixels.dtype, value_range=series.value_range, engine=engine,
@@ -264,7 +265,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
                         stored_pixel_bytes=stored_bytes, method=method,
                         model_id=loaded.model_id if loaded else method, with_j2k=options.baselines,
                         consistency=options.consistency, device=select_device(options.device), base=base.provenance(),
-                        ensemble=loaded.ensemble if loaded else 1,
+                        ensemble=ensemble,
                         progress=_tick(progress, "audit", series.n_slices))
     if plan is not None:
         from .floor_run import add_floor_to_audit
@@ -276,7 +277,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
                          model_sha256=loaded.sha256 if loaded else "", audit=audit, below_threshold=below,
                          force=options.force, base=base, floor=plan.stored if plan else None,
                          floor_attrs=floor.to_dict() if floor else None,
-                         model_ensemble=loaded.ensemble if loaded else 1)
+                         model_ensemble=ensemble)
     deleted: tuple[Path, ...] = ()
     if options.delete_original:
         deleted = _delete_verified_originals(output, series)

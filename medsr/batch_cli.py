@@ -880,7 +880,7 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
 
 def register_cli(subparsers) -> None:
     """Add ``archive-batch`` and ``restore-batch`` to medsr's argparse subparsers."""
-    from .cli import _common
+    from .cli import _common, add_ensemble_arg
 
     a = subparsers.add_parser(
         "archive-batch", help="archive every series below a folder, in parallel on a Dask cluster",
@@ -894,8 +894,7 @@ def register_cli(subparsers) -> None:
     a.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
                    help="restore method recorded in each archive (as for `medsr archive`)")
     a.add_argument("--model", help="model name or .safetensors path")
-    a.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], metavar="N",
-                   help="model self-ensemble size (as for `medsr archive`; default: the model's own)")
+    add_ensemble_arg(a, help="model self-ensemble size (as for `medsr archive`; default: the model's own)")
     a.add_argument("--operator", default="area4-v1", help="down-sampling operator id")
     a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device on each worker")
     a.add_argument("--no-consistency", action="store_true", help="do not project the restore onto the stored data")
@@ -933,8 +932,7 @@ def register_cli(subparsers) -> None:
                    help="auto: NIfTI for archives made from NIfTI, DICOM otherwise")
     r.add_argument("--method", choices=["model", "bicubic", "nearest"], help="override each archive's method")
     r.add_argument("--model", help="override each archive's model (the stored audit will not apply)")
-    r.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], metavar="N",
-                   help="self-ensemble size (default: what each archive recorded)")
+    add_ensemble_arg(r, help="self-ensemble size (default: what each archive recorded)")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device on each worker")
     r.add_argument("--batch-size", type=int, default=0, help="slices per batch (0: automatic)")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])

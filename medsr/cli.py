@@ -59,6 +59,14 @@ def _fmt(v, digits=2):
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+ENSEMBLE_SIZES = (1, 2, 4, 8)  # = medsr.models.ensemble.SIZES, kept here so the CLI starts without torch
+
+
+def add_ensemble_arg(parser: argparse.ArgumentParser, help: str, **kw) -> None:
+    """The one ``--ensemble N`` option (archive, restore, the batch commands, rd, eval)."""
+    parser.add_argument("--ensemble", type=int, choices=ENSEMBLE_SIZES, metavar="N", help=help, **kw)
+
+
 # ---------------------------------------------------------------- commands
 
 def cmd_archive(args) -> int:
@@ -261,8 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
                    help="restore method recorded in the archive (auto: the shipped default model, else bicubic)")
     a.add_argument("--model", help="model name (see `medsr models`) or a .safetensors path")
-    a.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], metavar="N",
-                   help="self-ensemble: average the model over N mirrored/rotated copies of each slice (1, 2, 4, 8; N x the network time). Default: the model's own (see `medsr models`); recorded in the archive")
+    add_ensemble_arg(a, help="self-ensemble: average the model over N mirrored/rotated copies of each slice (1, 2, 4, 8; N x the network time). Default: the model's own (see `medsr models`); recorded in the archive")
     a.add_argument("--operator", default="area4-v1", help="down-sampling operator id (area4-v1, area2-v1, gauss4-v1)")
     a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     a.add_argument("--no-consistency", action="store_true", help="do not project the restore onto the stored data")
@@ -305,8 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", default="dicom", choices=["dicom", "nifti"])
     r.add_argument("--method", choices=["model", "bicubic", "nearest"], help="override the archive's method")
     r.add_argument("--model", help="override the archive's model (warns; the stored audit will not apply)")
-    r.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], metavar="N",
-                   help="self-ensemble size (1, 2, 4, 8); default: what the archive recorded (another size warns: the stored audit will not apply)")
+    add_ensemble_arg(r, help="self-ensemble size (1, 2, 4, 8); default: what the archive recorded (another size warns: the stored audit will not apply)")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--batch-size", type=int, default=0, help="slices per batch (0: automatic)")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],

@@ -360,7 +360,7 @@ def cmd_rd(args) -> int:
 
 def register_cli(subparsers) -> None:
     """Add ``medsr rd`` to medsr's argparse subparsers."""
-    from .cli import _common
+    from .cli import _common, add_ensemble_arg
 
     p = subparsers.add_parser(
         "rd", help="rate-distortion of the storage modes for one series (JSON + PNG), to choose a mode",
@@ -373,8 +373,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
                    help="restore method (auto: the shipped default model, else bicubic; bicubic is fast)")
     p.add_argument("--model", help="model name (see `medsr models`) or a .safetensors path")
-    p.add_argument("--ensemble", type=int, choices=[1, 2, 4, 8], metavar="N",
-                   help="model self-ensemble size (default: each model's own, as an archive uses)")
+    add_ensemble_arg(p, help="model self-ensemble size (default: each model's own, as an archive uses)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--operator", default="area4-v1", help="down-sampling operator id")
     p.add_argument("--near", type=lambda s: _numbers(s, int), default=DEFAULT_NEARS, metavar="K,K,...",

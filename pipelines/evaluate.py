@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("series", nargs="+", help="series folders, single DICOM files or NIfTI files")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--models", nargs="+", default=["medsr-srresnet-x4", "medsr-srgan-x4"])
-    ap.add_argument("--ensemble", nargs="+", type=int, choices=[1, 2, 4, 8], metavar="N",
-                    help="evaluate each model at these self-ensemble sizes (default: each model's own)")
+    from medsr.cli import add_ensemble_arg
+
+    add_ensemble_arg(ap, help="evaluate each model at these self-ensemble sizes (default: each model's own)",
+                     nargs="+")
     ap.add_argument("--no-j2k", action="store_true")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import medsr
-from medsr.cli import main as cli_main
+from medsr.cli import ENSEMBLE_SIZES, main as cli_main
 from medsr.errors import MedsrError
 from medsr.models import DEFAULT_MODEL, REGISTRY, SRResNet, SRResNetConfig, create_model
-from medsr.models.ensemble import MEMBERS, SelfEnsemble, _forward, _inverse, check_ensemble, with_ensemble
+from medsr.models.ensemble import MEMBERS, SIZES, SelfEnsemble, _forward, _inverse, check_ensemble, with_ensemble
 
 
 def test_every_member_is_exactly_undone_on_a_non_square_batch():
@@ -89,5 +89,6 @@ def test_cli_ensemble_flag_and_models_listing(fixture_path, tmp_path, capsys):
     assert cli_main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["models"]
     assert {r["name"]: r["ensemble"] for r in rows} == {e.name: e.ensemble for e in REGISTRY.values()}
+    assert ENSEMBLE_SIZES == SIZES  # the CLI's torch-free copy of the sizes
     with pytest.raises(SystemExit):  # argparse: only 1, 2, 4, 8
         cli_main(["restore", str(arc), "--ensemble", "3"])
