@@ -228,3 +228,13 @@ def test_freeze_bn_keeps_running_statistics_while_weights_learn():
     assert not torch.equal(w0, bns[0].weight)  # the affine scale still learns
     train_mode(g, freeze_bn=False)
     assert all(m.training for m in bns)
+
+
+def test_crop_size_option_sets_the_training_crop_and_refuses_bad_sizes():
+    from pipelines.train import config_from_args
+
+    assert config_from_args(["--crop-size", "128"]).augment.crop_size == 128
+    assert config_from_args([]).augment.crop_size == 96  # the paper's
+    for bad in ("30", "98"):
+        with pytest.raises(SystemExit, match="--crop-size"):
+            config_from_args(["--crop-size", bad])
