@@ -92,3 +92,18 @@ def test_cli_ensemble_flag_and_models_listing(fixture_path, tmp_path, capsys):
     assert ENSEMBLE_SIZES == SIZES  # the CLI's torch-free copy of the sizes
     with pytest.raises(SystemExit):  # argparse: only 1, 2, 4, 8
         cli_main(["restore", str(arc), "--ensemble", "3"])
+
+
+def test_eval_and_rd_measure_the_sizes_they_are_given(fixture_path):
+    from medsr.rd import rate_distortion
+    from pipelines.evaluate import evaluate
+
+    res = evaluate([fixture_path("basic")], [DEFAULT_MODEL], j2k=False, device="cpu", ensembles=[1, 2])
+    methods = [r["method"] for r in res["rows"]]
+    assert methods == ["bicubic", DEFAULT_MODEL, f"{DEFAULT_MODEL} (self-ensemble x2)"]
+    one, two = res["rows"][1], res["rows"][2]
+    assert one["psnr"] != two["psnr"]  # two different restores were measured
+    for n in (1, 2):
+        rd = rate_distortion(fixture_path("basic"), nears=(), lossy=(), lossy_fractions=(), floors=(),
+                             with_j2k=False, ensemble=n)
+        assert [r["ensemble"] for r in rd["modes"]] == [n]
