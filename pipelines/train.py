@@ -784,6 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fg-prob", type=float, default=d.augment.fg_prob)
     a("--gamma-prob", type=float, default=d.augment.gamma_prob)
     a("--noise-prob", type=float, default=d.augment.noise_prob)
+    a("--remap-prob", type=float, default=d.augment.remap_prob,
+      help="probability of a random non-monotone contrast remap of a crop (T2/PD/FLAIR-like from T1; 0 = off)")
     a("--base-near-fraction", default=None, metavar="LO,HI",
       help="lossy-base tier: code every low-res crop with the archive's JPEG-LS base, NEAR a fraction of the "
            "window width drawn from [LO, HI] (e.g. 0.005,0.035); validation then uses the default lossy base")
@@ -801,7 +803,7 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
     if a.crop_size < 32 or a.crop_size % 4:
         raise SystemExit(f"--crop-size: need a multiple of 4, at least 32 (got {a.crop_size})")
     aug = replace(AugmentConfig(), crop_size=a.crop_size, fg_prob=a.fg_prob, gamma_prob=a.gamma_prob, noise_prob=a.noise_prob,
-                  base_near_fraction=frac)
+                  remap_prob=a.remap_prob, base_near_fraction=frac)
     return TrainConfig(
         pack=a.pack, out=a.out, device=a.device, precision=a.precision, channels_last=a.channels_last,
         compile=a.compile, seed=a.seed,

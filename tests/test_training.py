@@ -238,3 +238,38 @@ def test_crop_size_option_sets_the_training_crop_and_refuses_bad_sizes():
     for bad in ("30", "98"):
         with pytest.raises(SystemExit, match="--crop-size"):
             config_from_args(["--crop-size", bad])
+
+
+def test_contrast_remap_keeps_background_and_can_swap_tissue_order():
+    from medsr.transforms import RandContrastRemap
+
+    u = np.linspace(0.0, 1.2, 241, dtype=np.float32)
+    np.testing.assert_array_equal(RandContrastRemap(prob=0.0, seed=0)(u), u)  # off: identity
+    t = RandContrastRemap(prob=1.0, seed=0)
+    swapped = 0
+    for _ in range(50):
+        f = t(u)
+        bg = u <= t.background
+        np.testing.assert_allclose(f[bg], u[bg], atol=1e-6)  # background and its noise untouched
+        inside = (u > t.background) & (u <= 1.0)
+        assert f[inside].min() >= min(t.floor, t.background) - 1e-6 and f[inside].max() <= 1.0 + 1e-6
+        np.testing.assert_allclose(t(t.x.astype(np.float32), randomize=False).max(), 1.0, atol=1e-6)  # a knot reaches 1
+        swapped += bool(np.any(np.diff(f[inside]) < -1e-6))  # some tissue got darker than a darker one
+    assert 10 <= swapped < 50  # non-monotone curves happen, monotone ones too
+
+
+def test_contrast_remap_is_off_in_the_shipped_recipe_and_set_by_the_train_option():
+    from medsr.transforms import RandContrastRemapd
+    from pipelines.train import config_from_args
+
+    assert AugmentConfig().remap_prob == 0.0
+    assert not any(isinstance(t, RandContrastRemapd) for t in train_transforms().transforms)
+    cfg = config_from_args(["--remap-prob", "0.5"]).augment
+    assert cfg.remap_prob == 0.5
+    assert any(isinstance(t, RandContrastRemapd) for t in train_transforms(cfg).transforms)
+    # still reproducible with the remap on
+    items = slice_items(SliceSource("syn", synthetic_volume(), axes=(0,)))
+    a, b = train_transforms(cfg), train_transforms(cfg)
+    a.set_random_state(seed=3)
+    b.set_random_state(seed=3)
+    np.testing.assert_array_equal(a(items[0])["hr"], b(items[0])["hr"])

@@ -7,7 +7,7 @@ Sample dictionaries carry ``hr`` (a 2D slice of stored integers), ``window``
 ((lo, hi) of the volume's low-res window) and ``fg_threshold`` (stored units).
 """
 from .degrade import MakeLowRes, MakeLowResd, RandBaseCode, RandBaseCoded, RandQuantise, RandQuantised
-from .intensity import (RandGamma, RandGammad, RandMRNoise, RandMRNoised, RandNetworkRange, RandNetworkRanged,
+from .intensity import (RandContrastRemap, RandContrastRemapd, RandGamma, RandGammad, RandMRNoise, RandMRNoised, RandNetworkRange, RandNetworkRanged,
                         ToUnit, ToUnitd)
 from .pipeline import (AugmentConfig, SliceSource, foreground_threshold, kept_slices, slice_items,
                        train_transforms, training_dataset, volume_window)
@@ -15,6 +15,7 @@ from .spatial import RandFlipRot90, RandFlipRot90d, RandForegroundCrop, RandFore
 
 __all__ = [
     "MakeLowRes", "MakeLowResd", "RandBaseCode", "RandBaseCoded", "RandQuantise", "RandQuantised", "RandGamma", "RandGammad", "RandMRNoise",
+    "RandContrastRemap", "RandContrastRemapd",
     "RandMRNoised", "RandNetworkRange", "RandNetworkRanged", "ToUnit", "ToUnitd", "AugmentConfig", "SliceSource",
     "foreground_threshold", "kept_slices", "slice_items", "train_transforms", "training_dataset", "volume_window",
     "RandFlipRot90", "RandFlipRot90d", "RandForegroundCrop", "RandForegroundCropd",

@@ -1,4 +1,4 @@
-"""Intensity transforms: stored values <-> unit space, gamma, MR noise, network ranges.
+"""Intensity transforms: stored values <-> unit space, gamma, contrast remaps, MR noise, network ranges.
 
 "Unit space" is ``medsr.codec.to_unit`` with the volume's low-res window: background
 ~0, bright tissue ~1. Contrast and noise augmentations act there, before the image
@@ -69,6 +69,49 @@ class RandGamma(Randomizable, Transform):
         return np.power(np.maximum(u, 0.0), self._g, dtype=np.float32)
 
 
+class RandContrastRemap(Randomizable, Transform):
+    """With probability ``prob``: u -> f(u), a random piecewise-linear contrast curve.
+
+    f is the identity up to ``background`` (the foreground threshold, 5% of the window in unit
+    space: background and its noise stay as they are, dark as in every MR contrast); above it,
+    ``knots`` control points evenly spaced on [``background``, 1] take values drawn uniformly from
+    [``floor``, 1] (then scaled so the largest is 1); above 1, f grows with the last knot's value.
+    f need not be monotone, so tissues can swap order: T1-trained crops become T2-, PD- or
+    FLAIR-like (bright or dark fluid). Edges stay where they were; their polarity and height change.
+    """
+
+    def __init__(self, prob: float = 0.5, knots: int = 5, floor: float = 0.1, background: float = 0.05,
+                 seed: int | None = None):
+        if knots < 2:
+            raise ValueError("knots must be at least 2")
+        if not 0 <= background < 1 or not 0 <= floor <= 1:
+            raise ValueError("need 0 <= background < 1 and 0 <= floor <= 1")
+        self.prob, self.knots, self.floor, self.background = prob, knots, floor, background
+        self.R = np.random.RandomState(seed)
+        self._y: np.ndarray | None = None
+
+    @property
+    def x(self) -> np.ndarray:
+        return np.concatenate([[0.0], np.linspace(self.background, 1.0, self.knots)])
+
+    def randomize(self, data: object = None) -> None:
+        if self.R.rand() >= self.prob:
+            self._y = None
+            return
+        y = self.R.uniform(max(self.floor, self.background), 1.0, self.knots - 1)
+        self._y = np.concatenate([[0.0, self.background], y / y.max()])
+
+    def __call__(self, u: np.ndarray, randomize: bool = True) -> np.ndarray:
+        if randomize:
+            self.randomize()
+        if self._y is None:
+            return u
+        y = self._y
+        v = np.maximum(u, 0.0)
+        out = np.interp(np.minimum(v, 1.0), self.x, y) + np.maximum(v - 1.0, 0.0) * y[-1]
+        return out.astype(np.float32)
+
+
 class RandMRNoise(Randomizable, Transform):
     """With probability ``prob``: add noise of a std drawn from ``sigmas`` (unit space).
 
@@ -129,6 +172,12 @@ class _RandUnitd(Randomizable, MapTransform):
 class RandGammad(_RandUnitd):
     def __init__(self, keys: str = "hr", gamma: tuple[float, float] = (0.6, 1.6), prob: float = 0.8):
         super().__init__(keys, RandGamma(gamma, prob))
+
+
+class RandContrastRemapd(_RandUnitd):
+    def __init__(self, keys: str = "hr", prob: float = 0.5, knots: int = 5, floor: float = 0.1,
+                 background: float = 0.05):
+        super().__init__(keys, RandContrastRemap(prob, knots, floor, background))
 
 
 class RandMRNoised(_RandUnitd):

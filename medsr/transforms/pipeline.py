@@ -4,7 +4,8 @@ Order per sample (all numpy, in DataLoader workers):
 
 1. ``RandForegroundCropd``: 96x96 HR crop on the 4-pixel block grid, biased to foreground;
 2. ``RandFlipRot90d``: one of the 8 flips/rotations;
-3. ``ToUnitd`` -> ``RandGammad`` -> ``RandMRNoised``: contrast and noise in unit space;
+3. ``ToUnitd`` -> ``RandGammad`` -> (``RandContrastRemapd``, off by default) -> ``RandMRNoised``:
+   contrast and noise in unit space;
 4. ``RandQuantised``: back to stored integers (random amplitude);
 5. ``MakeLowResd``: ``medsr.codec.downsample`` itself, exactly as the archive;
    (lossy-base tier only) ``RandBaseCoded``: the archive's JPEG-LS base, coded and decoded;
@@ -25,7 +26,7 @@ from monai.transforms import Compose, SelectItemsd
 from medsr.codec import IntensityWindow, downsample, get_operator, intensity_window, pad_to_multiple
 
 from .degrade import MakeLowResd, RandBaseCoded, RandQuantised
-from .intensity import RandGammad, RandMRNoised, RandNetworkRanged, ToUnitd
+from .intensity import RandContrastRemapd, RandGammad, RandMRNoised, RandNetworkRanged, ToUnitd
 from .spatial import RandFlipRot90d, RandForegroundCropd
 
 FG_FRACTION_OF_P995 = 0.05  # foreground = value > 5% of the volume's 99.5th percentile
@@ -38,6 +39,7 @@ class AugmentConfig:
     fg_prob: float = 0.9
     gamma: tuple[float, float] = (0.6, 1.6)
     gamma_prob: float = 0.8
+    remap_prob: float = 0.0  # random non-monotone contrast remap (RandContrastRemap); 0 = off (shipped weights)
     noise_sigmas: tuple[float, ...] = (0.005, 0.01, 0.02, 0.03)
     noise_prob: float = 0.3
     rician_prob: float = 0.5
@@ -104,6 +106,7 @@ def train_transforms(cfg: AugmentConfig = AugmentConfig()) -> Compose:
         RandFlipRot90d("hr"),
         ToUnitd("hr"),
         RandGammad("hr", cfg.gamma, cfg.gamma_prob),
+        *([RandContrastRemapd("hr", cfg.remap_prob)] if cfg.remap_prob > 0 else []),
         RandMRNoised("hr", cfg.noise_sigmas, cfg.noise_prob, cfg.rician_prob),
         RandQuantised("hr", cfg.amplitude),
         MakeLowResd("hr", "lr", cfg.op_id),
