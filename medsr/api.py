@@ -389,7 +389,11 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
     method = options.method or info.method
     model_name = options.model
     if method == "model" and model_name is None and info.method == "model":
-        model_name = info.model_id.split("@")[0]
+        # the exact weights the audit used, by digest (a registry name may have moved on), else by name
+        from .models import find_by_sha256
+
+        pinned = find_by_sha256(info.model_sha256)
+        model_name = pinned.name if pinned is not None else info.model_id.split("@")[0]
     same_model = method == "model" and info.method == "model" and options.model is None
     ensemble = options.ensemble if options.ensemble is not None else (info.model_ensemble if same_model else None)
     method, loaded = _resolve_model(method, model_name, ensemble=ensemble)

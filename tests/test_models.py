@@ -115,3 +115,38 @@ def test_tampered_weights_are_refused(tmp_path, monkeypatch):
     monkeypatch.setitem(registry.REGISTRY, "medsr-srresnet-x4", bad)
     with pytest.raises(medsr.ModelError, match="sha256"):
         registry.create_model("medsr-srresnet-x4")
+
+
+def test_a_restore_finds_the_archived_weights_by_digest_after_the_name_moves_on(fixture_path, tmp_path, monkeypatch):
+    """Shipping new weights under the default name must not change what an old archive restores:
+    the archive records the weights' sha256, and the older weights stay shipped under a versioned name."""
+    import dataclasses
+
+    import medsr
+    from medsr.models import registry
+
+    src = fixture_path("basic")
+    arc = tmp_path / "a.medsr.h5"
+    res = medsr.archive_series(src, arc, medsr.ArchiveOptions(method="model", baselines=False))
+    name = res.info.model_id.split("@")[0]
+    assert name == registry.DEFAULT_MODEL
+    # the name moves on to other (older) weights; the archive's weights stay shipped as "<name>-next"
+    moved = dict(registry.REGISTRY)
+    moved[name + "-next"] = dataclasses.replace(registry.REGISTRY[name], name=name + "-next")
+    moved[name] = dataclasses.replace(registry.REGISTRY[name + "-v1"], name=name)
+    monkeypatch.setattr(registry, "REGISTRY", moved)
+    out = medsr.restore_archive(arc, tmp_path / "r", reference=src)
+    assert out.model_id.startswith(name + "-next@") and not out.warnings
+    assert out.audit["methods"]["restored"]["psnr"] == pytest.approx(res.audit["methods"]["restored"]["psnr"], abs=1e-9)
+    # weights shipped nowhere any more: restored by name, with the warning
+    del moved[name + "-next"]
+    again = medsr.restore_archive(arc, tmp_path / "r2")
+    assert again.model_id.startswith(name + "@") and any("stored audit does not describe" in w for w in again.warnings)
+
+
+def test_the_previous_default_weights_stay_shipped():
+    """Archives written before the default was retrained recorded medsr-srresnet-x4@51374c8f3e99."""
+    from medsr.models import find_by_sha256
+
+    old = find_by_sha256("51374c8f3e99be085b0ff8fafba7f3eadeb780f537a60d19ae95e8732da8eb97")
+    assert old is not None and old.name == "medsr-srresnet-x4-v1"

@@ -69,6 +69,15 @@ def default_model_for(base: str | None) -> str:
     return DEFAULT_MODEL
 
 
+def find_by_sha256(sha256: str | None) -> PretrainedModel | None:
+    """The shipped model whose weights file has this sha256, if any. An archive records the
+    sha256 of the weights its audit used; a name can move on to newer weights (the older ones
+    stay shipped under a versioned name), so a restore finds the exact weights by digest."""
+    if not sha256:
+        return None
+    return next((m for m in REGISTRY.values() if m.sha256 == sha256), None)
+
+
 def list_models() -> list[PretrainedModel]:
     return list(REGISTRY.values())
 
