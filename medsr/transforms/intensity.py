@@ -87,12 +87,9 @@ class RandContrastRemap(Randomizable, Transform):
         if not 0 <= background < 1 or not 0 <= floor <= 1:
             raise ValueError("need 0 <= background < 1 and 0 <= floor <= 1")
         self.prob, self.knots, self.floor, self.background = prob, knots, floor, background
+        self.x = np.concatenate([[0.0], np.linspace(background, 1.0, knots)])  # knot positions (fixed)
         self.R = np.random.RandomState(seed)
         self._y: np.ndarray | None = None
-
-    @property
-    def x(self) -> np.ndarray:
-        return np.concatenate([[0.0], np.linspace(self.background, 1.0, self.knots)])
 
     def randomize(self, data: object = None) -> None:
         if self.R.rand() >= self.prob:
