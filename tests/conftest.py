@@ -214,3 +214,24 @@ def dciodvfy() -> Callable[[Path | str], set[str]]:
         return {line.strip() for line in lines if line.startswith("Error")}
 
     return run
+
+
+# -- strict DICOM writing ---------------------------------------------------------
+
+
+@pytest.fixture
+def strict_dicom():
+    """pydicom raises (instead of warning) on what it validates when a dataset is written
+    (``writing_validation_mode = RAISE``). pydicom 3 checks a value's length when the value is
+    *set*, under ``reading_validation_mode``, so tests pair this with
+    ``medsr.io.conformance.overlong_elements`` on what was written (and derive_instance checks
+    the values it sets itself).
+    """
+    from pydicom import config
+
+    saved = config.settings.writing_validation_mode
+    config.settings.writing_validation_mode = config.RAISE
+    try:
+        yield
+    finally:
+        config.settings.writing_validation_mode = saved

@@ -8,8 +8,12 @@ import pytest
 
 import medsr
 from medsr import ArchiveOptions, RestoreOptions
+from medsr.io.conformance import overlong_elements
 
 FAST = ArchiveOptions(method="bicubic", baselines=False)
+
+# every DICOM these tests write is written with pydicom validation RAISE (conftest.strict_dicom)
+pytestmark = pytest.mark.usefixtures("strict_dicom")
 
 
 def _stack(folder):
@@ -38,6 +42,7 @@ def test_round_trip_keeps_size_dtype_and_is_close(fixture_path, tmp_path, case):
         assert float(r.get("RescaleSlope", 1)) == float(o.get("RescaleSlope", 1))
         assert float(r.get("RescaleIntercept", 0)) == float(o.get("RescaleIntercept", 0))
         assert "PixelData" in r and not any(t.group == 0 for t in r.keys())
+        assert overlong_elements(r) == overlong_elements(o) == []  # no value longer than its VR allows
     # the restore approximates the original: at least as close as plain bicubic, far from noise
     m = res.audit["methods"]
     assert m["restored"]["psnr"] >= m["bicubic"]["psnr"] - 0.05

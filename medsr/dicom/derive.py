@@ -163,6 +163,7 @@ def derive_instance(original, pixels: np.ndarray, info: DerivationInfo):
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     ds.file_meta = meta
+    _check_lengths(ds)
     return ds
 
 
@@ -172,6 +173,23 @@ _SET_HERE = ("SOPInstanceUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescr
              "DerivationDescription", "DerivationCodeSequence", "SourceImageSequence", "ContributingEquipmentSequence",
              "InstanceCreationDate", "InstanceCreationTime", "SamplesPerPixel", "SmallestImagePixelValue",
              "LargestImagePixelValue")
+
+
+def _check_lengths(ds) -> None:
+    """Every value set here fits its VR (PS3.5 6.2); an original's over-long value elsewhere is kept as it was."""
+    from pydicom.dataset import Dataset
+
+    from ..io.conformance import overlong_elements
+
+    mine = Dataset()
+    for kw in _SET_HERE:
+        if kw in ds and kw != "ContributingEquipmentSequence":  # earlier items are the original's
+            mine[kw] = ds[kw]
+    bad = overlong_elements(mine) + overlong_elements(ds.ContributingEquipmentSequence[-1]) + overlong_elements(ds.file_meta)
+    if bad:
+        tag, vr, n, limit = bad[0]
+        raise DicomError(f"internal: ({tag >> 16:04X},{tag & 0xFFFF:04X}) would hold {n} characters, more than VR {vr} "
+                         f"allows ({limit})")
 
 
 def _drop_wrong_vrs(ds) -> None:

@@ -196,7 +196,10 @@ def read_series(path: str | Path, *, series_uid: str | None = None,
         files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
     if not files:
         raise InputError("folder is empty: no DICOM files to read", path=p)
-    return _read_dicom_files(p, files, series_uid, tuple(m.upper() for m in allow_modalities))
+    from .conformance import quiet_values
+
+    with quiet_values():  # over-long values are reported once per series by tag (conformance.py), not by pydicom
+        return _read_dicom_files(p, files, series_uid, tuple(m.upper() for m in allow_modalities))
 
 
 def _read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
@@ -377,11 +380,15 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
         order = sorted(range(len(members)), key=lambda i: (_instance_number(members[i][2]), str(members[i][0])))
     members = [members[i] for i in order]
 
+    from .conformance import overlong_elements, summarise
+
     pixels, slopes, intercepts, hdrs, hbytes = [], [], [], [], []
+    overlong = {}
     for f, raw, ds in members:
         with _header_guard(f):
             _decode_all(ds)  # every element decodes now, not later while packing the header
             slope, intercept = _rescale(ds, f)
+            overlong[f] = overlong_elements(ds)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -402,6 +409,9 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
             del header[tag]
         hdrs.append(header)
         hbytes.append(_header_to_bytes(header, f))
+    nonconformant = summarise(overlong)
+    for line in nonconformant:
+        log.warning(line)
     stack = np.stack(pixels)
     if stack.dtype.byteorder == ">" or (stack.dtype.byteorder == "=" and not np.little_endian):
         stack = stack.astype(stack.dtype.newbyteorder("<"))
@@ -438,7 +448,7 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
         positions=positions,
         orientation=orientation,
         pixel_spacing=spacing,
-        warnings=skipped,
+        warnings=skipped + tuple(nonconformant),
     )
 
 
