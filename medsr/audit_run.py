@@ -13,7 +13,7 @@ import numpy as np
 
 from . import __version__
 from .audit import audit as run_audit
-from .audit import bicubic_upsample, jpeg2000_at_ratio
+from .audit import bicubic_upsample, jpeg2000_baseline
 from .engine import to_stored
 
 
@@ -50,9 +50,9 @@ def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int,
     ratios = {"pixel": pixel_ratio}
     j2k_note = ""
     if with_j2k and np.issubdtype(series.pixels.dtype, np.integer) and series.bits_stored <= 16:
-        decoded, nbytes = jpeg2000_at_ratio(series.pixels, series.bits_stored, pixel_ratio)
-        tests["jpeg2000"] = _rescale(decoded, series.slope, series.intercept)
-        ratios["jpeg2000_pixel"] = series.original_pixel_bytes / max(nbytes, 1)
+        j2k = jpeg2000_baseline(series.pixels, series.bits_stored, pixel_ratio)
+        tests["jpeg2000"] = _rescale(j2k.decoded, series.slope, series.intercept)
+        ratios["jpeg2000_pixel"] = series.original_pixel_bytes / max(j2k.nbytes, 1)
     elif with_j2k:
         j2k_note = f"JPEG 2000 baseline skipped: {series.pixels.dtype} data is not integer"
     if progress:
@@ -68,6 +68,8 @@ def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int,
     provenance.update(base or {"base": "lossless", "base_near": 0})
     if j2k_note:
         provenance["note"] = j2k_note
+    if "jpeg2000" in tests:
+        provenance.update(j2k.provenance())  # the bytes JPEG 2000 achieved beside its target
     provenance["model_kind"] = _model_kind(model_id)
     result = run_audit(original, tests, ratios=ratios, provenance=provenance)
     if return_images:

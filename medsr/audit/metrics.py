@@ -192,7 +192,9 @@ def _l2(x: np.ndarray) -> float:
     return math.sqrt(float(np.sum(x * x)))
 
 
-def _measure_slice(o: np.ndarray, t: np.ndarray, m: np.ndarray, index: int, dr: float, lo: float) -> SliceMetrics:
+def reference_slice_metrics(o: np.ndarray, t: np.ndarray, m: np.ndarray, index: int, dr: float, lo: float) -> SliceMetrics:
+    """The definitions above, one slice at a time with skimage's SSIM: the reference that the batched
+    implementation (``fast_metrics``, what ``measure`` and ``audit`` run) is tested against."""
     from scipy.ndimage import gaussian_laplace
     from skimage.metrics import structural_similarity
 
@@ -232,22 +234,15 @@ def measure(original: np.ndarray, test: np.ndarray, *, data_range: float | None 
     always computed from ``original`` (series-level threshold). Raises ValueError on
     shape mismatch or a constant series (data_range <= 0).
     """
+    from .fast_metrics import SeriesAccumulator
+
     o, t = _as_stack(original), _as_stack(test)
     if o.shape != t.shape:
         raise ValueError(f"original {o.shape} and test {t.shape} differ in shape")
-    if not np.isfinite(t).all():
-        raise ValueError(f"test stack {name!r} holds NaN or inf")
     dr = series_data_range(o) if data_range is None else float(data_range)
-    if not dr > 0.0:
-        raise ValueError(f"data_range must be > 0 (got {dr}); the original series is constant")
-    mask = foreground_mask(o)
-    lo = float(o.min())
-    per = tuple(_measure_slice(o[i], t[i], mask[i], i, dr, lo) for i in range(o.shape[0]))
-    inc = tuple(s.index for s in per if s.fg_fraction >= MIN_FG_COVERAGE)
-    exc = tuple(s.index for s in per if s.fg_fraction < MIN_FG_COVERAGE)
-    sel = [per[i] for i in inc]
-    means = {k: _mean([getattr(s, k) for s in sel]) for k in METRIC_NAMES}
-    return MethodMetrics(name=name, per_slice=per, included=inc, excluded=exc, **means)
+    acc = SeriesAccumulator((name,), data_range=dr, fg_threshold=foreground_threshold(o), series_min=float(o.min()))
+    acc.add(0, o, {name: t})
+    return acc.results()[name]
 
 
 def audit(original: np.ndarray, tests: Mapping[str, np.ndarray], *, data_range: float | None = None,
@@ -256,8 +251,14 @@ def audit(original: np.ndarray, tests: Mapping[str, np.ndarray], *, data_range: 
     o = _as_stack(original)
     dr = series_data_range(o) if data_range is None else float(data_range)
     prov = {"metrics_id": METRICS_ID, **dict(provenance or {})}
-    return AuditResult(
-        data_range=dr, fg_threshold=foreground_threshold(o),
-        methods={k: measure(o, v, data_range=dr, name=k) for k, v in tests.items()},
-        ratios={k: float(v) for k, v in (ratios or {}).items()}, provenance=prov,
-    )
+    from .fast_metrics import SeriesAccumulator
+
+    thr = foreground_threshold(o)
+    acc = SeriesAccumulator(tuple(tests), data_range=dr, fg_threshold=thr, series_min=float(o.min()))
+    stacks = {k: _as_stack(v) for k, v in tests.items()}
+    for k, v in stacks.items():
+        if v.shape != o.shape:
+            raise ValueError(f"original {o.shape} and test {v.shape} ({k!r}) differ in shape")
+    acc.add(0, o, stacks)
+    return AuditResult(data_range=dr, fg_threshold=thr, methods=acc.results(),
+                       ratios={k: float(v) for k, v in (ratios or {}).items()}, provenance=prov)
