@@ -131,6 +131,8 @@ def build_corpus(folder: Path) -> dict:
         out = folder / "archives" / "nifti.medsr.h5"
         medsr.archive_series(nii, out, fast)
         archives["nifti"] = out.read_bytes()
+    for v1 in sorted((REPO / "tests" / "data").glob("v1-*.medsr.h5")):  # format version 1 still reads
+        archives[v1.name.split(".")[0]] = v1.read_bytes()
     return {"dicom": bases, "archive": archives}
 
 
@@ -648,7 +650,8 @@ def _a_sha(rng, f):
     if how == "wrong":
         f[name].attrs["sha256"] = "0" * 64
     elif how == "missing":
-        del f[name].attrs["sha256"]
+        if "sha256" in f[name].attrs:  # format 2's /meta and /headers have none (their digests are elsewhere)
+            del f[name].attrs["sha256"]
     elif how == "int":
         f[name].attrs["sha256"] = 7
     else:
@@ -731,6 +734,8 @@ def _a_headers(rng, f):
 
     if "headers" not in f:
         return "headers:none", "no headers"
+    if not hasattr(f["headers"], "keys"):  # format 2: one /headers block, its index in /meta
+        return _a_meta_headers(rng, f)
     key = rng.choice(["slice_offsets", "element_ids", "blob_offsets", "meta_offsets", "blob", "meta"])
     if key not in f["headers"]:
         return "headers:none", f"headers/{key} already gone"
@@ -768,7 +773,102 @@ def _a_audit(rng, f):
             "missing-methods": b'{"x": 1}', "utf8": b'{"a": "\xff\xfe"}'}[how]
     if "audit" in f:
         _replace(f, "audit", np.frombuffer(text, np.uint8).copy())
+    elif "meta" in f:  # format 2: the audit is a member of /meta
+        try:
+            value = json.loads(text.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            value = text.decode("latin-1")[:1000]
+        _edit_meta(f, lambda m: m.__setitem__("audit", value))
     return f"audit:{how}", f"audit JSON {how}"
+
+
+def _edit_meta(f, fn) -> None:
+    """Format 2: edit the parsed /meta JSON and store it back with a matching meta_sha256."""
+    import hashlib
+
+    import numpy as np
+
+    import zlib
+
+    try:
+        m = f["meta"]
+        if m.dtype != np.uint8 or m.ndim != 1 or m.shape[0] > 1 << 24:  # an earlier mutation forged it
+            return
+        meta = json.loads(zlib.decompress(m[()].tobytes()))
+    except Exception:  # noqa: BLE001 - an earlier mutation damaged it
+        return
+    if not isinstance(meta, dict):
+        return
+    fn(meta)
+    text = zlib.compress(json.dumps(meta, sort_keys=True, allow_nan=True).encode("utf-8"))
+    del f["meta"]
+    f.create_dataset("meta", data=np.frombuffer(text, np.uint8))
+    f.attrs["meta_sha256"] = np.bytes_(hashlib.sha256(text).hexdigest())
+
+
+def _a_meta(rng, f):
+    """Format 2: forge /meta with a *matching* checksum: attributes, small arrays, their dtype/shape."""
+    if "meta" not in f:
+        return "meta:none", "no /meta (format 1)"
+    how = rng.choice(["attr", "attr-del", "array-del", "array-shape", "array-dtype", "array-garbage", "array-values",
+                      "b64-garbage", "not-dict", "no-arrays"])
+    key = rng.choice(list(ATTR_VALUES))
+    value = rng.choice(ATTR_VALUES[key])
+    pick = rng.random()
+
+    def edit(m):
+        arrays = m.get("arrays") if isinstance(m.get("arrays"), dict) else {}
+        name = sorted(arrays)[int(pick * len(arrays))] if arrays else None
+        a = arrays.get(name) if name else None
+        if how == "attr" and isinstance(m.get("attrs"), dict):
+            m["attrs"][key] = value
+        elif how == "attr-del" and isinstance(m.get("attrs"), dict):
+            m["attrs"].pop(key, None)
+        elif how == "array-del" and name:
+            arrays.pop(name)
+        elif how == "array-shape" and a:
+            a["shape"] = [2 ** 31, 3] if pick < 0.5 else [-1]
+        elif how == "array-dtype" and a:
+            a["dtype"] = rng.choice(["<f8", "|S3", "str", "<i1", "xx", "|O"])
+        elif how == "array-garbage" and a:
+            a["data"] = rng.choice([None, "x", [[1, 2], [3]], {"a": 1}, [1e308] * 5])
+        elif how == "array-values" and a and isinstance(a.get("data"), list) and a["data"]:
+            a["data"] = [rng.choice([-1, 0, 2 ** 62, 1e308, "x"]) for _ in a["data"]]
+        elif how == "b64-garbage" and a:
+            a["b64"] = rng.choice(["!!!", "", "AAAA" * 3])
+        elif how == "not-dict":
+            m.clear()
+            m["attrs"] = rng.choice([[], "x", 1])
+        elif how == "no-arrays":
+            m.pop("arrays", None)
+
+    _edit_meta(f, edit)
+    return f"meta:{how}", f"/meta forged ({how}), checksum matching"
+
+
+def _a_meta_headers(rng, f):
+    """Format 2: forge the index of the /headers block (kept in /meta), checksum matching."""
+    how = rng.choice(["range", "negative", "dtype", "swap", "missing"])
+    part = rng.choice(["blob", "blob_offsets", "element_ids", "slice_offsets", "meta", "meta_offsets"])
+
+    def edit(m):
+        parts = m.get("headers", {}).get("parts", {}) if isinstance(m.get("headers"), dict) else {}
+        if part not in parts:
+            return
+        start, stop, dt = parts[part]
+        if how == "range":
+            parts[part] = [start, stop + 10 ** 6, dt]
+        elif how == "negative":
+            parts[part] = [-5, stop, dt]
+        elif how == "dtype":
+            parts[part] = [start, stop, rng.choice(["<f8", "|S3", "<i8", "zz"])]
+        elif how == "swap":
+            parts[part] = [stop, start, dt]
+        else:
+            parts.pop(part)
+
+    _edit_meta(f, edit)
+    return f"headers:{how}", f"headers index {part} {how} (format 2), checksum matching"
 
 
 def _b_bytes(rng, raw: bytes):
@@ -797,7 +897,8 @@ def _b_bytes(rng, raw: bytes):
     return f"bytes:{how}", f"archive bytes {how}", bytes(b)
 
 
-ARCHIVE_MUTATIONS = [(_a_attr, 10), (_a_del, 5), (_a_sha, 3), (_a_forge, 10), (_a_headers, 5), (_a_audit, 3)]
+ARCHIVE_MUTATIONS = [(_a_attr, 10), (_a_del, 5), (_a_sha, 3), (_a_forge, 10), (_a_headers, 5), (_a_audit, 3),
+                     (_a_meta, 12)]
 
 
 # --------------------------------------------------------------------------- cases

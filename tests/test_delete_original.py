@@ -60,10 +60,9 @@ def _corrupt_truncate(arc: Path):
 
 
 def _corrupt_drop_dataset(arc: Path):
-    import h5py
+    from archive_edit import edit_meta
 
-    with h5py.File(arc, "a") as f:
-        del f["sources/sha256"]
+    edit_meta(arc, lambda m: m["arrays"].pop("sources/sha256"))  # /sources/sha256 gone (format 2 keeps it in /meta)
 
 
 @pytest.mark.parametrize("corrupt", [_corrupt_flip, _corrupt_truncate, _corrupt_drop_dataset])

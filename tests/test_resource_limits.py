@@ -100,7 +100,11 @@ def _declare_huge(f):
 
 
 def _huge_attrs(f):
-    f.attrs["rows"], f.attrs["cols"] = 60000, 60000
+    from archive_edit import edit_meta
+
+    path = Path(f.filename)
+    f.close()
+    edit_meta(path, lambda m: m["attrs"].update(rows=60000, cols=60000))
 
 
 @pytest.mark.parametrize("edit,needle", [(_declare_huge, "declares"), (_huge_attrs, "out of range")])
