@@ -137,11 +137,13 @@ def _flat_audit(audit: dict) -> dict:
 
 # --------------------------------------------------------------------------- models
 
-def _resolve_model(method: str, model: str | None, base: str | None = None, ensemble: int | None = None):
+def _resolve_model(method: str, model: str | None, base: str | None = None, ensemble: int | None = None,
+                   device: str | None = None):
     """-> (method, LoadedModel | None). ``auto`` uses the default shipped model for ``base`` (the
     lossy-base tier for a lossy base, where shipped), else bicubic. ``ensemble``: self-ensemble
-    size (None: the model's registry default)."""
+    size (None: the model's registry default, capped on ``device`` 'cpu': models/ensemble_policy.py)."""
     from .models import REGISTRY, create_model, default_model_for
+    from .models.ensemble_policy import default_passes
 
     default = default_model_for(base)
     if method == "auto":
@@ -152,7 +154,10 @@ def _resolve_model(method: str, model: str | None, base: str | None = None, ense
         else:
             method = "bicubic"
     if method == "model":
-        return method, create_model(model or default, ensemble=ensemble)
+        name = model or default
+        if ensemble is None and device is not None and name in REGISTRY:
+            ensemble = default_passes(REGISTRY[name].ensemble, device)
+        return method, create_model(name, ensemble=ensemble)
     if method in ("bicubic", "nearest"):
         return method, None
     raise MedsrError(f"unknown method {method!r} (auto, model, bicubic)")
@@ -241,7 +246,8 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
 
     base = prepare_base(exact, options.base, options.base_near)  # None: the default base (docs/base-codec.md)
     lowres = base.decoded  # restore, audit and bicubic see exactly what a later restore decodes
-    method, loaded = _resolve_model(options.method, options.model, base.meta.base, options.ensemble)
+    method, loaded = _resolve_model(options.method, options.model, base.meta.base, options.ensemble,
+                                    device=select_device(options.device))
     if loaded is not None and loaded.scale != op.scale:
         raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
     ensemble = loaded.ensemble if loaded else 1
@@ -395,12 +401,21 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
         pinned = find_by_sha256(info.model_sha256)
         model_name = pinned.name if pinned is not None else info.model_id.split("@")[0]
     same_model = method == "model" and info.method == "model" and options.model is None
+    device = select_device(options.device) if method == "model" else "cpu"
     ensemble = options.ensemble if options.ensemble is not None else (info.model_ensemble if same_model else None)
-    method, loaded = _resolve_model(method, model_name, ensemble=ensemble)
+    capped = False
+    if options.ensemble is None and ensemble is not None:  # the device's default (models/ensemble_policy.py)
+        from .models.ensemble_policy import default_passes
+
+        capped = default_passes(ensemble, device) < ensemble
+        ensemble = default_passes(ensemble, device)
+    method, loaded = _resolve_model(method, model_name, ensemble=ensemble, device=device)
     if (info.method == "model" and loaded is not None and loaded.sha256 == info.model_sha256
             and loaded.ensemble != info.model_ensemble):
+        why = (f" ({loaded.ensemble} is the {device} default; --ensemble {info.model_ensemble} restores what the audit "
+               "measured)") if capped else ""
         warnings_.append(f"restoring with a self-ensemble of {loaded.ensemble}, not the archive's {info.model_ensemble}: "
-                         "the stored audit does not describe this restore")
+                         f"the stored audit does not describe this restore{why}")
     if info.method == "model" and (loaded is None or loaded.sha256 != info.model_sha256):
         warnings_.append(f"restoring with {loaded.model_id if loaded else method}, not the archive's {info.model_id}: "
                          "the stored audit does not describe this restore")
@@ -409,7 +424,7 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
                          "the stored audit does not describe this restore")
     for w in warnings_:
         log.warning(w)
-    device = select_device(options.device) if method == "model" else "cpu"
+    device = device if method == "model" else "cpu"
     from .codec.base import consistency_tolerance
 
     engine = EngineConfig(method=method, device=device, consistency=options.consistency,

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import shutil
 
-import h5py
 import numpy as np
 import pydicom
 import pytest
 import torch
 
 import medsr
+from archive_edit import edit_meta
 from medsr.cli import ENSEMBLE_SIZES, main as cli_main
 from medsr.errors import MedsrError
 from medsr.models import DEFAULT_MODEL, REGISTRY, SRResNet, SRResNetConfig, create_model
@@ -57,8 +57,8 @@ def test_archive_records_the_ensemble_and_restore_reproduces_the_audit(fixture_p
     res = medsr.archive_series(src, arc, medsr.ArchiveOptions(method="model", ensemble=2, baselines=False))
     assert res.info.model_ensemble == 2 and medsr.open_archive(arc).model_ensemble == 2
     assert res.audit["provenance"]["ensemble"] == 2
-    out = medsr.restore_archive(arc, tmp_path / "r", reference=src)
-    assert out.ensemble == 2 and not out.warnings
+    out = medsr.restore_archive(arc, tmp_path / "r", medsr.RestoreOptions(ensemble=2), reference=src)
+    assert out.ensemble == 2 and not out.warnings  # (a CPU restore's default is 1 pass: test_ensemble_policy.py)
     # the restore written to disk is the one the archive audited
     assert out.audit["methods"]["restored"]["psnr"] == pytest.approx(res.audit["methods"]["restored"]["psnr"], abs=1e-9)
     files = sorted((tmp_path / "r").glob("*.dcm"))
@@ -74,8 +74,7 @@ def test_archives_written_before_the_attribute_restore_with_one_pass(fixture_pat
     medsr.archive_series(src, arc, medsr.ArchiveOptions(method="model", ensemble=1, baselines=False))
     legacy = tmp_path / "legacy.medsr.h5"
     shutil.copy(arc, legacy)
-    with h5py.File(legacy, "a") as f:
-        del f.attrs["model_ensemble"]
+    edit_meta(legacy, lambda m: m["attrs"].pop("model_ensemble"))  # as written before the attribute existed
     assert medsr.open_archive(legacy).model_ensemble == 1
     assert medsr.restore_archive(legacy, tmp_path / "r").ensemble == 1
 
