@@ -1,4 +1,5 @@
-"""Self-ensemble passes per device: one on a CPU unless asked, the model's default on a GPU; the audit stays true."""
+"""Self-ensemble passes per device: a CPU archive runs (and records) one pass, a GPU the model's default; a
+restore runs what the archive recorded, so the stored audit stays true."""
 import pytest
 
 import medsr
@@ -25,18 +26,18 @@ def test_cpu_archive_records_the_passes_it_ran_and_its_restore_reproduces_them(f
 
 @pytest.mark.skipif(DEFAULT_MODEL not in REGISTRY or REGISTRY[DEFAULT_MODEL].ensemble < 2,
                     reason="needs the shipped 2-pass default model")
-def test_a_cpu_restore_of_a_2_pass_archive_says_the_audit_does_not_describe_it(fixture_path, tmp_path, capsys):
+def test_a_2_pass_archive_restores_with_2_passes_on_a_cpu_and_fewer_passes_say_so(fixture_path, tmp_path, capsys):
     arc = tmp_path / "two.medsr.h5"
     medsr.archive_series(fixture_path("basic"), arc, medsr.ArchiveOptions(ensemble=2, baselines=False))  # e.g. a GPU's
     out = medsr.restore_archive(arc, tmp_path / "r", medsr.RestoreOptions(device="cpu"))
-    assert out.ensemble == 1
-    (w,) = [w for w in out.warnings if "self-ensemble" in w]
+    assert out.ensemble == 2 and not out.warnings  # what the audit measured, on any device
+    fewer = medsr.restore_archive(arc, tmp_path / "r1", medsr.RestoreOptions(device="cpu", ensemble=1))
+    assert fewer.ensemble == 1
+    (w,) = [w for w in fewer.warnings if "self-ensemble" in w]
     assert "not the archive's 2" in w and "does not describe this restore" in w and "--ensemble 2" in w
-    assert out.summary()["warnings"] == list(out.warnings)  # what --json prints
+    assert fewer.summary()["warnings"] == list(fewer.warnings)  # what --json prints
     from medsr.cli import main
 
-    assert main(["restore", str(arc), "-o", str(tmp_path / "cli"), "--device", "cpu", "--json"]) == 0
+    assert main(["restore", str(arc), "-o", str(tmp_path / "cli"), "--device", "cpu", "--ensemble", "1", "--json"]) == 0
     captured = capsys.readouterr()
     assert "does not describe this restore" in captured.out + captured.err
-    asked = medsr.restore_archive(arc, tmp_path / "r2", medsr.RestoreOptions(device="cpu", ensemble=2))
-    assert asked.ensemble == 2 and not asked.warnings

@@ -388,20 +388,15 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
         model_name = pinned.name if pinned is not None else info.model_id.split("@")[0]
     same_model = method == "model" and info.method == "model" and options.model is None
     device = select_device(options.device) if method == "model" else "cpu"
+    # the passes the archive's audit measured (an archive made on a CPU recorded the CPU default, 1);
+    # otherwise the device's default (models/ensemble_policy.py)
     ensemble = options.ensemble if options.ensemble is not None else (info.model_ensemble if same_model else None)
-    capped = False
-    if options.ensemble is None and ensemble is not None:  # the device's default (models/ensemble_policy.py)
-        from ..models.ensemble_policy import default_passes
-
-        capped = default_passes(ensemble, device) < ensemble
-        ensemble = default_passes(ensemble, device)
     method, loaded = _resolve_model(method, model_name, ensemble=ensemble, device=device)
     if (info.method == "model" and loaded is not None and loaded.sha256 == info.model_sha256
             and loaded.ensemble != info.model_ensemble):
-        why = (f" ({loaded.ensemble} is the {device} default; --ensemble {info.model_ensemble} restores what the audit "
-               "measured)") if capped else ""
         warnings_.append(f"restoring with a self-ensemble of {loaded.ensemble}, not the archive's {info.model_ensemble}: "
-                         f"the stored audit does not describe this restore{why}")
+                         f"the stored audit does not describe this restore (--ensemble {info.model_ensemble} "
+                         "restores what it measured)")
     if info.method == "model" and (loaded is None or loaded.sha256 != info.model_sha256):
         warnings_.append(f"restoring with {loaded.model_id if loaded else method}, not the archive's {info.model_id}: "
                          "the stored audit does not describe this restore")

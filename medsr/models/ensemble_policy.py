@@ -7,13 +7,13 @@ series ran at ~7 slices/s as a whole process against ~11-12 for one pass (README
 ``medsr bench`` measures both in one run), below the >= 15 slices/s the project holds CPU
 restores to. So without ``--ensemble``:
 
-- on ``cuda`` a restore runs the model's registry default;
-- on ``cpu`` it runs at most ``CPU_MAX_PASSES`` (1).
+- ``medsr archive`` on ``cuda`` runs the model's registry default, on ``cpu`` at most
+  ``CPU_MAX_PASSES`` (1), and records what it ran (``model_ensemble``) with the audit;
+- ``medsr restore`` runs what the archive recorded (its audit stays true, and an archive made on a
+  CPU restores at one pass); with another model than the archive's, the device's default.
 
-An archive records the passes its audit's restore ran (``model_ensemble``). A restore of it
-with fewer passes (a CPU restore of an archive audited with 2) says so in its warnings, its
-``--json`` output and its report: the stored audit does not describe that restore.
-``--ensemble N`` always runs N.
+``--ensemble N`` always runs N; a restore with other passes than the archive's audit measured
+says so in its warnings (and ``--json``): the stored audit does not describe that restore.
 """
 from __future__ import annotations
 
