@@ -347,3 +347,87 @@ def test_transfer_cut_mid_series_is_one_line_and_writes_nothing(pacs, cases, bas
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+# --------------------------------------------------------------------------- DIMSE: C-FIND + C-GET / C-MOVE, C-STORE
+
+def _dimse(pacs, *path, aet=None) -> str:
+    return f"dimse://{aet or pacs.aet}@127.0.0.1:{pacs.dicom_port}" + "".join(f"/{p}" for p in path)
+
+
+def test_dimse_c_get_archive_and_c_store_restore(pacs, cases, basic_archive, tmp_path, capsys):
+    pytest.importorskip("pynetdicom")
+    study, series = _uids(cases["basic"])
+    series_id = basic_archive[1]
+    archive = tmp_path / "dimse.medsr.h5"
+    rc, out, err = _run(["archive", _dimse(pacs, study, series), "-o", str(archive), "--calling-aet", "MEDSR",
+                         "--method", "bicubic", "--no-j2k", "--json", "--quiet"], capsys)
+    assert rc == 0, err
+    s = json.loads(out)
+    assert s["fetched_instances"] == 12 and s["source"] == _dimse(pacs, study, series)
+    assert medsr.verify_archive(archive).ok
+    # the same pixels and headers as the DICOMweb archive of the same series (itself byte-exact to Orthanc's files)
+    a, b = medsr.open_archive(archive), medsr.open_archive(basic_archive[0])
+    assert a.series_uid == b.series_uid == series and a.n_slices == b.n_slices == 12
+    da, db = medsr.restore_archive(archive, tmp_path / "a"), medsr.restore_archive(basic_archive[0], tmp_path / "b")
+    import pydicom
+
+    pa = sorted((str(d.SourceImageSequence[0].ReferencedSOPInstanceUID), d.pixel_array.tobytes())
+                for d in map(pydicom.dcmread, da.files))
+    pb = sorted((str(d.SourceImageSequence[0].ReferencedSOPInstanceUID), d.pixel_array.tobytes())
+                for d in map(pydicom.dcmread, db.files))
+    assert pa == pb
+    _no_temp_left(tmp_path)
+
+    rc, out, err = _run(["restore", str(archive), "--to", _dimse(pacs), "--json", "--quiet"], capsys)
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["stored"] == 12
+    new_id = pacs.series_id_of(r["series_instance_uid"])
+    new = pacs.get(f"/series/{new_id}").json()
+    assert len(new["Instances"]) == 12 and new["ParentStudy"] == pacs.get(f"/series/{series_id}").json()["ParentStudy"]
+    one = pydicom.dcmread(io.BytesIO(pacs.get(f"/instances/{new['Instances'][0]}/file").content))
+    assert one.ImageType[0] == "DERIVED" and str(one.SourceImageSequence[0].ReferencedSOPInstanceUID) in {
+        str(pydicom.dcmread(f).SOPInstanceUID) for f in Path(cases["basic"]).glob("*.dcm")}
+
+
+def test_dimse_c_move_to_medsr_storage_scp(pacs, cases, basic_archive, tmp_path):
+    """C-MOVE: Orthanc sends the series to medsr's own storage SCP (known to Orthanc as MEDSR)."""
+    pytest.importorskip("pynetdicom")
+    from medsr.pacs import archive_remote
+    from medsr.pacs.dimse import DimseOptions
+
+    study, series = _uids(cases["basic"])
+    res = archive_remote(_dimse(pacs, series), tmp_path / "m.medsr.h5",  # the study found by C-FIND
+                         medsr.ArchiveOptions(method="bicubic", baselines=False),
+                         dimse=DimseOptions(calling_aet="MEDSR", move_port=pacs.modality_port, timeout=30))
+    assert res.summary()["fetched_instances"] == 12
+    assert medsr.open_archive(tmp_path / "m.medsr.h5").series_uid == series
+    _no_temp_left(tmp_path)
+
+
+def test_dimse_bad_input_is_one_line_and_writes_nothing(pacs, cases, basic_archive, tmp_path, capsys):
+    pytest.importorskip("pynetdicom")
+    study, series = _uids(cases["basic"])
+    archive = tmp_path / "x.medsr.h5"
+
+    def archive_cmd(address, *extra):
+        rc, _, err = _run(["archive", address, "-o", str(archive), "--method", "bicubic", "--no-j2k",
+                           "--pacs-timeout", "10", *extra], capsys)
+        return rc, err
+
+    _one_line_error(*archive_cmd(_dimse(pacs, study, series, aet="NOT-ORTHANC")), 1, "rejected the association")
+    closed = free_port()
+    _one_line_error(*archive_cmd(f"dimse://ORTHANC@127.0.0.1:{closed}/{study}/{series}"), 1, "cannot reach")
+    _one_line_error(*archive_cmd(_dimse(pacs, study, "1.2.3.4.5.6.7")), 2, "holds no series 1.2.3.4.5.6.7")
+    pacs.upload(cases["ct"])
+    _one_line_error(*archive_cmd(_dimse(pacs, *_uids(cases["ct"]))), 3, "is CT, not MR")
+    _one_line_error(*archive_cmd(_dimse(pacs)), 2, "names no series")
+    _one_line_error(*archive_cmd(_dimse(pacs, study, series), "--delete-original"), 2, "DIMSE has no delete")
+    _one_line_error(*archive_cmd(_dimse(pacs, study, series), "--calling-aet", "MUCH-TOO-LONG-AE-TITLE"), 2,
+                    "calling AE title")
+    assert not archive.exists()
+    _no_temp_left(tmp_path)
+    rc, _, err = _run(["restore", str(basic_archive[0]), "--to", _dimse(pacs, aet="NOT-ORTHANC"),
+                       "--pacs-timeout", "10"], capsys)
+    _one_line_error(rc, err, 1, "rejected the association")

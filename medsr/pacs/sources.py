@@ -98,6 +98,8 @@ def archive_remote(arg: str, output, options=None, *, connection: Connection | N
     from ..api import ArchiveOptions, archive_series
 
     options = options or ArchiveOptions()
+    if delete_original and arg.lower().startswith("dimse://"):
+        raise InputError("DIMSE has no delete service: --delete-original works for DICOMweb sources only")
     with resolve_source(arg, connection=connection, dimse=dimse, allow_modalities=options.allow_modalities,
                         workdir=Path(output).resolve().parent) as src:
         # deleting the temporary copies is what makes archive_series re-read and verify every file
@@ -113,8 +115,6 @@ def archive_remote(arg: str, output, options=None, *, connection: Connection | N
 
 
 def _delete_remote(arg: str, src: Source, *, connection, dimse) -> bool:
-    if arg.lower().startswith("dimse://"):
-        raise InputError("DIMSE has no delete service: --delete-original works for DICOMweb sources only")
     from .dicomweb import DicomwebServer, parse_series_url
 
     ref = parse_series_url(arg)
