@@ -392,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .batch_cli import register_cli as register_batch
 
     register_batch(sub)  # `medsr archive-batch|restore-batch`
+    from .pacs.jobs import register_cli as register_jobs
+
+    register_jobs(sub)  # `medsr jobs ROOT`
     from .rd import register_cli as register_rd
 
     register_rd(sub)  # `medsr rd`

@@ -85,17 +85,25 @@ def pacs(tmp_path_factory):
                  "DicomCheckCalledAet": True, "DicomAlwaysAllowStore": True, "DicomAlwaysAllowFind": True,
                  "DicomAlwaysAllowGet": True, "DicomAlwaysAllowMove": True,
                  "DicomModalities": {"medsr": ["MEDSR", "127.0.0.1", free_port()]}}
-        proc, log = start_orthanc(base, http_port=http_port, dicom_port=dicom_port, extra=extra, plugins=[DICOMWEB],
-                                  aet=aet)
         auth_file = base / "auth"
         auth_file.write_text(f"{USER}:{PASSWORD}\n")
         auth_file.chmod(0o600)
         server = _Pacs(f"http://127.0.0.1:{http_port}", dicom_port, aet, auth_file, True)
-        try:
-            wait_for_http(proc, server.http, server.dicomweb + "/studies", log)
-        except RuntimeError as e:
-            pytest.fail(str(e))
         server.modality_port = extra["DicomModalities"]["medsr"][2]
+        server.store = base / "store"
+
+        def start():
+            nonlocal proc
+            proc, log = start_orthanc(base, http_port=http_port, dicom_port=dicom_port, extra=extra,
+                                      plugins=[DICOMWEB], aet=aet)
+            server.proc = proc
+            try:
+                wait_for_http(proc, server.http, server.dicomweb + "/studies", log)
+            except RuntimeError as e:
+                pytest.fail(str(e))
+
+        server.start = start
+        start()
         yield server
     finally:
         if proc is not None:
@@ -107,7 +115,7 @@ def pacs(tmp_path_factory):
 def cases(tmp_path_factory):
     from dicom_fixtures import build_all
 
-    return build_all(tmp_path_factory.mktemp("transport_cases"), ["basic", "two_series", "ct", "rescale"])
+    return build_all(tmp_path_factory.mktemp("transport_cases"), ["basic", "two_series", "ct", "rescale", "large_256"])
 
 
 def _uids(folder: Path) -> tuple[str, str]:
@@ -431,3 +439,54 @@ def test_dimse_bad_input_is_one_line_and_writes_nothing(pacs, cases, basic_archi
     rc, _, err = _run(["restore", str(basic_archive[0]), "--to", _dimse(pacs, aet="NOT-ORTHANC"),
                        "--pacs-timeout", "10"], capsys)
     _one_line_error(rc, err, 1, "rejected the association")
+
+
+# --------------------------------------------------------------------------- plugin jobs survive a restart
+
+def _poll_job(pacs, job_id: str, states: tuple[str, ...], wait_s: float = 120.0) -> dict:
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        job = pacs.get(f"/medsr/jobs/{job_id}").json()
+        if job.get("state") in states or time.monotonic() > deadline:
+            return job
+        time.sleep(0.05)
+
+
+def test_plugin_job_killed_mid_archive_is_interrupted_and_resumes(pacs, cases, tmp_path, capsys):
+    """Kill Orthanc while an archive job runs: after the restart the job is listed as interrupted, nothing
+    half-written is visible, and resuming it writes a verified archive. (Last: it restarts the module's Orthanc.)"""
+    import os
+    import signal
+
+    sid = pacs.upload(cases["large_256"])[_uids(cases["large_256"])[1]]
+    before = set(pacs.store.glob("*.medsr.h5"))
+    r = pacs.http.post(f"{pacs.url}/medsr/series/{sid}/archive", json={"wait": False, "method": "bicubic"},
+                       timeout=60)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert _poll_job(pacs, job_id, ("running", "done", "failed"))["state"] == "running"
+    os.killpg(pacs.proc.pid, signal.SIGKILL)  # no clean shutdown: as if the machine lost power
+    pacs.proc.wait(30)
+    pacs.start()
+
+    job = pacs.get(f"/medsr/jobs/{job_id}").json()
+    assert job["state"] == "interrupted" and job["resumable"] is True and job["target"] == sid
+    assert job_id in [j["job_id"] for j in pacs.get("/medsr/jobs").json()["jobs"]]
+    assert set(pacs.store.glob("*.medsr.h5")) == before  # nothing half-written is visible
+    assert not [p for p in pacs.store.iterdir() if p.name.startswith(".medsr-tmp")]
+    assert not any((pacs.store / ".work").iterdir())  # the killed job's fetched copies are gone
+    rc, out, err = _run(["jobs", str(pacs.store), "--json"], capsys)
+    assert rc == 0 and {j["job_id"]: j["state"] for j in json.loads(out)["jobs"]}[job_id] == "interrupted"
+
+    r = pacs.http.post(f"{pacs.url}/medsr/jobs/{job_id}/resume", json={"timeout": 300}, timeout=320)
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["series_id"] == sid and result["slices"] == 24
+    assert medsr.verify_archive(pacs.store / f"{result['archive_id']}.medsr.h5").ok
+    old = pacs.get(f"/medsr/jobs/{job_id}").json()
+    assert old["state"] == "resumed" and old["resumed_by"] == result["job_id"]
+    assert pacs.get(f"/medsr/jobs/{result['job_id']}").json()["state"] == "done"
+    again = pacs.http.post(f"{pacs.url}/medsr/jobs/{job_id}/resume", timeout=60)
+    assert again.status_code == 409 and "only interrupted jobs" in again.json()["error"]
