@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from .errors import ArchiveError, InputError, MedsrError, OutputError
+from .io.ledger import JobLedger, record_row
 
 if TYPE_CHECKING:  # medsr.api is imported lazily: building the CLI parser must stay cheap
     from .api import ArchiveOptions, RestoreOptions
@@ -697,7 +698,7 @@ def _window(client) -> int:
 
 
 def _run_tasks(client, jobs: list, fn: Callable, args: tuple, manifest: Manifest, fail_row: Callable,
-               *, desc: str, progress: bool) -> list[dict]:
+               *, desc: str, progress: bool, ledger=None) -> list[dict]:
     """Submit ``fn(job, *args)`` per job, a bounded number in flight; record rows as they complete."""
     import uuid
 
@@ -715,6 +716,8 @@ def _run_tasks(client, jobs: list, fn: Callable, args: tuple, manifest: Manifest
         if job is None:
             return False
         fut = client.submit(fn, job, *args, key=f"{desc}-{job.key}-{token}", pure=False, retries=0)
+        if ledger is not None:
+            ledger.running(job.key)
         inflight[fut] = job
         ac.add(fut)
         return True
@@ -734,6 +737,8 @@ def _run_tasks(client, jobs: list, fn: Callable, args: tuple, manifest: Manifest
             fut.release()
             rows.append(row)
             manifest.put(row)
+            if ledger is not None:
+                record_row(ledger, row)
             failed += row.get("status") == "failed"
             bar.update(1)
             if failed:
@@ -787,6 +792,8 @@ def archive_batch(root: str | Path, outdir: str | Path, *, scheduler=None, worke
     with _outdir_lock(out):
         clean_stale_temps(out)
         manifest = Manifest(out / MANIFEST, ARCHIVE_FIELDS)
+        ledger = JobLedger(out)  # OUTDIR/jobs.sqlite: `medsr jobs OUTDIR`; a killed run's jobs -> interrupted
+        ledger.mark_interrupted()
         try:
             with connect(scheduler, workers) as client:
                 _check_workers(client, [root_p, out])
@@ -803,8 +810,10 @@ def archive_batch(root: str | Path, outdir: str | Path, *, scheduler=None, worke
                 for r in rows:
                     manifest.put(r)
                 todo = [j for j in jobs if j.kind in ("dicom", "nifti") and not j.error]
+                for j in todo:
+                    ledger.add(j.key, "archive", j.series_uid or j.source)
                 rows += _run_tasks(client, todo, archive_job, (str(out), options), manifest, _fail_archive_row,
-                                   desc="archive", progress=progress)
+                                   desc="archive", progress=progress, ledger=ledger)
         finally:
             manifest.flush()
     return _summary(rows, manifest, t0)

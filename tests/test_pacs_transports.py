@@ -252,6 +252,10 @@ def test_dicomweb_batch_selects_series_by_qido(pacs, cases, tmp_path, capsys):
     for a in archives:
         sid = uploaded[medsr.open_archive(a).series_uid]
         assert _archived_sha256(a) == {_sha(b) for b in pacs.files(sid).values()}
+    rc, stdout, err = _run(["jobs", str(out), "--json"], capsys)  # the batch's job ledger
+    assert rc == 0 and sorted((j["state"], j["target"]) for j in json.loads(stdout)["jobs"]) == [
+        ("done", uid) for uid in sorted(uploaded)]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".medsr-tmp")]  # fetched copies removed
 
 
 # --------------------------------------------------------------------------- bad input: one line, nothing written

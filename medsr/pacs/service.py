@@ -630,7 +630,7 @@ class MedsrService:
         self.config = config
         self.store = ArchiveStore(config.archive_store)
         self._log = log or (lambda msg: None)
-        from .jobs import JobLedger
+        from ..io.ledger import JobLedger
 
         ledger = JobLedger(self.store.root)  # <store>/jobs.sqlite: job states survive a restart
         interrupted = ledger.mark_interrupted()
