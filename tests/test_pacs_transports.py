@@ -445,6 +445,86 @@ def test_dimse_bad_input_is_one_line_and_writes_nothing(pacs, cases, basic_archi
     _one_line_error(rc, err, 1, "rejected the association")
 
 
+
+# --------------------------------------------------------------------------- archive and free
+
+def test_plugin_archive_and_free_reports_the_freed_bytes(pacs, cases):
+    sid = pacs.upload(cases["rescale"])[_uids(cases["rescale"])[1]]
+    size = sum(map(len, pacs.files(sid).values()))
+    r = pacs.http.post(f"{pacs.url}/medsr/series/{sid}/archive",
+                       json={"delete_original": True, "method": "bicubic", "baselines": False}, timeout=300)
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["deleted_from_orthanc"] is True and a["freed_bytes"] == size
+    assert pacs.get(f"/series/{sid}").status_code == 404  # freed, after the archive verified
+    assert medsr.verify_archive(pacs.store / f"{a['archive_id']}.medsr.h5").ok
+    listing = pacs.get("/medsr/archives").json()
+    row = next(x for x in listing["archives"] if x["archive_id"] == a["archive_id"])
+    assert row["deleted_from_orthanc"] is True and row["freed_bytes"] == size
+    assert listing["freed"]["originals"] >= 1 and listing["freed"]["bytes"] >= size
+    pacs.upload(cases["rescale"])  # put it back for the other tests
+
+
+class _DeletingProxy(BaseHTTPRequestHandler):
+    """A DICOMweb server that allows DELETE: Orthanc's DICOMweb for GET, Orthanc's REST for DELETE of a series."""
+
+    upstream = ""
+    deleted: list = []
+
+    def _forward_headers(self):
+        return {k: v for k, v in self.headers.items() if k.lower() in ("accept", "authorization")}
+
+    def do_GET(self):  # noqa: N802
+        r = requests.get(self.upstream + self.path, headers=self._forward_headers(), timeout=60)
+        self.send_response(r.status_code)
+        self.send_header("Content-Type", r.headers.get("Content-Type", "application/octet-stream"))
+        self.send_header("Content-Length", str(len(r.content)))
+        self.end_headers()
+        self.wfile.write(r.content)
+
+    def do_DELETE(self):  # noqa: N802
+        series_uid = self.path.rstrip("/").rsplit("/", 1)[-1]
+        h = self._forward_headers()
+        ids = [x["ID"] for x in requests.post(self.upstream + "/tools/lookup", data=series_uid, headers=h,
+                                              timeout=60).json() if x["Type"] == "Series"]
+        status = 404
+        if ids:
+            status = requests.delete(f"{self.upstream}/series/{ids[0]}", headers=h, timeout=60).status_code
+            type(self).deleted.append(series_uid)
+        self.send_response(204 if status == 200 else status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_dicomweb_delete_original_only_after_the_archive_verified(pacs, cases, tmp_path, capsys):
+    study, series = _uids(cases["rescale"])
+    sid = pacs.upload(cases["rescale"])[series]
+    size = sum(map(len, pacs.files(sid).values()))
+    _DeletingProxy.upstream, _DeletingProxy.deleted = pacs.url, []
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _DeletingProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{proxy.server_address[1]}/dicom-web/studies/{study}/series/{series}"
+        args = ["--method", "bicubic", "--no-j2k", "--auth-file", str(pacs.auth_file), "--delete-original"]
+        # a quality gate that fails: nothing written, nothing deleted
+        rc, _, err = _run(["archive", url, "-o", str(tmp_path / "gate.medsr.h5"), "--min-psnr", "99", *args], capsys)
+        assert rc == 7 and not (tmp_path / "gate.medsr.h5").exists() and _DeletingProxy.deleted == []
+        assert pacs.get(f"/series/{sid}").status_code == 200
+        rc, out, err = _run(["archive", url, "-o", str(tmp_path / "r.medsr.h5"), "--json", *args], capsys)
+        assert rc == 0, err
+        s = json.loads(out)
+        assert s["deleted_from_pacs"] is True and s["freed_bytes"] == size and _DeletingProxy.deleted == [series]
+        assert pacs.get(f"/series/{sid}").status_code == 404
+        assert medsr.verify_archive(tmp_path / "r.medsr.h5").ok
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        pacs.upload(cases["rescale"])  # put it back for the other tests
+
+
 # --------------------------------------------------------------------------- plugin jobs survive a restart
 
 def _poll_job(pacs, job_id: str, states: tuple[str, ...], wait_s: float = 120.0) -> dict:

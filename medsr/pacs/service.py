@@ -823,7 +823,8 @@ class MedsrService:
                   "archive_file": result.archive.name, "series_id": series_id, "study_id": fetched.study_id,
                   "series_instance_uid": fetched.series_instance_uid,
                   "series_description": fetched.series_description, "modality": fetched.modality,
-                  "instances": len(fetched.instances), "deleted_from_orthanc": deleted, "warnings": warnings}
+                  "instances": len(fetched.instances), "deleted_from_orthanc": deleted,
+                  "freed_bytes": int(summary.get("original_bytes") or 0) if deleted else 0, "warnings": warnings}
         record.update({k: summary.get(k) for k in _AUDIT_KEYS})
         self.store.write_sidecar(aid, record)
         self._log(f"medsr archived Orthanc series {series_id} as {aid} (ratio {summary.get('ratio')}, "
@@ -845,7 +846,10 @@ class MedsrService:
                 except MedsrError as e:
                     rec = {"archive_id": aid, "error": error_payload(e, scrub=self._scrub_pairs())["error"]}
             items.append(rec)
-        return json_response({"archives": items, "count": len(items)})
+        freed = [r for r in items if r.get("deleted_from_orthanc")]
+        return json_response({"archives": items, "count": len(items),
+                              "freed": {"originals": len(freed), "bytes": sum(int(r.get("freed_bytes") or 0)
+                                                                              for r in freed)}})
 
     def _info(self, archive_id: str, *, req: Request) -> Response:
         from ..api import _flat_audit, open_archive
