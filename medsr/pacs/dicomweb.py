@@ -179,7 +179,9 @@ class DicomwebServer:
         url = f"{self.base}/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
         what = f"WADO-RS retrieve of instance {sop_uid}"
         try:
-            r = self.session.get(url, headers={"Accept": ACCEPT_AS_STORED}, timeout=self.connection.timeout)
+            # identity: gzip of DICOM costs more CPU than it saves (3.5x slower fetch on loopback, docs/pacs.md)
+            r = self.session.get(url, headers={"Accept": ACCEPT_AS_STORED, "Accept-Encoding": "identity"},
+                                 timeout=self.connection.timeout)
             if r.status_code >= 400:
                 raise self._http_error(what, r)
             body = r.content
