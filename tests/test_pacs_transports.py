@@ -525,6 +525,42 @@ def test_dicomweb_delete_original_only_after_the_archive_verified(pacs, cases, t
         pacs.upload(cases["rescale"])  # put it back for the other tests
 
 
+
+def test_https_is_verified_and_trusts_the_ca_bundle(pacs, cases, tmp_path, capsys):
+    """An https DICOMweb server with a private CA: refused without --ca-bundle, archived with it."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "ca.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    _DeletingProxy.upstream, _DeletingProxy.deleted = pacs.url, []
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _DeletingProxy)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    proxy.socket = context.wrap_socket(proxy.socket, server_side=True)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        study, series = _uids(cases["basic"])
+        pacs.upload(cases["basic"])
+        url = f"https://127.0.0.1:{proxy.server_address[1]}/dicom-web/studies/{study}/series/{series}"
+        args = ["--method", "bicubic", "--no-j2k", "--auth-file", str(pacs.auth_file)]
+        rc, _, err = _run(["archive", url, "-o", str(tmp_path / "t.medsr.h5"), *args], capsys)
+        _one_line_error(rc, err, 1, "TLS verification", "--ca-bundle")
+        assert not (tmp_path / "t.medsr.h5").exists()
+        rc, _, err = _run(["archive", url, "-o", str(tmp_path / "t.medsr.h5"), "--ca-bundle", str(cert), *args],
+                          capsys)
+        assert rc == 0, err
+        assert medsr.open_archive(tmp_path / "t.medsr.h5").series_uid == series
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
 # --------------------------------------------------------------------------- plugin jobs survive a restart
 
 def _poll_job(pacs, job_id: str, states: tuple[str, ...], wait_s: float = 120.0) -> dict:

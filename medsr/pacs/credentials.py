@@ -88,10 +88,12 @@ def bearer_token(conn: Connection, environ: dict | None = None) -> str | None:
     return None
 
 
-def tls_verify(conn: Connection) -> bool | str:
-    """``requests``' ``verify``: True (system CAs) or the CA bundle path; never False."""
+def tls_verify(conn: Connection, environ: dict | None = None) -> bool | str:
+    """``requests``' ``verify``: the CA bundle given, else ``$REQUESTS_CA_BUNDLE``/``$CURL_CA_BUNDLE`` (what
+    requests itself would use), else True (requests' own CA list); never False."""
     if conn.ca_bundle is None:
-        return True
+        env = os.environ if environ is None else environ
+        return env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
     if not Path(conn.ca_bundle).is_file():
         raise InputError("no such CA bundle file", path=conn.ca_bundle)
     return str(conn.ca_bundle)

@@ -99,6 +99,10 @@ class DicomwebServer:
         self.base = _check_base(str(base_url))
         self.connection = connection or Connection.from_env()
         self.session = session or requests.Session()
+        # explicit settings only: with trust_env, requests lets $REQUESTS_CA_BUNDLE override --ca-bundle and
+        # ~/.netrc add credentials; proxies from the environment (and NO_PROXY) are still honoured
+        self.session.trust_env = False
+        self.session.proxies = requests.utils.get_environ_proxies(self.base)
         self.session.verify = tls_verify(self.connection)
         user_pw = basic_auth(self.connection)
         token = bearer_token(self.connection)
