@@ -610,3 +610,51 @@ def test_plugin_job_killed_mid_archive_is_interrupted_and_resumes(pacs, cases, t
     assert pacs.get(f"/medsr/jobs/{result['job_id']}").json()["state"] == "done"
     again = pacs.http.post(f"{pacs.url}/medsr/jobs/{job_id}/resume", timeout=60)
     assert again.status_code == 409 and "only interrupted jobs" in again.json()["error"]
+
+
+def test_dimse_transfer_cut_mid_series_is_one_line_and_writes_nothing(pacs, cases, tmp_path, capsys):
+    """A DIMSE peer that lists 12 instances and aborts the association after sending 5 of them."""
+    pytest.importorskip("pynetdicom")
+    import pydicom
+    from pydicom.uid import AllTransferSyntaxes
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import (MRImageStorage, StudyRootQueryRetrieveInformationModelFind,
+                                      StudyRootQueryRetrieveInformationModelGet)
+
+    datasets = [pydicom.dcmread(f) for f in sorted(Path(cases["basic"]).glob("*.dcm"))]
+    study, series = _uids(cases["basic"])
+
+    def on_find(event):
+        q = event.identifier
+        for ds in datasets[:1] if q.QueryRetrieveLevel == "SERIES" else datasets:
+            hit = pydicom.Dataset()
+            hit.QueryRetrieveLevel = q.QueryRetrieveLevel
+            hit.StudyInstanceUID, hit.SeriesInstanceUID, hit.Modality = study, series, "MR"
+            if q.QueryRetrieveLevel == "IMAGE":
+                hit.SOPInstanceUID = ds.SOPInstanceUID
+            yield 0xFF00, hit
+
+    def on_get(event):
+        yield len(datasets)
+        for k, ds in enumerate(datasets):
+            if k == 5:
+                event.assoc.abort()  # the cable is pulled
+                return
+            yield 0xFF00, ds
+
+    ae = AE(ae_title="CUTTER")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_supported_context(MRImageStorage, list(AllTransferSyntaxes), scu_role=True, scp_role=True)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_FIND, on_find), (evt.EVT_C_GET, on_get)])
+    try:
+        archive = tmp_path / "cut.medsr.h5"
+        rc, _, err = _run(["archive", f"dimse://CUTTER@127.0.0.1:{port}/{study}/{series}", "-o", str(archive),
+                           "--pacs-timeout", "20", "--method", "bicubic", "--no-j2k"], capsys)
+        _one_line_error(rc, err, 1, "C-GET of series", "cut")
+        assert not archive.exists()
+        _no_temp_left(tmp_path)
+    finally:
+        server.shutdown()

@@ -22,8 +22,8 @@ from pathlib import Path
 from ..errors import InputError
 
 ENV_AUTH_FILE = "MEDSR_PACS_AUTH_FILE"
-ENV_TOKEN_FILE = "MEDSR_PACS_TOKEN_FILE"
-ENV_TOKEN = "MEDSR_PACS_TOKEN"
+ENV_BEARER_FILE = "MEDSR_PACS_TOKEN_FILE"
+ENV_BEARER = "MEDSR_PACS_TOKEN"
 ENV_CA_BUNDLE = "MEDSR_PACS_CA_BUNDLE"
 
 
@@ -42,7 +42,7 @@ class Connection:
         """Explicit arguments first, then ``MEDSR_PACS_*`` environment variables."""
         env = os.environ if environ is None else environ
         auth_file = auth_file or env.get(ENV_AUTH_FILE) or None
-        token_file = token_file or env.get(ENV_TOKEN_FILE) or None
+        token_file = token_file or env.get(ENV_BEARER_FILE) or None
         ca_bundle = ca_bundle or env.get(ENV_CA_BUNDLE) or None
         if auth_file and token_file:
             raise InputError("give either an auth file (user:password) or a token file, not both")
@@ -80,10 +80,10 @@ def bearer_token(conn: Connection, environ: dict | None = None) -> str | None:
     if conn.token_file is not None:
         return _one_line(conn.token_file, "token")
     env = os.environ if environ is None else environ
-    token = (env.get(ENV_TOKEN) or "").strip()
+    token = (env.get(ENV_BEARER) or "").strip()
     if token and conn.auth_file is None:
         if "\n" in token or " " in token:
-            raise InputError(f"${ENV_TOKEN} must be one token without spaces")
+            raise InputError(f"${ENV_BEARER} must be one token without spaces")
         return token
     return None
 
