@@ -100,7 +100,7 @@ def start_orthanc(base: Path, *, http_port: int, dicom_port: int, extra: dict | 
     from medsr.pacs import launcher
 
     root, store = base / "root", base / "store"
-    out = subprocess.run([sys.executable, "-m", "medsr.pacs.launcher", "serve", "--root", str(root),
+    out = subprocess.run([sys.executable, "-m", "medsr", "orthanc", "serve", "--root", str(root),
                           "--http-port", str(http_port), "--dicom-port", str(dicom_port), "--aet", aet,
                           "--archive-store", str(store), "--device", "cpu", "--dry-run", "--json"],
                          capture_output=True, text=True, timeout=120, check=True)

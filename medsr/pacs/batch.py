@@ -1,16 +1,18 @@
 """``archive-batch --dicomweb URL --query KEY=VALUE ...``: the series a QIDO-RS search selects.
 
 Every selected series is fetched as stored into one owner-only temporary folder
-(``<StudyUID>/<SeriesUID>/``, beside OUTDIR), archived by the ordinary batch (one Dask
-task per series, the manifest, resume), and the temporary copies are removed at the end,
+(``<StudyUID>/<SeriesUID>/``, beside OUTDIR); the CLI archives it with the ordinary batch
+(one Dask task per series, the manifest, resume) and the copies are removed at the end,
 whatever happens. Series of another modality than the allowed ones are not fetched.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import InputError
 from .credentials import Connection
@@ -42,20 +44,19 @@ def select_series(server, filters: dict[str, str], allow_modalities=("MR",)) -> 
     return keep
 
 
-def archive_batch_dicomweb(url: str, queries: list[str] | None, outdir, *, connection: Connection | None = None,
-                           options=None, **batch_kw):
-    """Archive every series a QIDO-RS search of ``url`` selects into ``outdir`` -> BatchSummary."""
-    from ..api import ArchiveOptions
-    from ..batch_cli import archive_batch
+@contextlib.contextmanager
+def fetch_query(url: str, queries: list[str] | None, outdir, *, connection: Connection | None = None,
+                allow_modalities=("MR",)) -> Iterator[Path]:
+    """Fetch every series a QIDO-RS search of ``url`` selects into a private folder beside ``outdir``
+    (``<StudyUID>/<SeriesUID>/``); yield the folder, remove it afterwards whatever happens."""
     from .dicomweb import DicomwebServer
 
-    options = options or ArchiveOptions()
     filters = parse_queries(queries)
     if not filters:
         raise InputError("--dicomweb needs at least one --query (e.g. --query Modality=MR): refusing to fetch "
                          "every series of the PACS")
     server = DicomwebServer(url, connection)
-    series = select_series(server, filters, options.allow_modalities)
+    series = select_series(server, filters, allow_modalities)
     if not series:
         raise InputError(f"the QIDO-RS search ({', '.join(f'{k}={v}' for k, v in filters.items())}) selected no "
                          "series")
@@ -64,10 +65,10 @@ def archive_batch_dicomweb(url: str, queries: list[str] | None, outdir, *, conne
     try:
         for s in series:
             server.fetch_series(s["study_uid"], s["series_uid"], tmp / s["study_uid"] / s["series_uid"],
-                                allow_modalities=options.allow_modalities)
-        return archive_batch(tmp, outdir, options=options, **batch_kw)
+                                allow_modalities=allow_modalities)
+        yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["archive_batch_dicomweb", "parse_queries", "select_series"]
+__all__ = ["fetch_query", "parse_queries", "select_series"]

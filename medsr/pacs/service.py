@@ -443,7 +443,7 @@ class JobRunner:
     def __init__(self, *, max_queued: int = 16, keep: int = 200, log: Callable[[str], None] | None = None,
                  scrub: Callable[[], list[tuple[str, str]]] | None = None, ledger=None):
         self.max_queued, self.keep = max_queued, keep
-        self.ledger = ledger  # medsr.pacs.jobs.JobLedger: states that survive a restart (None: memory only)
+        self.ledger = ledger  # medsr.io.ledger.JobLedger: states that survive a restart (None: memory only)
         self._log = log or (lambda msg: None)
         self._scrub = scrub or (lambda: [])
         self._jobs: dict[str, Job] = {}
@@ -852,14 +852,14 @@ class MedsrService:
                                                                               for r in freed)}})
 
     def _info(self, archive_id: str, *, req: Request) -> Response:
-        from ..api import _flat_audit, open_archive
+        from ..api import flat_audit, open_archive
 
         path = self.store.existing(archive_id)
         info = open_archive(path)
         d = info.to_dict()
         d["path"] = path.name
         d = {"archive_id": archive_id, **d}
-        d["audit"] = _flat_audit(info.audit or {})
+        d["audit"] = flat_audit(info.audit or {})
         side = self.store.read_sidecar(archive_id) or {}
         d["orthanc"] = {k: side.get(k) for k in ("series_id", "study_id", "deleted_from_orthanc", "instances")
                         if k in side}
@@ -882,7 +882,7 @@ class MedsrService:
         wait_args = self._wait_args(req)
 
         def make(job: Job) -> dict:
-            from ..reporting import report_for_archive
+            from ..api import report_for_archive
 
             work = self.store.workdir(job.id)
             try:

@@ -30,7 +30,7 @@ def cmd_jobs(args) -> int:
 
 
 def register_cli(subparsers) -> None:
-    from ..cli import _common
+    from .common import add_common_args as _common
 
     j = subparsers.add_parser("jobs", help="list the jobs recorded under an Orthanc archive store or batch OUTDIR",
                               description="List the jobs in ROOT/jobs.sqlite (queued, running, done, failed with "

@@ -1,6 +1,6 @@
-"""The PACS options of ``medsr archive``/``restore``/``archive-batch`` (argparse), and their use.
+"""The PACS options of ``medsr archive``/``restore``/``archive-batch`` (argparse), over :mod:`medsr.pacs`.
 
-Kept here so medsr's CLI modules only add one call each. Secrets are never options:
+Kept here so the other CLI modules only add one call each. Secrets are never options:
 ``--auth-file``/``--token-file`` name files, ``$MEDSR_PACS_TOKEN`` is read from the environment.
 """
 from __future__ import annotations
@@ -25,14 +25,14 @@ def add_connection_args(p: argparse.ArgumentParser, *, dimse: bool = True) -> No
 
 
 def connection_from_args(args):
-    from .credentials import Connection
+    from ..pacs.credentials import Connection
 
     return Connection.from_env(auth_file=getattr(args, "auth_file", None), token_file=getattr(args, "token_file", None),
                                ca_bundle=getattr(args, "ca_bundle", None), timeout=getattr(args, "pacs_timeout", None))
 
 
 def dimse_from_args(args):
-    from .dimse import DimseOptions
+    from ..pacs.dimse import DimseOptions
 
     kw = {}
     if getattr(args, "calling_aet", None):
@@ -52,7 +52,7 @@ def archive_from_args(args, output, options, progress):
     """``medsr archive <URL>``: fetch, archive, optionally delete the original from the PACS."""
     from dataclasses import replace
 
-    from .sources import archive_remote
+    from ..pacs.sources import archive_remote
 
     return archive_remote(args.series, output, replace(options, delete_original=False),
                           connection=connection_from_args(args), dimse=_dimse_if(args, args.series),
@@ -61,7 +61,7 @@ def archive_from_args(args, output, options, progress):
 
 def restore_from_args(args, options) -> tuple[dict, str]:
     """``medsr restore ARCHIVE --to <URL>`` -> (summary, one-line text)."""
-    from .sources import restore_to
+    from ..pacs.sources import restore_to
 
     s = restore_to(args.archive, args.to, options, connection=connection_from_args(args),
                    dimse=_dimse_if(args, args.to))
