@@ -297,6 +297,10 @@ def test_dicomweb_bad_input_is_one_line_and_writes_nothing(pacs, cases, tmp_path
     _one_line_error(*archive_cmd(pacs.series_url(*_uids(cases["ct"])), *auth), 3, "is CT, not MR")
     assert not archive.exists()
     _no_temp_left(tmp_path)
+    archive.write_bytes(b"an existing file")  # refused before anything is fetched (the URL is unreachable)
+    _one_line_error(*archive_cmd(f"http://127.0.0.1:{closed}/dicom-web/studies/{study}/series/{series}", *auth), 5,
+                    "already exists")
+    assert archive.read_bytes() == b"an existing file"
 
 
 def test_stow_rejection_is_one_line(pacs, cases, basic_archive, tmp_path):

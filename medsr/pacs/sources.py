@@ -100,6 +100,9 @@ def archive_remote(arg: str, output, options=None, *, connection: Connection | N
     options = options or ArchiveOptions()
     if delete_original and arg.lower().startswith("dimse://"):
         raise InputError("DIMSE has no delete service: --delete-original works for DICOMweb sources only")
+    from ..io.atomic import preflight_output
+
+    preflight_output(Path(output), force=options.force)  # an output that cannot be written: before any transfer
     with resolve_source(arg, connection=connection, dimse=dimse, allow_modalities=options.allow_modalities,
                         workdir=Path(output).resolve().parent) as src:
         # deleting the temporary copies is what makes archive_series re-read and verify every file
