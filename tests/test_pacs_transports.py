@@ -662,3 +662,25 @@ def test_dimse_transfer_cut_mid_series_is_one_line_and_writes_nothing(pacs, case
         _no_temp_left(tmp_path)
     finally:
         server.shutdown()
+
+
+def test_c_store_rejection_is_one_line(pacs, basic_archive, capsys):
+    """A DIMSE peer that answers every C-STORE with 0xA700 (out of resources)."""
+    pytest.importorskip("pynetdicom")
+    from pydicom.uid import AllTransferSyntaxes
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import MRImageStorage
+
+    received = []
+    ae = AE(ae_title="FULLDISK")
+    ae.add_supported_context(MRImageStorage, list(AllTransferSyntaxes))
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, lambda event: received.append(1) or 0xA700)])
+    try:
+        rc, _, err = _run(["restore", str(basic_archive[0]), "--to", f"dimse://FULLDISK@127.0.0.1:{port}",
+                           "--pacs-timeout", "20"], capsys)
+        _one_line_error(rc, err, 1, "refused instance", "0xa700", "after storing 0")
+        assert received == [1]  # it stopped at the first refusal
+    finally:
+        server.shutdown()
