@@ -12,6 +12,7 @@ are what ``medsr archive URL`` and ``medsr restore --to URL`` call.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
 from dataclasses import dataclass, replace
@@ -141,34 +142,28 @@ def _with_source(result, src: Source, deleted: bool):
                fetched_instances=len(src.fetched) if src.fetched else 0, deleted_from_pacs=deleted)
 
 
-_CLS = None
-
-
+@functools.lru_cache(maxsize=None)
 def _remote_result_class():
-    global _CLS
-    if _CLS is None:
-        from dataclasses import dataclass as dc
+    """ArchiveResult + where it came from (built lazily: medsr.api imports numpy/torch)."""
+    from ..api import ArchiveResult
 
-        from ..api import ArchiveResult
+    @dataclass(frozen=True)
+    class RemoteArchiveResult(ArchiveResult):
+        """An :class:`medsr.ArchiveResult` that says which PACS series it came from."""
 
-        @dc(frozen=True)
-        class RemoteArchiveResult(ArchiveResult):
-            """An :class:`medsr.ArchiveResult` that says which PACS series it came from."""
+        source: str = ""
+        fetched_bytes: int = 0
+        fetched_instances: int = 0
+        deleted_from_pacs: bool = False
 
-            source: str = ""
-            fetched_bytes: int = 0
-            fetched_instances: int = 0
-            deleted_from_pacs: bool = False
+        def summary(self) -> dict:
+            d = super().summary()
+            d.update(source=self.source, fetched_bytes=self.fetched_bytes, fetched_instances=self.fetched_instances,
+                     deleted_from_pacs=self.deleted_from_pacs,
+                     freed_bytes=self.fetched_bytes if self.deleted_from_pacs else 0)
+            return d
 
-            def summary(self) -> dict:
-                d = super().summary()
-                d.update(source=self.source, fetched_bytes=self.fetched_bytes,
-                         fetched_instances=self.fetched_instances, deleted_from_pacs=self.deleted_from_pacs,
-                         freed_bytes=self.fetched_bytes if self.deleted_from_pacs else 0)
-                return d
-
-        _CLS = RemoteArchiveResult
-    return _CLS
+    return RemoteArchiveResult
 
 
 def restore_to(archive, target: str, options=None, *, connection: Connection | None = None, dimse=None) -> dict:
