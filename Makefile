@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 MEDSR  := $(VENV)/bin/medsr
 DEMO   ?= demo-output
-APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python chromium mricron-data
+APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromium mricron-data
 
 .PHONY: demo test install install-dev system-deps bench train train-lossy train-remap unseen-data eval-unseen clean
 
@@ -25,7 +25,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# Debian tools the tests use (dciodvfy, dcmdump, a real Orthanc, headless Chromium).
+# Debian tools the tests use (dciodvfy, dcmdump, a real Orthanc with its DICOMweb plugin, headless Chromium).
 # Installed only when running as root with apt; otherwise those tests skip with a reason.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
