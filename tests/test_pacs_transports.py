@@ -130,10 +130,9 @@ def _sha(data: bytes) -> str:
 
 
 def _archived_sha256(archive: Path) -> set[str]:
-    import h5py
+    from medsr.archive import read_archive
 
-    with h5py.File(archive, "r") as f:
-        return {v.decode() for v in f["sources/sha256"][()]}
+    return set(read_archive(archive).source_sha256)  # any archive format
 
 
 def _run(argv, capsys) -> tuple[int, str, str]:

@@ -74,12 +74,11 @@ def _fetch(arg: str, folder: Path, *, connection, dimse, allow_modalities) -> So
 
 def check_archived_everything(result, fetched: FetchedInstances) -> None:
     """The verified archive holds every fetched file (sha256 for sha256), or raise."""
-    import h5py
+    from ..archive import read_archive
 
-    try:
-        with h5py.File(result.archive, "r") as f:
-            stored = {v.decode() if isinstance(v, bytes) else str(v) for v in f["sources/sha256"][()]}
-    except (OSError, KeyError) as e:
+    try:  # every archive format (2: the compact container keeps them in /meta), checksums verified
+        stored = set(read_archive(result.archive).source_sha256)
+    except (OSError, MedsrError) as e:
         raise MedsrError(f"cannot re-read the archive's source checksums ({type(e).__name__})",
                          path=result.archive) from None
     missing = [p.name for p, h in zip(fetched.files, fetched.sha256) if h not in stored]
