@@ -103,7 +103,8 @@ SHARED ?= ../shared/data
 unseen-data: install-dev
 	$(PY) -m dicom_fixtures.unseen $(UNSEEN)
 
-# the table of docs/training/eval-unseen.md (+ .json, .png): the unseen sets and the two phantoms
+# the table of docs/training/eval-unseen.md (+ .json, .png): the evaluation (unseen) sets, the
+# pydicom-data validation slices and the two validation phantoms (roles: docs/evaluation.md)
 eval-unseen: unseen-data
 	mkdir -p .cache/phantoms
 	tar -xzf $(SHARED)/siemens-xa30-phantom-t1w.tar.gz -C .cache/phantoms
@@ -112,7 +113,8 @@ eval-unseen: unseen-data
 	  $(UNSEEN)/memprage-head-siemens-3t $(UNSEEN)/t1-se-shoulder-philips-1.5t \
 	  .cache/phantoms/5001_anat-T1w_acq-tfl .cache/phantoms/Philips/501_T1W_FFE_Sno_CS4 \
 	  -o .cache/eval-unseen --models medsr-srresnet-x4 medsr-srresnet-x4-v1 medsr-srgan-x4 --ensemble 1 2
-	for f in md json png; do cp .cache/eval-unseen/eval.$$f docs/training/eval-unseen.$$f; done
+	cat docs/training/eval-roles.md .cache/eval-unseen/eval.md > docs/training/eval-unseen.md
+	for f in json png; do cp .cache/eval-unseen/eval.$$f docs/training/eval-unseen.$$f; done
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info
