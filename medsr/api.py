@@ -15,7 +15,7 @@ from .codec import crop_to, downsample, get_operator, intensity_window, pad_to_m
 from .engine import EngineConfig, select_device, to_stored
 from .errors import ArchiveError, InputError, MedsrError, OutputError, QualityGateError
 from .io import Series, read_series
-from .io.atomic import preflight_output
+from .io.atomic import _test_hook, preflight_output  # _test_hook: crash-test stage markers (no-op)
 
 log = logging.getLogger("medsr")
 
@@ -323,6 +323,7 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
     archive, output = Path(archive), Path(output)
     preflight_output(output, force=options.force, folder=options.format == "dicom")
     data = read_archive(archive)  # verifies checksums
+    _test_hook("restore-archive-read")
     info = data.info
     plan = _plan_restore(data, options)
     from .writers import write_dicom_series, write_nifti
@@ -343,6 +344,7 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
                 if progress:
                     progress("restore", len(batch), info.n_slices)
                 yield i, batch
+                _test_hook("restore-batch-done")
 
         files = write_dicom_series(output, data, batches(), method=plan.method, model_id=plan.model_label,
                                    force=options.force)

@@ -241,10 +241,9 @@ def test_resume_after_sigkill(tmp_path, cluster):
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
+        # no timing: wait (up to the test's timeout) for the first finished archive, however slow the machine
         while not list(out.glob("*.medsr.h5")):
             assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no archive appeared within 60 s"
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)  # the client (scheduler + manifest writer) dies mid-batch
         proc.wait(10)

@@ -7,7 +7,7 @@ import pytest
 
 
 def medsr(*args):
-    return subprocess.run([sys.executable, "-m", "medsr", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "medsr", *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("gate", [["--min-psnr", "99"], ["--min-ssim", "0.9999"], ["--min-psnr-fg", "99"]])
