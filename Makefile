@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python chromium
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps bench train train-lossy train-remap unseen-data eval-unseen clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap unseen-data eval-unseen clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ test: install-dev system-deps
 
 bench: install-dev
 	$(PY) -m pipelines.bench
+
+# the CPU-feasible published figures (about 40 CPU minutes), each a stamped JSON (date, commit, defaults,
+# machine load) beside the document quoting it: pipelines/figures.py; `make figures FIGURES="fuzz memory"`
+figures: install-dev
+	$(PY) -m pipelines.figures $(if $(FIGURES),--only $(FIGURES))
 
 train: install-dev train-deps
 	$(PY) -m pipelines.prepare_data --out .train/pack.npz

@@ -245,7 +245,8 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     if loaded is not None and loaded.scale != op.scale:
         raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
     ensemble = loaded.ensemble if loaded else 1
-    engine = _archive_engine(method, options.device, options.consistency, base.meta)
+    consistency = _consistency(options.consistency, op.id)
+    engine = _archive_engine(method, options.device, consistency, base.meta)
     restored = _restore_pixels(lowres, window=window, scale=op.scale, operator=op.id, rows=rows, cols=cols,
                                dtype=series.pixels.dtype, value_range=series.value_range, engine=engine,
                                module=loaded.module if loaded else None,
@@ -264,7 +265,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     audit = build_audit(series, lowres=lowres, restored=restored, scale=op.scale, operator=op.id,
                         stored_pixel_bytes=stored_bytes, method=method,
                         model_id=loaded.model_id if loaded else method, with_j2k=options.baselines,
-                        consistency=options.consistency, device=select_device(options.device), base=base.provenance(),
+                        consistency=consistency, device=select_device(options.device), base=base.provenance(),
                         ensemble=ensemble,
                         progress=_tick(progress, "audit", series.n_slices))
     if plan is not None:
@@ -385,6 +386,14 @@ class _RestorePlan:
         return self.model_id + (f" averaged over {n} mirrored/rotated passes" if n > 1 else "")
 
 
+def _consistency(requested: bool, operator: str) -> bool:
+    """Data consistency as applied: only the area operators have an exact projection (say so, never silently)."""
+    if requested and not operator.startswith("area"):
+        log.warning(f"operator {operator} has no exact projection: data consistency is not applied")
+        return False
+    return requested
+
+
 def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
     info = data.info
     warnings_: list[str] = []
@@ -414,7 +423,8 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
     device = select_device(options.device) if method == "model" else "cpu"
     from .codec.base import consistency_tolerance
 
-    engine = EngineConfig(method=method, device=device, consistency=options.consistency,
+    engine = EngineConfig(method=method, device=device,
+                          consistency=_consistency(options.consistency, info.operator),
                           consistency_tolerance=consistency_tolerance(info.base, info.base_near),
                           batch_size=options.batch_size, precision=options.precision, compile=options.compile,
                           tile=options.tile)
