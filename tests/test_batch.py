@@ -1,4 +1,4 @@
-"""Batch archive/restore on Dask (medsr.batch_cli): isolation of broken series, manifest, resume, restore.
+"""Batch archive/restore on Dask (medsr.batch, its CLI medsr.cli.batch): isolation of broken series, manifest, resume, restore.
 
 One 2-worker LocalCluster (processes) is shared by the module; one test starts the CLI
 in a subprocess with its own local cluster and SIGKILLs it mid-batch. Fast settings:
@@ -26,9 +26,9 @@ pytest.importorskip("distributed")
 import medsr  # noqa: E402
 from dicom_fixtures.build import build_series  # noqa: E402
 from dicom_fixtures.spec import SeriesSpec  # noqa: E402
-from medsr import batch_cli  # noqa: E402
+from medsr.cli import batch as batch_cli  # noqa: E402
 from medsr.api import verify_archive  # noqa: E402
-from medsr.batch_cli import (ARCHIVE_FIELDS, EXIT_SOME_FAILED, LOCK_NAME, MANIFEST, RESTORE_MANIFEST,  # noqa: E402
+from medsr.batch import (ARCHIVE_FIELDS, EXIT_SOME_FAILED, LOCK_NAME, MANIFEST, RESTORE_MANIFEST,  # noqa: E402
                              archive_batch, find_series, restore_batch)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,7 +236,7 @@ def test_resume_after_sigkill(tmp_path, cluster):
     for k in range(10):
         build_series(root / f"s{k:02d}", _spec(k, rows=128, cols=128, slices=16))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "medsr.batch_cli", "archive-batch", str(root), "-o", str(out), "--workers", "2",
+    cmd = [sys.executable, "-m", "medsr", "archive-batch", str(root), "-o", str(out), "--workers", "2",
            "--quiet", *FAST_ARGS]
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -317,7 +317,7 @@ def test_restore_batch_reports_a_corrupt_archive(first_run, cluster, tmp_path, c
 
 
 def test_medsr_cli_has_the_batch_commands():
-    """`medsr archive-batch` / `medsr restore-batch` (medsr/cli.py calls batch_cli.register_cli)."""
+    """`medsr archive-batch` / `medsr restore-batch` (medsr/cli/main.py calls medsr.cli.batch.register_cli)."""
     from medsr.cli import build_parser
 
     p = build_parser()

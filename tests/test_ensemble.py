@@ -95,8 +95,8 @@ def test_cli_ensemble_flag_and_models_listing(fixture_path, tmp_path, capsys):
 
 
 def test_eval_and_rd_measure_the_sizes_they_are_given(fixture_path):
-    from medsr.rd import rate_distortion
-    from pipelines.evaluate import evaluate
+    from medsr.flow.evaluate import evaluate
+    from medsr.flow.rd import rate_distortion
 
     res = evaluate([fixture_path("basic")], [DEFAULT_MODEL], j2k=False, device="cpu", ensembles=[1, 2])
     methods = [r["method"] for r in res["rows"]]

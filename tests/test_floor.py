@@ -178,7 +178,7 @@ def test_cli_help_teaches_the_floor():
 
 def test_a_residual_rebuilds_the_slice_from_the_restore():
     from medsr.floor import rebuild_slice
-    from medsr.floor.codecs import bits_for, j2k_encode
+    from medsr.codec.payload import bits_for, j2k_encode
 
     rng = np.random.default_rng(0)
     orig = rng.integers(0, 4096, (32, 32)).astype(np.uint16)

@@ -1,7 +1,7 @@
 """medsr in a real PACS: the Orthanc plugin routes, the launcher, and the REST client.
 
 The Orthanc tests start Debian's Orthanc (with orthanc-python and the medsr plugin) through
-``python -m medsr.pacs.launcher serve``, on loopback, with a temporary storage/index/store.
+``python -m medsr orthanc serve``, on loopback, with a temporary storage/index/store.
 Orthanc 1.10 cannot bind to one address (it listens on 0.0.0.0), so when the kernel allows
 it the test thread first moves into a fresh network namespace holding only loopback (the
 ``unshare -n`` system call); Orthanc, started from that thread, inherits it, and nothing
@@ -34,6 +34,7 @@ import pytest
 
 import medsr
 from medsr.errors import InputError, MedsrError
+from medsr.cli import orthanc as orthanc_cli
 from medsr.pacs import launcher
 from medsr.pacs.service import ArchiveStore, MedsrService, ServiceConfig, UnknownResource, is_orthanc_id
 
@@ -89,12 +90,12 @@ def _fake_orthanc(tmp_path: Path) -> Path:
 
 def test_launcher_refuses_remote_without_auth(tmp_path, capsys):
     root = tmp_path / "pacs"
-    assert launcher.main(["serve", "--root", str(root), "--remote", "--orthanc", str(_fake_orthanc(tmp_path)),
+    assert orthanc_cli.main(["serve", "--root", str(root), "--remote", "--orthanc", str(_fake_orthanc(tmp_path)),
                           "--plugin", str(_fake_plugin(tmp_path)), "--dry-run"]) == InputError.exit_code
     assert "--remote needs --user and --password-file" in capsys.readouterr().err
     assert not (root / "orthanc.json").exists()
     # a user without a password file is refused too
-    assert launcher.main(["serve", "--root", str(root), "--remote", "--user", "admin", "--dry-run"]) == 2
+    assert orthanc_cli.main(["serve", "--root", str(root), "--remote", "--user", "admin", "--dry-run"]) == 2
     with pytest.raises(InputError, match="--remote needs"):
         launcher.build_config(root, remote=True, plugin=_fake_plugin(tmp_path))
 
@@ -102,7 +103,7 @@ def test_launcher_refuses_remote_without_auth(tmp_path, capsys):
 def test_launcher_config_is_local_only_by_default(tmp_path, capsys):
     root, store = tmp_path / "pacs", tmp_path / "store"
     plugin = _fake_plugin(tmp_path)
-    rc = launcher.main(["serve", "--root", str(root), "--http-port", "18123", "--dicom-port", "14123",
+    rc = orthanc_cli.main(["serve", "--root", str(root), "--http-port", "18123", "--dicom-port", "14123",
                         "--archive-store", str(store), "--orthanc", str(_fake_orthanc(tmp_path)),
                         "--plugin", str(plugin), "--dry-run", "--json"])
     assert rc == 0
@@ -132,7 +133,7 @@ def test_launcher_remote_with_auth(tmp_path, capsys):
     root = tmp_path / "pacs"
     pw = tmp_path / "pw"
     pw.write_text("s3cret-pw\n")
-    rc = launcher.main(["serve", "--root", str(root), "--remote", "--user", "admin", "--password-file", str(pw),
+    rc = orthanc_cli.main(["serve", "--root", str(root), "--remote", "--user", "admin", "--password-file", str(pw),
                         "--dicom-port", "0", "--orthanc", str(_fake_orthanc(tmp_path)),
                         "--plugin", str(_fake_plugin(tmp_path)), "--dry-run", "--json"])
     assert rc == 0
@@ -342,7 +343,7 @@ def orthanc(tmp_path_factory):
             log = base / f"orthanc-{attempt}.log"
             with open(log, "wb") as log_file:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "medsr.pacs.launcher", "serve", "--root", str(base / "root"),
+                    [sys.executable, "-m", "medsr", "orthanc", "serve", "--root", str(base / "root"),
                      "--http-port", str(http_port), "--dicom-port", str(dicom_port),
                      "--archive-store", str(base / "store"), "--device", "cpu", "--quiet"],
                     stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base,
@@ -413,7 +414,7 @@ def test_remote_mode_requires_the_password(orthanc, cases, tmp_path):
     pw.write_text("pw-for-test\n")
     port = _free_port()
     with open(tmp_path / "log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "medsr.pacs.launcher", "serve", "--root", str(tmp_path / "r"),
+        proc = subprocess.Popen([sys.executable, "-m", "medsr", "orthanc", "serve", "--root", str(tmp_path / "r"),
                                  "--http-port", str(port), "--dicom-port", "0", "--remote", "--user", "pacs",
                                  "--password-file", str(pw), "--quiet"],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path,

@@ -13,7 +13,7 @@ from medsr.codec.base import BASE_LOSSLESS, BASE_NEAR_LOSSLESS
 def _run(argv: list[str]) -> int:
     """``medsr ...`` in-process, with ``rd`` registered even before cli.py registers it itself."""
     from medsr import cli
-    from medsr.rd import register_cli
+    from medsr.cli.rd import register_cli
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

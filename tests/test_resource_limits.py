@@ -124,7 +124,7 @@ def test_dicom_restore_streams_instead_of_holding_the_volume(small_archive, tmp_
     what is measured is the engine, the writer pool and restore_archive around them.
     """
     sys.path.insert(0, str(REPO))
-    import medsr.writers as writers
+    import medsr.dicom.write as writers
     from pipelines.memory_bench import write_bench_archive
 
     arc = tmp_path / "long.medsr.h5"

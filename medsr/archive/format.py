@@ -322,7 +322,7 @@ def _floor_summary(f) -> dict | None:
     """The floor's root attributes and counts/bytes per representation; None without /floor."""
     if "floor" not in f:
         return None
-    from ..floor.stored import representation_summary
+    from .floor import representation_summary
 
     kinds, offsets = f["floor/kind"][()], f["floor/offsets"][()]
     if len(offsets) != len(kinds) + 1:  # damaged: counts only (read_archive/verify say what is wrong)
@@ -409,7 +409,7 @@ def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
 
 
 def _floor_lowres(lowres: np.ndarray, floor, info: ArchiveInfo, path: Path) -> np.ndarray:
-    from ..floor.stored import floor_lowres
+    from .floor import floor_lowres
 
     try:
         return floor_lowres(lowres, floor, operator=info.operator, rows=info.rows, cols=info.cols,
@@ -420,7 +420,7 @@ def _floor_lowres(lowres: np.ndarray, floor, info: ArchiveInfo, path: Path) -> n
 
 def _read_floor(f, path: Path, n: int):
     """The /floor datasets (after their checksums) as a ``medsr.floor.FloorData``."""
-    from ..floor import FloorData
+    from .floor import FloorData
 
     floor = FloorData(*(np.asarray(_checked(f[f"floor/{k}"], path, f"floor/{k}")) for k in ("kind", "data", "offsets")))
     why = floor.check(n)

@@ -801,14 +801,14 @@ class MedsrService:
         return json_response({"archives": items, "count": len(items)})
 
     def _info(self, archive_id: str, *, req: Request) -> Response:
-        from ..api import _flat_audit, open_archive
+        from ..api import flat_audit, open_archive
 
         path = self.store.existing(archive_id)
         info = open_archive(path)
         d = info.to_dict()
         d["path"] = path.name
         d = {"archive_id": archive_id, **d}
-        d["audit"] = _flat_audit(info.audit or {})
+        d["audit"] = flat_audit(info.audit or {})
         side = self.store.read_sidecar(archive_id) or {}
         d["orthanc"] = {k: side.get(k) for k in ("series_id", "study_id", "deleted_from_orthanc", "instances")
                         if k in side}
@@ -831,7 +831,7 @@ class MedsrService:
         wait_args = self._wait_args(req)
 
         def make(job: Job) -> dict:
-            from ..reporting import report_for_archive
+            from ..api import report_for_archive
 
             work = self.store.workdir(job.id)
             try:

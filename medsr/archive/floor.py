@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .codecs import decode
+from ..codec.payload import decode
 
 REPRESENTATIONS = ("sr", "j2k", "residual", "lossless")
 CODES = {name: i for i, name in enumerate(REPRESENTATIONS)}

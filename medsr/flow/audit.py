@@ -11,10 +11,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__
-from .audit import audit as run_audit
-from .audit import bicubic_upsample, jpeg2000_at_ratio
-from .engine import to_stored
+from .. import __version__
+from ..audit import audit as run_audit
+from ..audit import bicubic_upsample, jpeg2000_at_ratio
+from ..engine import to_stored
 
 
 def _rescale(stack: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> np.ndarray:
@@ -37,8 +37,8 @@ def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int,
     """
     rows, cols = series.shape
     original = series.rescaled()
-    from .audit.metrics import series_data_range
-    from .errors import InputError
+    from ..audit.metrics import series_data_range
+    from ..errors import InputError
 
     if not series_data_range(original) > 0:  # found by fuzzing: measure() raised ValueError
         raise InputError("every pixel of the series has the same (rescaled) value: PSNR and SSIM are undefined, "
@@ -77,7 +77,7 @@ def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int,
 
 def _model_kind(model_id: str) -> str:
     """fidelity (MSE/L1-trained or interpolation) or perceptual (GAN) - the report says which."""
-    from .models import REGISTRY
+    from ..models import REGISTRY
 
     entry = REGISTRY.get(model_id.split("@")[0])
     return entry.kind if entry is not None else "fidelity"
@@ -87,14 +87,14 @@ def audit_against_reference(reference: Path, data, restored: np.ndarray, *, with
                             return_images: bool = False, ensemble: int | None = None):
     """Measure a restore (stored units) against a reference series read from disk
     (``ensemble``: the restore's self-ensemble size; None: the archive's)."""
-    from .errors import InputError
-    from .io import read_series
+    from ..errors import InputError
+    from ..io import read_series
 
     ref = read_series(reference)
     if ref.pixels.shape != restored.shape:
         raise InputError(f"reference has shape {ref.pixels.shape} but the restore has {restored.shape}", path=reference)
     info = data.info
-    from .codec.base import BaseMeta
+    from ..codec.base import BaseMeta
 
     base = BaseMeta(info.base, info.base_near)
     base_prov = {**base.to_dict(), "base_description": base.describe()}

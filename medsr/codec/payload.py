@@ -43,7 +43,7 @@ def j2k_encode(a: np.ndarray, bits: int, ratio: float | None = None) -> bytes:
 
 def jpegls_encode(a: np.ndarray) -> bytes | None:
     """JPEG-LS lossless of a non-negative slice of at most 16 bits; None where it does not apply."""
-    from ..codec.base import load_jpegls
+    from .base import load_jpegls
 
     a = np.asarray(a)
     if int(a.min()) < 0 or int(a.max()) >= (1 << 16):
@@ -66,7 +66,7 @@ def decode(data: bytes, shape: tuple[int, int]) -> np.ndarray:
 
         out = crop_from_j2k(np.asarray(j2k_decode(bytes(data))).astype(np.int64), tuple(shape))
     elif data[:2] == JPEGLS_SOI:
-        from ..codec.base import decode_jpegls
+        from .base import decode_jpegls
 
         out = decode_jpegls(data, tuple(shape))  # BaseCodecError is a ValueError
     else:

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import RestoreOptions, restore_pixels
-from .archive import read_archive
-from .audit import AuditResult, write_report
-from .audit_run import _rescale, audit_against_reference, bicubic_restore
-from .errors import OutputError
+from .pipeline import RestoreOptions, restore_pixels
+from ..archive import read_archive
+from ..audit import AuditResult, write_report
+from .audit import _rescale, audit_against_reference, bicubic_restore
+from ..errors import OutputError
 
 
 def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | None = None,
@@ -55,7 +55,7 @@ def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | 
 
 
 def _model_card_summary(model_id: str) -> str:
-    from .models import REGISTRY
+    from ..models import REGISTRY
 
     name = model_id.split("@")[0]
     entry = REGISTRY.get(name)

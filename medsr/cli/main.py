@@ -6,13 +6,17 @@ code listed in ``medsr --help`` (no traceback unless ``--debug``).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import EXIT_CODES, MedsrError
+from .. import __version__
+from ..errors import EXIT_CODES, MedsrError
+from .common import ENSEMBLE_SIZES, add_ensemble_arg  # noqa: F401  (re-exported by medsr.cli)
+from .common import Progress as _Progress
+from .common import add_common_args as _common
+from .common import emit as _emit
+from .common import fmt as _fmt
 
 EPILOG = """\
 examples:
@@ -26,51 +30,10 @@ exit codes:
 """ + "\n".join(f"  {k:>3}  {v}" for k, v in EXIT_CODES.items())
 
 
-class _Progress:
-    """tqdm bars on stderr, one per stage; silent when stderr is not a terminal or --quiet."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bars = {}
-
-    def __call__(self, stage: str, k: int, total: int) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="slice", file=sys.stderr, leave=False)
-        bar.update(k)
-
-    def close(self):
-        for b in self.bars.values():
-            b.close()
-
-
-def _emit(args, payload: dict, text: str) -> None:
-    if args.json:
-        print(json.dumps(payload, default=str))
-    else:
-        print(text)
-
-
-def _fmt(v, digits=2):
-    return "n/a" if v is None else f"{v:.{digits}f}"
-
-
-ENSEMBLE_SIZES = (1, 2, 4, 8)  # = medsr.models.ensemble.SIZES, kept here so the CLI starts without torch
-
-
-def add_ensemble_arg(parser: argparse.ArgumentParser, help: str, **kw) -> None:
-    """The one ``--ensemble N`` option (archive, restore, the batch commands, rd, eval)."""
-    parser.add_argument("--ensemble", type=int, choices=ENSEMBLE_SIZES, metavar="N", help=help, **kw)
-
-
 # ---------------------------------------------------------------- commands
 
 def cmd_archive(args) -> int:
-    from .api import ArchiveOptions, archive_series
+    from ..api import ArchiveOptions, archive_series
 
     out = Path(args.output) if args.output else Path(str(Path(args.series).name).removesuffix(".gz").removesuffix(".nii") + ".medsr.h5")
     opts = ArchiveOptions(
@@ -90,7 +53,7 @@ def cmd_archive(args) -> int:
         prog.close()
     s = res.summary()
     if args.report:
-        from .reporting import report_for_archive
+        from ..api import report_for_archive
 
         json_path, html_path = report_for_archive(res.archive, args.report, reference=args.series, force=True)
         s["report"] = str(html_path)
@@ -128,7 +91,7 @@ def _ens(s: dict) -> str:
 
 
 def cmd_restore(args) -> int:
-    from .api import RestoreOptions, restore_archive
+    from ..api import RestoreOptions, restore_archive
 
     out = Path(args.output) if args.output else Path(Path(args.archive).name.split(".")[0] + "-restored" + (".nii.gz" if args.format == "nifti" else ""))
     opts = RestoreOptions(method=args.method, model=args.model, device=args.device,
@@ -152,14 +115,14 @@ def cmd_restore(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .api import open_archive
+    from ..api import open_archive
 
     info = open_archive(args.archive)
     d = info.to_dict()
     if info.audit:
-        from .api import _flat_audit
+        from ..api import flat_audit
 
-        d["audit"] = _flat_audit(info.audit)
+        d["audit"] = flat_audit(info.audit)
     text = "\n".join(f"{k:>22}: {v}" for k, v in d.items() if k not in ("audit", "floor"))
     if d.get("floor"):
         text += "\n" + _info_floor_text(d["floor"], (info.audit or {}).get("floor") or {})
@@ -193,7 +156,7 @@ def _info_floor_text(fl: dict, audited: dict) -> str:
 
 
 def cmd_verify(args) -> int:
-    from .archive import verify_archive
+    from ..api import verify_archive
 
     res = verify_archive(Path(args.archive))
     _emit(args, res.to_dict(), f"{args.archive}: OK ({res.n_slices} slices, all checksums match)" if res.ok
@@ -204,7 +167,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from .reporting import report_for_archive
+    from ..api import report_for_archive
 
     json_path, html_path = report_for_archive(Path(args.archive), Path(args.output), reference=args.reference,
                                               include_phi=args.include_phi, force=args.force)
@@ -214,7 +177,7 @@ def cmd_audit(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import list_models
+    from ..api import list_models
 
     rows = [{"name": m.name, "kind": m.kind, "operator": m.operator, "config": m.config.to_dict(),
              "sha256": m.sha256, "card": str(m.path.with_name(m.card)), "metrics": m.metrics,
@@ -226,31 +189,12 @@ def cmd_models(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import importlib
+    from .eval import main as eval_main
 
-    return int(importlib.import_module("pipelines.evaluate").main(args.rest) or 0)
-
-
-def cmd_bench(args) -> int:
-    import importlib
-
-    return int(importlib.import_module("pipelines.bench").main(args.rest) or 0)
-
-
-def cmd_train(args) -> int:
-    import importlib
-
-    train = importlib.import_module("pipelines.train")
-    return int(train.main(args.rest) or 0)
+    return int(eval_main(args.rest) or 0)
 
 
 # ---------------------------------------------------------------- parser
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout (for scripts)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or warnings")
-    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medsr", description="Store DICOM MR series at x4 lower resolution and restore "
@@ -349,30 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(m)
     m.set_defaults(func=cmd_models)
 
-    t = sub.add_parser("train", help="train SRResNet/SRGAN (see `medsr train --help`)", add_help=False)
-    t.add_argument("rest", nargs=argparse.REMAINDER)
-    t.set_defaults(func=cmd_train, json=False, quiet=False, debug=False)
     ev = sub.add_parser("eval", help="PSNR/SSIM table of models vs bicubic vs JPEG 2000 (see `medsr eval --help`)",
                         add_help=False)
     ev.add_argument("rest", nargs=argparse.REMAINDER)
     ev.set_defaults(func=cmd_eval, json=False, quiet=False, debug=False)
-    be = sub.add_parser("bench", help="benchmarks: throughput and end-to-end restore vs baselines", add_help=False)
-    be.add_argument("rest", nargs=argparse.REMAINDER)
-    be.set_defaults(func=cmd_bench, json=False, quiet=False, debug=False)
 
-    from .pacs.launcher import register_cli as register_orthanc
+    from . import batch, orthanc, rd
 
-    register_orthanc(sub)  # `medsr orthanc serve|env`
-    from .batch_cli import register_cli as register_batch
-
-    register_batch(sub)  # `medsr archive-batch|restore-batch`
-    from .rd import register_cli as register_rd
-
-    register_rd(sub)  # `medsr rd`
+    orthanc.register_cli(sub)  # `medsr orthanc serve|env`
+    batch.register_cli(sub)  # `medsr archive-batch|restore-batch`
+    rd.register_cli(sub)  # `medsr rd`
     return p
 
 
-_PASSTHROUGH = {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench}
+_PASSTHROUGH = {"eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,13 @@ from typing import Callable
 
 import numpy as np
 
-from .floor import Floor, FloorPlan, SliceJudge, plan_floor
+from ..floor import Floor, FloorPlan, SliceJudge, plan_floor
 
 
 def run_floor(series, restored: np.ndarray, floor: Floor, *, base_bytes: np.ndarray | None = None,
               progress: Callable[[int], None] | None = None) -> FloorPlan:
     """Plan every slice's representation against the original ``series`` (raises FloorError, see plan_floor)."""
-    from .errors import InputError
+    from ..errors import InputError
 
     if not np.issubdtype(series.pixels.dtype, np.integer) or series.bits_stored > 16:
         raise InputError(f"a per-slice floor needs integer pixels of at most 16 bits (these are {series.pixels.dtype}, "
@@ -43,11 +43,11 @@ def add_floor_to_audit(audit: dict, plan: FloorPlan, base_bytes: np.ndarray, ori
 
 def rebase(base, plan: FloorPlan, true_lowres: np.ndarray):
     """The base to store once the floor is planned: slices held whole by the floor get a placeholder
-    (``medsr.floor.stored.placeholder_base``). ``true_lowres``: the exact low-res stack ``base`` was coded
+    (``medsr.archive.floor.placeholder_base``). ``true_lowres``: the exact low-res stack ``base`` was coded
     from. Every other slice must decode exactly as before (their restore and residual were measured from
     it); should the codec disagree, the original base is kept (and counted)."""
-    from .codec.base import prepare_base
-    from .floor.stored import FULL_SLICE, placeholder_base
+    from ..codec.base import prepare_base
+    from ..archive.floor import FULL_SLICE, placeholder_base
 
     full = np.array([plan.stored.kind(i) in FULL_SLICE for i in range(len(base.decoded))])
     if not full.any():
@@ -79,9 +79,9 @@ def floor_series(series, restored: np.ndarray, floor: Floor, base, *, true_lowre
     ``series`` given the ``restored`` stack (stored dtype) from ``base``, rebuild the floor slices, swap whole-slice
     bases for placeholders and count the honest stored pixel bytes. ``true_lowres``: the exact low-res stack
     ``base`` was coded from. Raises FloorError (see plan_floor)."""
-    from .api import _base_stored_bytes as nbytes
-    from .floor import apply_floor
-    from .floor.stored import floor_lowres
+    from ..archive.sizes import base_stored_bytes as nbytes
+    from ..floor import apply_floor
+    from ..archive.floor import floor_lowres
 
     rows, cols = series.shape
     plan = run_floor(series, restored, floor,

@@ -10,12 +10,14 @@ from typing import Callable
 
 import numpy as np
 
-from .archive import ArchiveData, ArchiveInfo, VerifyResult, read_archive, read_info, verify_archive, write_archive
-from .codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
-from .engine import EngineConfig, select_device, to_stored
-from .errors import ArchiveError, InputError, MedsrError, OutputError, QualityGateError
-from .io import Series, read_series
-from .io.atomic import _test_hook, preflight_output  # _test_hook: crash-test stage markers (no-op)
+from ..archive import ArchiveData, ArchiveInfo, VerifyResult, read_archive, read_info, verify_archive, write_archive
+from ..codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
+from ..engine import EngineConfig, select_device, to_stored
+from ..errors import ArchiveError, InputError, MedsrError, OutputError, QualityGateError
+from ..io import Series, read_series
+from ..archive.sizes import base_stored_bytes as _base_stored_bytes  # noqa: F401
+from ..archive.sizes import stored_pixel_bytes as _stored_pixel_bytes  # noqa: F401
+from ..io.atomic import _test_hook, preflight_output  # _test_hook: crash-test stage markers (no-op)
 
 log = logging.getLogger("medsr")
 
@@ -121,11 +123,12 @@ class RestoreResult:
              "device": self.device, "method": self.method, "model_id": self.model_id, "ensemble": self.ensemble,
              "slices_per_second": round(self.slices / max(self.seconds, 1e-9), 2), "warnings": list(self.warnings)}
         if self.audit is not None:
-            d["audit"] = _flat_audit(self.audit)
+            d["audit"] = flat_audit(self.audit)
         return d
 
 
-def _flat_audit(audit: dict) -> dict:
+def flat_audit(audit: dict) -> dict:
+    """The audit as one flat dict: ``psnr``, ``psnr_fg``, ``ssim``, ``ssim_fg`` and the ``_bicubic``/``_j2k`` columns."""
     out = {}
     for method, key in (("restored", ""), ("bicubic", "_bicubic"), ("jpeg2000", "_j2k")):
         for metric in ("psnr", "psnr_fg", "ssim", "ssim_fg"):
@@ -141,7 +144,7 @@ def _resolve_model(method: str, model: str | None, base: str | None = None, ense
     """-> (method, LoadedModel | None). ``auto`` uses the default shipped model for ``base`` (the
     lossy-base tier for a lossy base, where shipped), else bicubic. ``ensemble``: self-ensemble
     size (None: the model's registry default)."""
-    from .models import REGISTRY, create_model, default_model_for
+    from ..models import REGISTRY, create_model, default_model_for
 
     default = default_model_for(base)
     if method == "auto":
@@ -165,8 +168,8 @@ def _stored_batches(lr: np.ndarray, *, window, scale: int, operator: str, rows: 
     """Yield (start, restored batch in the stored dtype, cropped): the one path archive audits and restore write.
 
     ``floor`` (``medsr.floor.FloorData``): slices stored by another representation are rebuilt from it."""
-    from .engine import iter_restore
-    from .floor import apply_floor
+    from ..engine import iter_restore
+    from ..floor import apply_floor
 
     for i, hr in iter_restore(lr, window, scale, config=engine, module=module, operator=operator):
         yield i, apply_floor(i, to_stored(crop_to(hr, rows, cols), np.dtype(dtype), value_range), floor,
@@ -182,26 +185,9 @@ def _restore_pixels(lr: np.ndarray, *, rows: int, cols: int, dtype, progress=Non
     return out
 
 
-def _stored_pixel_bytes(lowres: np.ndarray) -> int:
-    """Exact compressed size of the low-res dataset with the archive's filters (in-memory HDF5)."""
-    import h5py
-
-    from .archive.format import GZIP_LEVEL
-
-    with h5py.File("mem.h5", "w", driver="core", backing_store=False) as f:
-        d = f.create_dataset("x", data=lowres, chunks=(1,) + lowres.shape[1:], compression="gzip",
-                             compression_opts=GZIP_LEVEL, shuffle=True)
-        return int(d.id.get_storage_size())
-
-
-def _base_stored_bytes(base) -> int:
-    """Stored bytes of a ``PreparedBase``: its codestreams, or the compressed ``/lowres`` dataset."""
-    return base.coded_bytes if base.data is not None else _stored_pixel_bytes(base.decoded)
-
-
 def _archive_engine(method: str, device: str, consistency: bool, base_meta) -> EngineConfig:
     """The engine an archive-time restore uses: its projection bound comes from the base (``consistency_tolerance``)."""
-    from .codec.base import consistency_tolerance
+    from ..codec.base import consistency_tolerance
 
     return EngineConfig(method=method, device=device, consistency=consistency,
                         consistency_tolerance=consistency_tolerance(base_meta.base, base_meta.near))
@@ -226,7 +212,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     """
     t0 = time.perf_counter()
     output = Path(output)
-    from .floor import check_floor
+    from ..floor import check_floor
 
     floor = check_floor(options.floor_psnr_fg, options.floor_ssim, options.floor_fallback)  # before reading anything
     preflight_output(output, force=options.force)
@@ -237,7 +223,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     padded, pad = pad_to_multiple(series.pixels, op.scale)
     exact = downsample(padded, op.id)
     window = intensity_window(exact)
-    from .codec.base import prepare_base
+    from ..codec.base import prepare_base
 
     base = prepare_base(exact, options.base, options.base_near)  # None: the default base (docs/base-codec.md)
     lowres = base.decoded  # restore, audit and bicubic see exactly what a later restore decodes
@@ -254,13 +240,13 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     stored_bytes = _base_stored_bytes(base)
     plan = None
     if floor is not None:  # per-slice floor (docs/floor.md): a FloorError here writes nothing
-        from .floor_run import floor_series
+        from .floor import floor_series
 
         fs = floor_series(series, restored, floor, base, true_lowres=exact, operator=op.id,
                           progress=_tick(progress, "floor", series.n_slices))
         plan, restored, base, lowres = fs.plan, fs.restored, fs.base, fs.lowres
         stored_bytes = fs.stored_bytes
-    from .audit_run import build_audit
+    from .audit import build_audit
 
     audit = build_audit(series, lowres=lowres, restored=restored, scale=op.scale, operator=op.id,
                         stored_pixel_bytes=stored_bytes, method=method,
@@ -269,7 +255,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
                         ensemble=ensemble,
                         progress=_tick(progress, "audit", series.n_slices))
     if plan is not None:
-        from .floor_run import add_floor_to_audit
+        from .floor import add_floor_to_audit
 
         add_floor_to_audit(audit, plan, fs.base_slice_bytes, series.original_pixel_bytes)
     below = _check_gates(audit, options, series)
@@ -300,7 +286,7 @@ def _check_gates(audit: dict, options: ArchiveOptions, series: Series) -> bool:
 
 def _delete_verified_originals(archive: Path, series: Series) -> tuple[Path, ...]:
     """Delete source files only if the archive re-reads, verifies, and records their exact bytes
-    (every check first; any failure deletes nothing: see medsr/originals.py)."""
+    (every check first; any failure deletes nothing: see medsr/flow/originals.py)."""
     from .originals import delete_verified_originals
 
     return delete_verified_originals(archive, series)
@@ -327,7 +313,7 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
     _test_hook("restore-archive-read")
     info = data.info
     plan = _plan_restore(data, options)
-    from .writers import write_dicom_series, write_nifti
+    from ..dicom.write import write_dicom_series, write_nifti
 
     if options.format == "nifti":
         restored = _collect(data, plan, progress)
@@ -354,7 +340,7 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
     seconds = time.perf_counter() - t0  # the restore itself; a --reference audit is extra work
     audit = None
     if reference is not None:
-        from .audit_run import audit_against_reference
+        from .audit import audit_against_reference
 
         audit = audit_against_reference(Path(reference), data, restored, ensemble=plan.ensemble)
     return RestoreResult(output=output, slices=info.n_slices, seconds=seconds, device=plan.device,
@@ -401,7 +387,7 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
     model_name = options.model
     if method == "model" and model_name is None and info.method == "model":
         # the exact weights the audit used, by digest (a registry name may have moved on), else by name
-        from .models import find_by_sha256
+        from ..models import find_by_sha256
 
         pinned = find_by_sha256(info.model_sha256)
         model_name = pinned.name if pinned is not None else info.model_id.split("@")[0]
@@ -421,7 +407,7 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
     for w in warnings_:
         log.warning(w)
     device = select_device(options.device) if method == "model" else "cpu"
-    from .codec.base import consistency_tolerance
+    from ..codec.base import consistency_tolerance
 
     engine = EngineConfig(method=method, device=device,
                           consistency=_consistency(options.consistency, info.operator),
@@ -458,7 +444,7 @@ def restore_pixels(data: ArchiveData, options: RestoreOptions = RestoreOptions()
 
 
 def _window(info: ArchiveInfo):
-    from .codec import IntensityWindow
+    from ..codec import IntensityWindow
 
     return IntensityWindow(info.window_lo, info.window_hi)
 

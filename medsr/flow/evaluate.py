@@ -10,9 +10,7 @@ from the same low-res data and JPEG 2000 at the same bytes. Writes ``eval.md``,
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -26,20 +24,20 @@ def _variants(models: list[str], ensembles: list[int] | None) -> list[tuple[str,
 
 def evaluate(series: list[Path], models: list[str], *, j2k: bool = True, device: str = "auto",
              ensembles: list[int] | None = None) -> dict:
-    import medsr
-    from medsr.audit_run import build_audit  # noqa: F401  (same code path as archive)
+    from ..io import read_series
+    from .pipeline import ArchiveOptions, archive_series
 
     rows = []
     panels = None
     variants = _variants(models, ensembles)
     for src in series:
-        s = medsr.read_series(src)
+        s = read_series(src)
         per = {}
         for i, (name, ens) in enumerate(variants):
             with tempfile.TemporaryDirectory() as d:
-                res = medsr.archive_series(s, Path(d) / "e.medsr.h5",
-                                           medsr.ArchiveOptions(method="model", model=name, device=device,
-                                                                baselines=j2k and i == 0, ensemble=ens))
+                res = archive_series(s, Path(d) / "e.medsr.h5",
+                                     ArchiveOptions(method="model", model=name, device=device,
+                                                    baselines=j2k and i == 0, ensemble=ens))
             m = res.audit["methods"]
             if i == 0:
                 per["bicubic"] = m["bicubic"]
@@ -61,10 +59,9 @@ def evaluate(series: list[Path], models: list[str], *, j2k: bool = True, device:
 
 def _panel_images(s, variants, device):
     """The median-foreground slice of a series, restored by bicubic and each model."""
-    import medsr
-    from medsr.api import _resolve_model
-    from medsr.codec import downsample, intensity_window, pad_to_multiple, crop_to
-    from medsr.engine import EngineConfig, restore_stack, bicubic_upsample
+    from ..codec import crop_to, downsample, intensity_window, pad_to_multiple
+    from ..engine import EngineConfig, bicubic_upsample, restore_stack
+    from .pipeline import _resolve_model
 
     fg = (s.pixels > 0.05 * np.percentile(s.pixels, 99.5)).mean(axis=(1, 2))
     idx = int(np.argsort(fg)[len(fg) // 2 + len(fg) // 4]) if len(fg) > 1 else 0
@@ -115,27 +112,3 @@ def write_outputs(result: dict, out: Path) -> tuple[Path, Path, Path | None]:
         fig.savefig(png, dpi=110)
         plt.close(fig)
     return md, js, png
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="medsr eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("series", nargs="+", help="series folders, single DICOM files or NIfTI files")
-    ap.add_argument("-o", "--output", required=True)
-    ap.add_argument("--models", nargs="+", default=["medsr-srresnet-x4", "medsr-srgan-x4"])
-    from medsr.cli import add_ensemble_arg
-
-    add_ensemble_arg(ap, help="evaluate each model at these self-ensemble sizes (default: each model's own)",
-                     nargs="+")
-    ap.add_argument("--no-j2k", action="store_true")
-    ap.add_argument("--device", default="auto")
-    args = ap.parse_args(argv)
-    res = evaluate([Path(s) for s in args.series], args.models, j2k=not args.no_j2k, device=args.device,
-                   ensembles=args.ensemble)
-    md, js, png = write_outputs(res, Path(args.output))
-    print(md.read_text())
-    print(f"wrote {md}, {js}" + (f", {png}" if png else ""))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ original with ``medsr.audit.measure`` (``medsr-metrics-v1``, docs/audit.md):
 - ``lossy-j2k-1/<F>``: JPEG 2000 (lossy) of the low-res slices at 1/F of the lossless
   bytes (``medsr.audit.jpeg2000_at_ratio`` on the low-res stack), a preview-quality base;
 - ``floor-fg<DB>``: the archive's default base with the per-slice floor ``--floor-psnr-fg DB``
-  (docs/floor.md), planned by the very code ``medsr archive`` runs (``medsr.floor_run.floor_series``):
+  (docs/floor.md), planned by the very code ``medsr archive`` runs (``medsr.flow.floor.floor_series``):
   ratio from the stored pixel bytes (base incl. placeholders + floor payloads), ``min_psnr_fg``
   over slices, slices/bytes per representation, and ``per_slice_j2k_floor``: per-slice-rate
   JPEG 2000 meeting the same floor (the floor's own baseline).
@@ -25,9 +25,7 @@ for every mode). Writes ``rd.json`` (schema ``medsr-rd-v1``) and ``rd.png`` into
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -50,7 +48,7 @@ def _rescale(stack: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> np.
 
 
 def _metrics(m) -> dict:
-    from .audit.metrics import json_safe
+    from ..audit.metrics import json_safe
 
     return {k: json_safe(float(getattr(m, k))) for k in KEYS + ("nrmse", "hfen")}
 
@@ -64,14 +62,15 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
 
     ``floors``: foreground-PSNR floors (dB), each a ``floor-fg<DB>`` row on the archive's default base.
     ``ensemble``: the models' self-ensemble size (None: each model's own, as an archive would use)."""
-    from .api import _resolve_model, _stored_pixel_bytes
-    from .audit import jpeg2000_at_ratio, measure, series_data_range
-    from .codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
-    from .codec.base import (BASE_LOSSY, BASE_NEAR_LOSSLESS, JPEGLS_NEAR_ID, consistency_tolerance, lossy_near,
+    from ..archive.sizes import stored_pixel_bytes as _stored_pixel_bytes
+    from .pipeline import _resolve_model
+    from ..audit import jpeg2000_at_ratio, measure, series_data_range
+    from ..codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
+    from ..codec.base import (BASE_LOSSY, BASE_NEAR_LOSSLESS, JPEGLS_NEAR_ID, consistency_tolerance, lossy_near,
                              prepare_base, supports_near_lossless)
-    from .engine import EngineConfig, restore_stack, select_device, to_stored
-    from .errors import MedsrError
-    from .io import Series, read_series
+    from ..engine import EngineConfig, restore_stack, select_device, to_stored
+    from ..errors import MedsrError
+    from ..io import Series, read_series
 
     t0 = time.perf_counter()
     if not isinstance(series, Series):
@@ -120,7 +119,7 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
 
     floors = sorted({float(x) for x in floors}) if floors and integer else []
     if floors:
-        from .floor import check_floor
+        from ..floor import check_floor
 
         for db in floors:
             check_floor(db, None, "lossless")  # invalid values fail before any work
@@ -173,11 +172,11 @@ def _floor_rows(series, floors, *, lowres, window, op, requested, model, ensembl
     """One ``floor-fg<DB>`` row per floor: exactly what ``medsr archive --floor-psnr-fg DB`` (default base)
     would plan and store. Planned with ``--floor-fallback lossless`` so a row always exists; ``lossless``
     slices (only the fallback stores them) mean the archive needs that option (``needs_fallback_lossless``)."""
-    from .api import _archive_engine, _resolve_model, _restore_pixels
-    from .audit import measure
-    from .codec.base import prepare_base
-    from .floor import FLOOR_ID, check_floor
-    from .floor_run import floor_series
+    from .pipeline import _archive_engine, _resolve_model, _restore_pixels
+    from ..audit import measure
+    from ..codec.base import prepare_base
+    from ..floor import FLOOR_ID, check_floor
+    from .floor import floor_series
 
     rows, cols = series.shape
     opb = series.original_pixel_bytes
@@ -215,7 +214,7 @@ def _floor_rows(series, floors, *, lowres, window, op, requested, model, ensembl
 
 def _jpeg2000_beside(series, ratio: float, original: np.ndarray, dr: float) -> dict:
     """JPEG 2000 of the full original slices at ``ratio``: its achieved ratio, bytes and metrics."""
-    from .audit import jpeg2000_at_ratio, measure
+    from ..audit import jpeg2000_at_ratio, measure
 
     j, jb = jpeg2000_at_ratio(series.pixels, series.bits_stored, ratio)
     jm = measure(original, _rescale(j, series.slope, series.intercept), data_range=dr, name="jpeg2000")
@@ -282,8 +281,8 @@ def plot_rd(result: dict, path: Path) -> None:
 
 def write_rd(result: dict, out_dir: Path, *, force: bool = False) -> tuple[Path, Path]:
     """Write ``rd.json`` and ``rd.png`` into ``out_dir`` (a new folder, atomically; ``force`` replaces it)."""
-    from .audit.metrics import json_safe
-    from .io import atomic_dir
+    from ..audit.metrics import json_safe
+    from ..io import atomic_dir
 
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, force=force) as tmp:
@@ -316,79 +315,3 @@ def format_table(result: dict) -> str:
             line += " (needs --floor-fallback lossless)"
         lines.append(line)
     return "\n".join(lines)
-
-
-def _numbers(text: str, cast) -> tuple:
-    try:
-        return tuple(cast(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def cmd_rd(args) -> int:
-    from .cli import _Progress
-    from .io import read_series
-    from .io.atomic import preflight_output
-
-    from .floor import check_floor
-
-    for db in args.floors:
-        check_floor(db, None, "lossless")  # a bad --floors value: one error before anything is read
-    out = Path(args.output)
-    preflight_output(out, force=args.force, folder=True)
-    series = read_series(args.series, series_uid=args.series_uid,
-                         allow_modalities=("MR",) + tuple(m.upper() for m in args.allow_modality))
-    prog = _Progress(not args.quiet and sys.stderr.isatty())
-    try:
-        result = rate_distortion(series, method=args.method, model=args.model, device=args.device,
-                                 operator=args.operator, nears=args.near, lossy=args.lossy,
-                                 lossy_fractions=args.lossy_near, floors=args.floors,
-                                 consistency=not args.no_consistency, progress=prog, ensemble=args.ensemble)
-    finally:
-        prog.close()
-    json_path, png_path = write_rd(result, out, force=args.force)
-    if args.json:
-        print(json.dumps({"rd_json": str(json_path), "rd_png": str(png_path), "modes": [
-            {k: r.get(k) for k in ("mode", "ratio", "psnr", "psnr_fg", "ssim", "delta_psnr_vs_lossless", "min_psnr_fg",
-                                   "representations", "per_slice_j2k_floor") if k in r}
-            for r in result["modes"]]}, default=str))
-    else:
-        print(format_table(result))
-        print(f"rate-distortion: {json_path}\n  plot: {png_path}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    """Add ``medsr rd`` to medsr's argparse subparsers."""
-    from .cli import _common, add_ensemble_arg
-
-    p = subparsers.add_parser(
-        "rd", help="rate-distortion of the storage modes for one series (JSON + PNG), to choose a mode",
-        description="Measure, for one series, PSNR / foreground PSNR / SSIM against the pixel ratio for medsr's "
-        "modes (lossless base, near-lossless and lossy JPEG-LS bases, lossy JPEG 2000 bases, per-slice floors), "
-        "each next to JPEG 2000 of the full slice at the same ratio. Writes DIR/rd.json and DIR/rd.png. "
-        "Nothing is archived.")
-    p.add_argument("series", help="folder of DICOM files (searched recursively) or a .nii/.nii.gz file")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="new folder for rd.json and rd.png")
-    p.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
-                   help="restore method (auto: the shipped default model, else bicubic; bicubic is fast)")
-    p.add_argument("--model", help="model name (see `medsr models`) or a .safetensors path")
-    add_ensemble_arg(p, help="model self-ensemble size (default: each model's own, as an archive uses)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--operator", default="area4-v1", help="down-sampling operator id")
-    p.add_argument("--near", type=lambda s: _numbers(s, int), default=DEFAULT_NEARS, metavar="K,K,...",
-                   help="JPEG-LS NEAR values of the near-lossless modes (default 2,3,4; empty: none)")
-    p.add_argument("--lossy", type=lambda s: _numbers(s, float), default=DEFAULT_LOSSY, metavar="F,F,...",
-                   help="lossy JPEG 2000 low-res bases at 1/F of the lossless bytes (default 2,4,8; empty: none)")
-    p.add_argument("--lossy-near", type=lambda s: _numbers(s, float), default=DEFAULT_LOSSY_FRACTIONS,
-                   metavar="P,P,...", help="`--base lossy` modes: JPEG-LS NEAR as fractions of the low-res window "
-                   "(default 0.02,0.03,0.05; the archive's default is 0.03), restored by the lossy-base model")
-    p.add_argument("--floors", type=lambda s: _numbers(s, float), default=DEFAULT_FLOORS, metavar="DB,DB,...",
-                   help="per-slice floor modes: `medsr archive --floor-psnr-fg DB` on the default base, each next to "
-                   "per-slice-rate JPEG 2000 meeting the same floor (default 35,40; empty: none; docs/floor.md)")
-    p.add_argument("--no-consistency", action="store_true", help="do not project restores onto the base")
-    p.add_argument("--series-uid", help="pick one series when the folder holds several")
-    p.add_argument("--allow-modality", action="append", default=[], metavar="MOD")
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
-    _common(p)
-    p.set_defaults(func=cmd_rd)

@@ -1,6 +1,6 @@
 """``--delete-original``: delete source files only when a written archive provably holds them.
 
-Called by ``medsr.api.archive_series`` after the archive was written (and by the Orthanc
+Called by ``medsr.flow.pipeline.archive_series`` after the archive was written (and by the Orthanc
 plugin through it). Every check runs before the first file is deleted, and any failure
 deletes nothing:
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .archive import read_archive, verify_archive
-from .errors import ArchiveError, InputError, OutputError
+from ..archive import read_archive, verify_archive
+from ..errors import ArchiveError, InputError, OutputError
 
 
 def _drop_cache(path: Path) -> None:
@@ -40,7 +40,7 @@ def _drop_cache(path: Path) -> None:
         os.close(fd)
 
 
-from .io.digest import file_sha256 as _sha256
+from ..io.digest import file_sha256 as _sha256
 
 
 def delete_verified_originals(archive: Path, series) -> tuple[Path, ...]:

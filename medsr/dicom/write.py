@@ -8,10 +8,10 @@ from typing import Iterable
 
 import numpy as np
 
-from .archive import ArchiveData
-from .dicom import DerivationInfo, derive_instance, new_series_uid, safe_filename
-from .io import atomic_dir, atomic_file
-from .io.atomic import _test_hook
+from ..archive import ArchiveData
+from . import DerivationInfo, derive_instance, new_series_uid, safe_filename
+from ..io import atomic_dir, atomic_file
+from ..io.atomic import _test_hook
 
 
 def derivation_for(data: ArchiveData, *, method: str, model_id: str) -> DerivationInfo:
@@ -73,7 +73,7 @@ def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[
         def write_one(i: int, pixels: np.ndarray) -> None:
             import pydicom
 
-            from .errors import DicomError, MedsrError
+            from ..errors import DicomError, MedsrError
 
             try:
                 ds = derive_instance(data.header(i), pixels, _slice_derivation(deriv, data, i))
@@ -126,7 +126,7 @@ def dicom_affine(data: ArchiveData) -> np.ndarray:
 
 
 def _nifti_header(data: ArchiveData):
-    from .archive.checks import nifti_header
+    from ..archive.checks import nifti_header
 
     return nifti_header(data)
 
