@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from medsr.errors import InputError
+from medsr.cli.orthanc import main as orthanc_main
 from medsr.pacs import launcher
 from medsr.pacs.service import ServiceConfig
 
@@ -24,7 +25,7 @@ def _fakes(tmp_path, version=sys.version_info[:2]):
 
 def test_env_prints_what_an_existing_orthanc_needs(tmp_path, capsys):
     plugin, _ = _fakes(tmp_path)
-    assert launcher.main(["env", "--plugin", str(plugin), "--json"]) == 0
+    assert orthanc_main(["env", "--plugin", str(plugin), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["PythonScript"] == str(launcher.plugin_script()) and launcher.plugin_script().is_file()
     assert d["Plugins"] == [str(plugin)] and d["python_match"] is True
@@ -36,14 +37,14 @@ def test_env_prints_what_an_existing_orthanc_needs(tmp_path, capsys):
 
 def test_env_exits_3_when_the_plugin_embeds_another_python(tmp_path, capsys):
     plugin, _ = _fakes(tmp_path, (sys.version_info[0], sys.version_info[1] - 1))
-    assert launcher.main(["env", "--plugin", str(plugin), "--json"]) == 3
+    assert orthanc_main(["env", "--plugin", str(plugin), "--json"]) == 3
     assert json.loads(capsys.readouterr().out)["python_match"] is False
 
 
 def test_aet_and_wait_timeout_reach_orthanc_and_the_plugin(tmp_path, capsys):
     plugin, orthanc = _fakes(tmp_path)
     root = tmp_path / "root"
-    assert launcher.main(["serve", "--root", str(root), "--aet", "PACS_MEDSR1", "--wait-timeout", "7.5",
+    assert orthanc_main(["serve", "--root", str(root), "--aet", "PACS_MEDSR1", "--wait-timeout", "7.5",
                           "--orthanc", str(orthanc), "--plugin", str(plugin), "--dry-run", "--json"]) == 0
     cfg = json.loads((root / "orthanc.json").read_text())
     assert cfg["DicomAet"] == "PACS_MEDSR1"
