@@ -73,7 +73,7 @@ test: install-dev system-deps
 bench: install-dev
 	$(PY) -m pipelines.bench
 
-# the CPU-feasible published figures (about 40 CPU minutes), each a stamped JSON (date, commit, defaults,
+# the CPU-feasible published figures (about an hour of CPU), each a stamped JSON (date, commit, defaults,
 # machine load) beside the document quoting it: pipelines/figures.py; `make figures FIGURES="fuzz memory"`
 figures: install-dev
 	$(PY) -m pipelines.figures $(if $(FIGURES),--only $(FIGURES))
