@@ -172,3 +172,28 @@ def test_gates_apply_to_nifti_input(fixture_path, tmp_path, capsys):
     assert not (tmp_path / "n.medsr.h5").exists()
     assert cli("archive", nii, "-o", tmp_path / "n.medsr.h5", *FAST, "--min-psnr", "10", "--json", "-q") == 0
     assert json.loads(capsys.readouterr().out)["psnr"] >= 10
+
+
+# -- medsr rd: --series-uid, --allow-modality, --force -----------------------------------------------
+
+RD_CHEAP = ("--method", "bicubic", "--near", "3", "--lossy", "", "--lossy-near", "", "--floors", "", "-q")
+
+
+def test_rd_picks_a_series_admits_a_modality_and_replaces_only_with_force(fixture_path, tmp_path):
+    two = fixture_path("two_series")
+    uids = sorted({str(pydicom.dcmread(f).SeriesInstanceUID) for f in two.rglob("*.dcm")})
+    assert len(uids) == 2
+    out = tmp_path / "rd"
+    assert cli("rd", two, "-o", out, *RD_CHEAP) == 3  # two series: pick one
+    assert not out.exists()
+    assert cli("rd", two, "-o", out, "--series-uid", uids[1], *RD_CHEAP) == 0
+    first = json.loads((out / "rd.json").read_text())
+    assert first["series"]["series_instance_uid"] == uids[1]
+    assert cli("rd", two, "-o", out, "--series-uid", uids[0], *RD_CHEAP) == 5  # exists: untouched
+    assert json.loads((out / "rd.json").read_text()) == first
+    assert cli("rd", two, "-o", out, "--series-uid", uids[0], "--force", *RD_CHEAP) == 0
+    assert json.loads((out / "rd.json").read_text())["series"]["series_instance_uid"] == uids[0]
+    ct = tmp_path / "rd-ct"
+    assert cli("rd", fixture_path("ct"), "-o", ct, *RD_CHEAP) == 3
+    assert cli("rd", fixture_path("ct"), "-o", ct, "--allow-modality", "CT", *RD_CHEAP) == 0
+    assert (ct / "rd.json").is_file() and (ct / "rd.png").is_file()
