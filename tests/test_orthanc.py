@@ -15,15 +15,9 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import ctypes
-import ctypes.util
-import fcntl
 import io
 import json
 import os
-import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -37,6 +31,7 @@ from medsr.errors import InputError, MedsrError
 from medsr.cli import orthanc as orthanc_cli
 from medsr.pacs import launcher
 from medsr.pacs.service import ArchiveStore, MedsrService, ServiceConfig, UnknownResource, is_orthanc_id
+from orthanc_util import enter_private_netns, free_port, loopback_up, stop  # tests/orthanc_util.py
 
 requests = pytest.importorskip("requests")
 
@@ -52,7 +47,6 @@ def needs_orthanc(fn):
     """Marked ``orthanc`` (see pyproject markers) and skipped without Orthanc + orthanc-python."""
     return pytest.mark.orthanc(_SKIP_NO_ORTHANC(fn))
 PSNR_FLOOR_DB = 18.0  # the bicubic restore of the textured 64x64 fixture measures ~21 dB
-CLONE_NEWNET = 0x40000000
 
 
 # --------------------------------------------------------------------------- helpers
@@ -232,43 +226,7 @@ def test_archive_store_paths_stay_inside(tmp_path):
 
 # --------------------------------------------------------------------------- a real Orthanc
 
-def _loopback_up() -> None:
-    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH14s", b"lo", 0, b"\0" * 14)
-        flags = struct.unpack("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, req)[:18])[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b"\0" * 14))
-
-
-def _enter_private_netns():
-    """Move this thread into a new network namespace with only loopback up -> undo() or None."""
-    if not sys.platform.startswith("linux") or os.environ.get("MEDSR_TEST_NO_NETNS"):
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    try:
-        saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    except OSError:
-        return None
-    if libc.unshare(CLONE_NEWNET) != 0:  # EPERM without CAP_SYS_ADMIN
-        os.close(saved)
-        return None
-
-    def undo():
-        libc.setns(saved, CLONE_NEWNET)
-        os.close(saved)
-
-    try:
-        _loopback_up()
-    except OSError:
-        undo()
-        return None
-    return undo
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_loopback_up, _enter_private_netns, _free_port = loopback_up, enter_private_netns, free_port
 
 
 class _Orthanc:
@@ -296,19 +254,7 @@ class _Orthanc:
             return ""
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+_stop = stop
 
 
 def _wait_until_up(server: _Orthanc, timeout: float = 60) -> bool:
