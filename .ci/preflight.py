@@ -106,8 +106,9 @@ def main() -> int:
     missing: list[str] = []
     if sys.version_info < (3, 10):
         missing.append(f"Python >= 3.10 as python3 (found {sys.version.split()[0]})")
-    if shutil.which("make") is None:
-        missing.append("make")
+    for tool in ("make", "openssl"):  # openssl: the PACS transport tests make a TLS test certificate
+        if shutil.which(tool) is None:
+            missing.append(tool)
     for check in (check_data, check_debian_tools, check_namespaces, check_unseen):
         missing += check()
     if missing:
