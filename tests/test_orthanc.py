@@ -18,6 +18,7 @@ import atexit
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
