@@ -49,7 +49,9 @@ def _check_range(a: np.ndarray, bits_stored: int) -> None:
 def _encode(s: np.ndarray, bits_stored: int, r: float) -> bytes:
     from openjpeg import encode
 
-    return encode(np.ascontiguousarray(s), bits_stored=bits_stored, photometric_interpretation=2,
+    from ..codec.j2k_pad import pad_for_j2k
+
+    return encode(pad_for_j2k(np.ascontiguousarray(s)), bits_stored=bits_stored, photometric_interpretation=2,
                   compression_ratios=[r])
 
 
@@ -106,7 +108,10 @@ def jpeg2000_baseline(stored_slices: np.ndarray, bits_stored: int, target_pixel_
     coded = [_encode(s, bits_stored, r) for s in a]
     encodes = n
     best = (abs(sum(map(len, coded)) / target - 1.0), r, list(coded))
-    share = a[0].nbytes * bits_stored / (8 * a.dtype.itemsize)  # a slice's raw bytes at BitsStored
+    from ..codec.j2k_pad import crop_from_j2k, padded_shape
+
+    ph, pw = padded_shape(a.shape[1:])  # slices under 32 px are coded padded (codec/j2k_pad.py)
+    share = ph * pw * bits_stored / 8  # a slice's raw bytes at BitsStored, as the encoder counts them
     for _ in range(max_iter - 1):
         if best[0] <= tolerance:
             break
@@ -130,7 +135,7 @@ def jpeg2000_baseline(stored_slices: np.ndarray, bits_stored: int, target_pixel_
     _, r, coded = best
     out = np.empty_like(a)
     for i, c in enumerate(coded):
-        d = np.asarray(decode(c))
+        d = crop_from_j2k(np.asarray(decode(c)), a.shape[1:])  # slices under 32 px were coded padded
         if d.shape != a.shape[1:]:
             raise ValueError(f"JPEG 2000 decode of slice {i} gave shape {d.shape}, expected {a.shape[1:]}")
         out[i] = d.astype(a.dtype, copy=False)

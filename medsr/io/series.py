@@ -270,7 +270,35 @@ def _read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
         raise SeriesError(f"{len(groups)} series found, pick one with --series-uid: {listing}", path=root)
     else:
         members = next(iter(groups.values()))
-    return _assemble(root, members, allow, tuple(skipped))
+    members, duplicates = _drop_duplicate_instances(members)
+    for d in duplicates:
+        log.warning(d)
+    return _assemble(root, members, allow, tuple(skipped + duplicates))
+
+
+def _drop_duplicate_instances(members):
+    """One instance stored twice (same SOP Instance UID) -> (members read once, warnings).
+
+    Identical bytes under two file names (a copy) are read once, with a warning naming both
+    files; the same SOP Instance UID with different bytes is a one-line ``SeriesError`` naming
+    both, since medsr cannot tell which one is the instance.
+    """
+    first: dict[str, tuple[Path, bytes]] = {}
+    kept, notes = [], []
+    for f, raw, ds in members:
+        uid = str(ds.get("SOPInstanceUID", "") or "")
+        if uid and uid in first:
+            other, other_raw = first[uid]
+            shown = _shown(uid, _UID_RE)
+            if raw != other_raw:
+                raise SeriesError(f"{other} and {f} have the same SOP Instance UID {shown} but different content; "
+                                  "keep the right one and retry")
+            notes.append(f"{f}: a copy of {other} (same SOP Instance UID {shown}, identical bytes), read once")
+            continue
+        if uid:
+            first[uid] = (f, raw)
+        kept.append((f, raw, ds))
+    return kept, notes
 
 
 def _check_image(f: Path, ds, allow: tuple[str, ...]) -> None:
