@@ -47,7 +47,10 @@ demo: install
 	@echo "  restored: $(DEMO)/restored/ (derived DICOM series)"
 	@echo "  report:   $(DEMO)/report/report.html"
 
+# the guards first (seconds): pyflakes + size/complexity limits, then the import layers (docs/architecture.md)
 test: install-dev system-deps
+	$(VENV)/bin/ruff check medsr pipelines tests dicom_fixtures
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -ra
 
 bench: install-dev

@@ -5,7 +5,6 @@ import json
 import shutil
 
 import h5py
-import numpy as np
 import pydicom
 import pytest
 import torch

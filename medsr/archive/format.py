@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,11 +85,20 @@ class ArchiveInfo:
     stored_pixel_bytes: int
     archive_bytes: int
     below_threshold: bool
-    audit: dict | None = field(default=None, repr=False)
+    audit: Mapping | None = field(default=None, repr=False)  # the stored JSON (medsr.api.open_archive: an Audit)
     base: str = "lossless"  # how /lowres is stored: lossless | near-lossless (medsr.codec.base)
     base_near: int = 0  # near-lossless: max |decoded - true| per low-res value
     floor: dict | None = None  # per-slice floor: the floor and {representation: {slices, bytes}} (medsr.floor)
     model_ensemble: int = 1  # geometric self-ensemble the audit's restore used (absent in older archives: 1)
+
+    @property
+    def model(self):
+        """The ``medsr.models.ModelRef`` (name, sha256, self-ensemble) the audit's restore used; None without a model."""
+        if self.method != "model":
+            return None
+        from ..models.ref import ModelRef
+
+        return ModelRef.from_record(self.model_id, self.model_sha256, self.model_ensemble)
 
     @property
     def ratio(self) -> float:
@@ -157,11 +167,12 @@ def _put(group, name: str, data: np.ndarray, *, chunks=None, compress=True):
 
 
 def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: str, scale: int,
-                  pad: tuple[int, int], method: str, model_id: str, model_sha256: str,
+                  pad: tuple[int, int], method: str, model=None,
                   audit: dict | None, below_threshold: bool = False, force: bool = False,
-                  base=None, floor=None, floor_attrs: dict | None = None, model_ensemble: int = 1) -> ArchiveInfo:
+                  base=None, floor=None, floor_attrs: dict | None = None) -> ArchiveInfo:
     """Write the archive atomically (temp + fsync + rename, mode 0600); returns its info.
 
+    ``model``: the ``medsr.models.ModelRef`` the audit's restore used (None for bicubic/nearest).
     ``base``: a ``medsr.codec.base.PreparedBase``; None or lossless keeps ``/lowres``.
     ``floor``: a ``medsr.floor.FloorData`` (with ``floor_attrs``: its root attributes) or None.
     """
@@ -175,8 +186,9 @@ def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: s
             a.update(dict(
                 format=FORMAT, format_version=FORMAT_VERSION, medsr_version=__version__,
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                operator=operator, scale=scale, method=method, model_id=model_id, model_sha256=model_sha256,
-                model_ensemble=int(model_ensemble), kind=series.kind, series_uid=series.series_uid,
+                operator=operator, scale=scale, method=method, model_id=model.id if model else method,
+                model_sha256=model.sha256 if model else "", model_ensemble=int(model.ensemble) if model else 1,
+                kind=series.kind, series_uid=series.series_uid,
                 rows=series.shape[0], cols=series.shape[1],
                 pad_rows=pad[0], pad_cols=pad[1], dtype=str(series.pixels.dtype), bits_stored=series.bits_stored,
                 pixel_representation=series.pixel_representation, window_lo=window.lo, window_hi=window.hi,
@@ -223,7 +235,8 @@ def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: s
                 _put(fg, "data", np.asarray(floor.data, dtype=np.uint8), compress=False)
                 _put(fg, "offsets", np.asarray(floor.offsets).astype("<i8"), compress=False)
             if audit is not None:
-                text = json.dumps(audit, sort_keys=True, allow_nan=True).encode("utf-8")
+                plain = audit.to_dict() if hasattr(audit, "to_dict") else audit  # a medsr.audit.Audit or its dict
+                text = json.dumps(plain, sort_keys=True, allow_nan=True).encode("utf-8")
                 _put(f, "audit", np.frombuffer(text, dtype=np.uint8).copy())
     return read_info(path)
 

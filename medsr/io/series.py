@@ -346,10 +346,8 @@ def _position_key(ds) -> float | None:
     return float(pos @ normal)
 
 
-def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, ...]) -> Series:
-    import pydicom
-    from pydicom.uid import ExplicitVRLittleEndian
-
+def _check_members(root: Path, members, allow: tuple[str, ...]) -> tuple[int, int]:
+    """Every file is an allowed image of one size and one pixel format, within the limits -> (rows, cols)."""
     if len(members) > MAX_SLICES:
         raise InputError(f"series has {len(members)} files; more than {MAX_SLICES} is not supported", path=root)
     for f, _, ds in members:
@@ -369,13 +367,24 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
     if len(members) * rows * cols > MAX_SERIES_PIXELS:  # before any pixel is decoded
         raise InputError(f"series of {len(members)} x {rows}x{cols} pixels is larger than {MAX_SERIES_PIXELS:,} "
                          "pixels; not supported", path=root)
+    return rows, cols
+
+
+def _ordered(root: Path, members) -> list:
+    """Slices in space order (distinct positions along the normal), else by Instance Number and file name."""
     with _header_guard(root):
         keys = [_position_key(ds) for _, _, ds in members]
     if all(k is not None for k in keys) and len(set(round(k, 4) for k in keys)) == len(keys):
         order = sorted(range(len(members)), key=lambda i: keys[i])
     else:
         order = sorted(range(len(members)), key=lambda i: (_instance_number(members[i][2]), str(members[i][0])))
-    members = [members[i] for i in order]
+    return [members[i] for i in order]
+
+
+def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, ...]) -> Series:
+    rows, cols = _check_members(root, members, allow)
+    first = members[0][2]
+    members = _ordered(root, members)
 
     pixels, slopes, intercepts, hdrs, hbytes = [], [], [], [], []
     for f, raw, ds in members:
