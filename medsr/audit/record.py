@@ -27,9 +27,10 @@ class Audit(Mapping[str, Any]):
         self._data = copy.deepcopy(dict(data))
 
     @classmethod
-    def of(cls, audit: Mapping[str, Any] | None) -> Audit | None:
-        """``audit`` as an ``Audit`` (a stored JSON dict, an ``Audit`` or None)."""
-        if audit is None or isinstance(audit, Audit):
+    def of(cls, audit: Any) -> Any:
+        """``audit`` as an ``Audit`` (from a stored JSON object, an ``Audit`` or None). Anything else (the audit
+        of a damaged archive that is not a JSON object) is returned as stored, as ``read_info`` gives it."""
+        if audit is None or isinstance(audit, Audit) or not isinstance(audit, Mapping):
             return audit
         return cls(audit)
 
