@@ -7,9 +7,11 @@ Each case takes one small, valid input (a 2-4 slice series of 16-32 pixels, or a
 of one) from a corpus built at start, applies 1-3 mutations chosen by a PRNG seeded with
 (seed, case), and runs the public API on it in a worker process:
 
-- DICOM cases: ``archive_series`` (bicubic, no JPEG 2000: the model is not the point); when
-  it succeeds, ``verify_archive`` and ``restore_archive`` of the result;
-- archive cases: ``verify_archive``, ``open_archive`` and ``restore_archive``.
+- DICOM cases: ``archive_series`` (no JPEG 2000 baseline), in turn (case index modulo 4) with
+  bicubic, the lossy base, a per-slice floor (45 dB, lossless fallback) and the default model
+  (``MODES``); when it succeeds, ``verify_archive`` and ``restore_archive`` of the result;
+- archive cases: ``verify_archive``, ``open_archive`` and ``restore_archive``, on archives of
+  every kind (bicubic with each base, lossy, floor, model-restored, NIfTI).
 
 Each case is classified:
 
@@ -75,6 +77,24 @@ def _split(raw: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
     return meta, [(int(e.tag), _encode_element(e)) for e in ds]
 
 
+#: how a DICOM case is archived (case index modulo 4), and which archives the corpus holds besides the
+#: bicubic ones: the lossy JPEG-LS base, the per-slice floor (JPEG 2000 / residual / lossless slices) and
+#: the default model's restore, so that every storage mode and the network path meet mutated input
+MODES = ("bicubic", "lossy", "floor", "model")
+
+
+def archive_options(mode: str):
+    """The ``ArchiveOptions`` of a fuzz mode (no JPEG 2000 baseline: the audit's baseline is not the point)."""
+    from dataclasses import replace
+
+    import medsr
+
+    fast = medsr.ArchiveOptions(method="bicubic", baselines=False)
+    return {"bicubic": fast, "lossy": replace(fast, base="lossy"),
+            "floor": replace(fast, floor_psnr_fg=45.0, floor_fallback="lossless"),
+            "model": replace(fast, method="model", ensemble=1)}[mode]
+
+
 def build_corpus(folder: Path) -> dict:
     """Small valid series (several dtypes and transfer syntaxes) and archives made from them."""
     import warnings
@@ -118,7 +138,8 @@ def build_corpus(folder: Path) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, src, opts in (("u16", "u16", fast), ("u16-lossless", "u16", replace(fast, base="lossless")),
-                                ("s16", "s16", fast), ("odd", "odd", fast), ("u8", "u8", fast)):
+                                ("s16", "s16", fast), ("odd", "odd", fast), ("u8", "u8", fast),
+                                *((f"u16-{mode}", "u16", archive_options(mode)) for mode in MODES if mode != "bicubic")):
             out = folder / "archives" / f"{name}.medsr.h5"
             out.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -838,7 +859,7 @@ def build_case(seed: int, index: int, corpus: dict, folder: Path) -> dict:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(raw)
         return {"kind": "dicom", "input": str(src), "base": base.name, "families": fams or ["none"],
-                "mutations": descs}
+                "mutations": descs, "mode": MODES[index % len(MODES)]}
     name = rng.choice(sorted(corpus["archive"]))
     arc = folder / "in.medsr.h5"
     fams, descs = [], []
@@ -920,12 +941,12 @@ def run_case(case: dict, folder: Path, markers) -> tuple[str, str]:
 
     out = folder / "out"
     out.mkdir(exist_ok=True)
-    fast = medsr.ArchiveOptions(method="bicubic", baselines=False)
+    options = archive_options(case.get("mode", "bicubic"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if case["kind"] == "dicom":
-                ok, res = _call("archive", lambda: medsr.archive_series(case["input"], out / "a.medsr.h5", fast),
+                ok, res = _call("archive", lambda: medsr.archive_series(case["input"], out / "a.medsr.h5", options),
                                 out, set(), "a.medsr.h5", markers)
                 if not ok:
                     return "error", str(res)[:300]
@@ -1026,7 +1047,7 @@ def _worker(conn, corpus_dir: str, seed: int, mem_gb: float, work: str) -> None:
             continue
         outcome, detail = run_case(case, folder, markers)
         conn.send({"index": index, "outcome": outcome, "detail": detail, "kind": case["kind"], "base": case["base"],
-                   "families": case["families"], "mutations": case["mutations"],
+                   "mode": case.get("mode"), "families": case["families"], "mutations": case["mutations"],
                    "seconds": round(time.perf_counter() - t0, 3)})
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -1144,6 +1165,10 @@ def summarise(results: list[dict], *, seed: int, seconds: float, workers: int, t
     return {"schema": "medsr-fuzz-v1", "seed": seed, "cases": len(results), "seconds": round(seconds, 1),
             "workers": workers, "timeout_s": timeout, "counts": counts,
             "by_kind": {k: sum(r.get("kind") == k for r in results) for k in ("dicom", "archive")},
+            # DICOM cases by how they were archived; archive cases by the kind of archive mutated
+            "by_mode": {m: sum(r.get("kind") == "dicom" and r.get("mode") == m for r in results) for m in MODES},
+            "by_archive": {a: sum(r.get("kind") == "archive" and r.get("base") == a for r in results)
+                           for a in sorted({r.get("base") for r in results if r.get("kind") == "archive"})},
             "families": dict(sorted(fam.items())), "failures": failures,
             "passed": not failures}
 

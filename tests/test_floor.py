@@ -22,7 +22,7 @@ from medsr.io import read_series
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "medsr", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "medsr", *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
 def _restored_stack(folder, series):

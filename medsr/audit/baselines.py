@@ -45,7 +45,9 @@ def _check_range(a: np.ndarray, bits_stored: int) -> None:
 def _encode_all(a: np.ndarray, bits_stored: int, r: float) -> list[bytes]:
     from openjpeg import encode
 
-    return [encode(np.ascontiguousarray(s), bits_stored=bits_stored, photometric_interpretation=2,
+    from ..codec.j2k_pad import pad_for_j2k
+
+    return [encode(pad_for_j2k(np.ascontiguousarray(s)), bits_stored=bits_stored, photometric_interpretation=2,
                    compression_ratios=[r]) for s in a]
 
 
@@ -85,8 +87,10 @@ def jpeg2000_at_ratio(stored_slices: np.ndarray, bits_stored: int, target_pixel_
         r = r_new
     coded = best[1] if best is not None else []
     out = np.empty_like(a)
+    from ..codec.j2k_pad import crop_from_j2k
+
     for i, c in enumerate(coded):
-        d = np.asarray(decode(c))
+        d = crop_from_j2k(np.asarray(decode(c)), a.shape[1:])  # slices under 32 px were coded padded
         if d.shape != a.shape[1:]:
             raise ValueError(f"JPEG 2000 decode of slice {i} gave shape {d.shape}, expected {a.shape[1:]}")
         out[i] = d.astype(a.dtype, copy=False)

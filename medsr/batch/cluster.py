@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import MedsrError
+from ..io.ledger import record_row
 from .manifest import Manifest
 from .tasks import probe_worker
 
@@ -98,7 +99,7 @@ def _window(client) -> int:
 
 
 def run_tasks(client, jobs: list, fn: Callable, args: tuple, manifest: Manifest, fail_row: Callable,
-               *, desc: str, progress: bool) -> list[dict]:
+               *, desc: str, progress: bool, ledger=None) -> list[dict]:
     """Submit ``fn(job, *args)`` per job, a bounded number in flight; record rows as they complete."""
     import uuid
 
@@ -116,6 +117,8 @@ def run_tasks(client, jobs: list, fn: Callable, args: tuple, manifest: Manifest,
         if job is None:
             return False
         fut = client.submit(fn, job, *args, key=f"{desc}-{job.key}-{token}", pure=False, retries=0)
+        if ledger is not None:
+            ledger.running(job.key)
         inflight[fut] = job
         ac.add(fut)
         return True
@@ -135,6 +138,8 @@ def run_tasks(client, jobs: list, fn: Callable, args: tuple, manifest: Manifest,
             fut.release()
             rows.append(row)
             manifest.put(row)
+            if ledger is not None:
+                record_row(ledger, row)
             failed += row.get("status") == "failed"
             bar.update(1)
             if failed:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, MedsrError, OutputError
+from ..io.ledger import JobLedger
 from .cluster import check_workers, connect, run_tasks
 from .jobs import ARCHIVE_SUFFIX, BatchSummary
 from .lock import outdir_lock
@@ -85,6 +86,8 @@ def archive_batch(root: str | Path, outdir: str | Path, *, scheduler=None, worke
     with outdir_lock(out):
         clean_stale_temps(out)
         manifest = Manifest(out / MANIFEST, ARCHIVE_FIELDS)
+        ledger = JobLedger(out)  # OUTDIR/jobs.sqlite: `medsr jobs OUTDIR`; a killed run's jobs -> interrupted
+        ledger.mark_interrupted()
         try:
             with connect(scheduler, workers) as client:
                 check_workers(client, [root_p, out])
@@ -101,8 +104,10 @@ def archive_batch(root: str | Path, outdir: str | Path, *, scheduler=None, worke
                 for r in rows:
                     manifest.put(r)
                 todo = [j for j in jobs if j.kind in ("dicom", "nifti") and not j.error]
+                for j in todo:
+                    ledger.add(j.key, "archive", j.series_uid or j.source)
                 rows += run_tasks(client, todo, archive_job, (str(out), options), manifest, fail_archive_row,
-                                   desc="archive", progress=progress)
+                                   desc="archive", progress=progress, ledger=ledger)
         finally:
             manifest.flush()
     return _summary(rows, manifest, t0)

@@ -7,8 +7,10 @@ import logging
 import sys
 
 from ..batch import EXIT_SOME_FAILED, BatchSummary, archive_batch, restore_batch
+from ..errors import InputError
 from .common import add_common_args as _common
 from .common import add_ensemble_arg
+from .pacs import add_connection_args, connection_from_args
 
 log = logging.getLogger("medsr")
 
@@ -32,7 +34,11 @@ def register_cli(subparsers) -> None:
         "into OUTDIR as one Dask task, and keep OUTDIR/manifest.jsonl up to date. Rerunning resumes: "
         "series whose archive exists and verifies are skipped.",
         epilog=BATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    a.add_argument("root", metavar="ROOT", help="folder searched recursively for series")
+    a.add_argument("root", metavar="ROOT", nargs="?", help="folder searched recursively for series")
+    a.add_argument("--dicomweb", metavar="URL", help="instead of ROOT: the series a QIDO-RS search of this DICOMweb "
+                   "root selects (with --query), fetched as stored into a private temp folder (docs/pacs.md)")
+    a.add_argument("--query", action="append", metavar="KEY=VALUE",
+                   help="QIDO-RS filter for --dicomweb, repeatable: Modality=MR, StudyDate=20190101-20201231")
     a.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the archives and manifest")
     _add_cluster_args(a)
     a.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
@@ -61,6 +67,7 @@ def register_cli(subparsers) -> None:
                    help="a slice no lossy representation meets: error (that series fails) or lossless")
     a.add_argument("--hashed-names", action="store_true", help="name archives by series-UID hash only (no folder names)")
     a.add_argument("--force", action="store_true", help="archive again even where a verified archive exists")
+    add_connection_args(a, dimse=False)
     _common(a)
     a.set_defaults(func=cmd_archive_batch)
 
@@ -116,8 +123,18 @@ def cmd_archive_batch(args) -> int:
         keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k, base=args.base,
         base_near=args.base_near, floor_psnr_fg=args.floor_psnr_fg, floor_ssim=args.floor_ssim,
         floor_fallback=args.floor_fallback, ensemble=args.ensemble)
-    s = archive_batch(args.root, args.output, scheduler=args.scheduler, workers=args.workers, options=opts,
-                      progress=not args.quiet and sys.stderr.isatty(), names="hash" if args.hashed_names else "path")
+    kw = dict(scheduler=args.scheduler, workers=args.workers, options=opts,
+              progress=not args.quiet and sys.stderr.isatty(), names="hash" if args.hashed_names else "path")
+    if (args.root is None) == (args.dicomweb is None):
+        raise InputError("give ROOT or --dicomweb URL (with --query), not both or neither")
+    if args.dicomweb is None:
+        s = archive_batch(args.root, args.output, **kw)
+    else:  # the series a QIDO-RS search selects, fetched into a private temp folder (medsr/pacs/batch.py)
+        from ..pacs.batch import fetch_query
+
+        with fetch_query(args.dicomweb, args.query, args.output, connection=connection_from_args(args),
+                         allow_modalities=opts.allow_modalities) as root:
+            s = archive_batch(root, args.output, **kw)
     return _report(args, s, "archived")
 
 

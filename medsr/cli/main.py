@@ -17,6 +17,7 @@ from .common import Progress as _Progress
 from .common import add_common_args as _common
 from .common import emit as _emit
 from .common import fmt as _fmt
+from .pacs import add_connection_args
 
 EPILOG = """\
 examples:
@@ -47,15 +48,24 @@ def cmd_archive(args) -> int:
         ensemble=args.ensemble,
     )
     prog = _Progress(not args.quiet and sys.stderr.isatty())
+    from ..pacs.sources import is_remote
+
+    remote = is_remote(args.series)  # a DICOMweb URL or dimse:// address: fetched to a private temp folder
     try:
-        res = archive_series(args.series, out, opts, progress=prog)
+        if remote:
+            from .pacs import archive_from_args
+
+            res = archive_from_args(args, out, opts, prog)
+        else:
+            res = archive_series(args.series, out, opts, progress=prog)
     finally:
         prog.close()
     s = res.summary()
     if args.report:
         from ..api import report_for_archive
 
-        json_path, html_path = report_for_archive(res.archive, args.report, reference=args.series, force=True)
+        json_path, html_path = report_for_archive(res.archive, args.report, reference=None if remote else args.series,
+                                                  force=True)
         s["report"] = str(html_path)
     text = (f"archived {s['slices']} slices -> {s['archive']}\n"
             f"  size: {s['original_bytes']:,} -> {s['archive_bytes']:,} bytes (ratio {s['ratio']:.1f}:1 files, "
@@ -69,6 +79,8 @@ def cmd_archive(args) -> int:
         text += "\n  WARNING: below the quality gate; written because of --keep-below-threshold"
     if s["deleted_originals"]:
         text += f"\n  deleted {s['deleted_originals']} original files after verifying the archive"
+    if s.get("deleted_from_pacs"):
+        text += f"\n  deleted the original from the PACS after verifying the archive ({s['freed_bytes']:,} bytes)"
     if "report" in s:
         text += f"\n  report: {s['report']}"
     _emit(args, s, text)
@@ -98,6 +110,12 @@ def cmd_restore(args) -> int:
                           consistency=not args.no_consistency, format=args.format, force=args.force,
                           batch_size=args.batch_size, precision=args.precision, compile=args.compile, tile=args.tile,
                           ensemble=args.ensemble)
+    if args.to:  # a DICOMweb root or dimse:// address: STOW-RS / C-STORE the derived series
+        from .pacs import restore_from_args
+
+        s, text = restore_from_args(args, opts)
+        _emit(args, s, text)
+        return 0
     prog = _Progress(not args.quiet and sys.stderr.isatty())
     try:
         res = restore_archive(args.archive, out, opts, reference=args.reference, progress=prog)
@@ -201,7 +219,9 @@ def _add_archive_parser(sub) -> None:
                        description="Down-sample a series x4 per axis (exact 4x4 block means), store it losslessly with "
                        "every original header, restore it in memory and store the audit (PSNR/SSIM vs the original, "
                        "bicubic and JPEG 2000 at equal bytes beside it). The original is never modified.")
-    a.add_argument("series", help="folder of DICOM files (searched recursively) or a .nii/.nii.gz file")
+    a.add_argument("series", help="folder of DICOM files (searched recursively), a .nii/.nii.gz file, a DICOMweb "
+                   "series URL http(s)://host/dicom-web/studies/<StudyUID>/series/<SeriesUID>, or "
+                   "dimse://AET@host:port/<StudyUID>/<SeriesUID> (docs/pacs.md)")
     a.add_argument("-o", "--output", help="archive file to write (default: <series name>.medsr.h5)")
     a.add_argument("--series-uid", help="pick one series when the folder holds several")
     a.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
@@ -238,7 +258,9 @@ def _add_archive_parser(sub) -> None:
     a.add_argument("--report", metavar="DIR", help="also write the HTML/JSON audit report into DIR")
     a.add_argument("--force", action="store_true", help="replace an existing archive")
     a.add_argument("--delete-original", action="store_true",
-                   help="delete the original files, only after the written archive was re-read and verified")
+                   help="delete the original files (or, for a DICOMweb URL, the series on the PACS), only after the "
+                   "written archive was re-read and verified")
+    add_connection_args(a)
     _common(a)
     a.set_defaults(func=cmd_archive)
 
@@ -263,6 +285,9 @@ def _add_restore_parser(sub) -> None:
     r.add_argument("--no-consistency", action="store_true", help="do not project onto the stored low-res data")
     r.add_argument("--reference", help="original series to measure this restore against")
     r.add_argument("--force", action="store_true", help="replace an existing output")
+    r.add_argument("--to", metavar="PACS", help="send the derived series to a PACS instead of -o: a DICOMweb root "
+                   "http(s)://host/dicom-web (STOW-RS) or dimse://AET@host:port (C-STORE)")
+    add_connection_args(r)
     _common(r)
     r.set_defaults(func=cmd_restore)
 
@@ -305,10 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("rest", nargs=argparse.REMAINDER)
     ev.set_defaults(func=cmd_eval, json=False, quiet=False, debug=False)
 
-    from . import batch, orthanc, rd
+    from . import batch, jobs, orthanc, rd
 
     orthanc.register_cli(sub)  # `medsr orthanc serve|env`
     batch.register_cli(sub)  # `medsr archive-batch|restore-batch`
+    jobs.register_cli(sub)  # `medsr jobs ROOT`
     rd.register_cli(sub)  # `medsr rd`
     return p
 

@@ -32,7 +32,9 @@ def _j2k_array(a: np.ndarray) -> np.ndarray:
 def j2k_encode(a: np.ndarray, bits: int, ratio: float | None = None) -> bytes:
     from openjpeg import encode
 
-    arr = _j2k_array(a)
+    from .j2k_pad import pad_for_j2k
+
+    arr = pad_for_j2k(_j2k_array(a))  # OpenJPEG needs 32 px a side: small slices are coded padded
     bits = max(int(bits), bits_for(arr))
     if ratio is None:
         return bytes(encode(arr, bits_stored=bits, photometric_interpretation=2))
@@ -60,7 +62,9 @@ def decode(data: bytes, shape: tuple[int, int]) -> np.ndarray:
     if data[:2] == J2K_SOC:
         from openjpeg import decode as j2k_decode
 
-        out = np.asarray(j2k_decode(bytes(data))).astype(np.int64)
+        from .j2k_pad import crop_from_j2k
+
+        out = crop_from_j2k(np.asarray(j2k_decode(bytes(data))).astype(np.int64), tuple(shape))
     elif data[:2] == JPEGLS_SOI:
         from .base import decode_jpegls
 

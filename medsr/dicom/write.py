@@ -11,6 +11,7 @@ import numpy as np
 from ..archive import ArchiveData
 from . import DerivationInfo, derive_instance, new_series_uid, safe_filename
 from ..io import atomic_dir, atomic_file
+from ..io.atomic import _test_hook
 
 
 def derivation_for(data: ArchiveData, *, method: str, model_id: str, model=None) -> DerivationInfo:
@@ -91,6 +92,7 @@ def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[
                                  "nothing was written", path=output) from None
             (tmp / name).chmod(0o600)
             names[i] = name
+            _test_hook("dicom-file-written")  # crash tests: killed with part of the series written
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             # bounded: at most ~2 batches wait for the writers, so the whole volume is never held

@@ -17,7 +17,7 @@ from ..errors import ArchiveError, MedsrError, QualityGateError
 from ..io import Series, read_series
 from ..archive.sizes import base_stored_bytes as _base_stored_bytes  # noqa: F401
 from ..archive.sizes import stored_pixel_bytes as _stored_pixel_bytes  # noqa: F401
-from ..io.atomic import preflight_output
+from ..io.atomic import _test_hook, preflight_output  # _test_hook: crash-test stage markers (no-op)
 from .options import check_archive_options, check_restore_options
 
 log = logging.getLogger("medsr")
@@ -233,7 +233,8 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     if loaded is not None:
         loaded.check_operator(op.id, op.scale)
     ensemble = loaded.ensemble if loaded else 1
-    engine = _archive_engine(method, options.device, options.consistency, base.meta)
+    consistency = _consistency(options.consistency, op.id)
+    engine = _archive_engine(method, options.device, consistency, base.meta)
     restored = _restore_pixels(lowres, window=window, scale=op.scale, operator=op.id, rows=rows, cols=cols,
                                dtype=series.pixels.dtype, value_range=series.value_range, engine=engine,
                                module=loaded.module if loaded else None,
@@ -252,7 +253,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     audit = build_audit(series, lowres=lowres, restored=restored, scale=op.scale, operator=op.id,
                         stored_pixel_bytes=stored_bytes, method=method,
                         model_id=loaded.model_id if loaded else method, with_j2k=options.baselines,
-                        consistency=options.consistency, device=select_device(options.device), base=base.provenance(),
+                        consistency=consistency, device=select_device(options.device), base=base.provenance(),
                         ensemble=ensemble,
                         progress=_tick(progress, "audit", series.n_slices))
     if plan is not None:
@@ -310,6 +311,7 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
     archive, output = Path(archive), Path(output)
     preflight_output(output, force=options.force, folder=options.format == "dicom")
     data = read_archive(archive)  # verifies checksums
+    _test_hook("restore-archive-read")
     info = data.info
     plan = _plan_restore(data, options)
     from ..dicom.write import write_dicom_series, write_nifti
@@ -330,6 +332,7 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
                 if progress:
                     progress("restore", len(batch), info.n_slices)
                 yield i, batch
+                _test_hook("restore-batch-done")
 
         files = write_dicom_series(output, data, batches(), method=plan.method, model_id=plan.model_label,
                                    force=options.force, model=plan.model)
@@ -375,6 +378,14 @@ class _RestorePlan:
         return self.model.label if self.model is not None else self.method
 
 
+def _consistency(requested: bool, operator: str) -> bool:
+    """Data consistency as applied: only the area operators have an exact projection (say so, never silently)."""
+    if requested and not get_operator(operator).exact_projection:
+        log.warning(f"operator {operator} has no exact projection: data consistency is not applied")
+        return False
+    return requested
+
+
 def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
     info = data.info
     warnings_: list[str] = []
@@ -406,7 +417,8 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
     device = select_device(options.device) if method == "model" else "cpu"
     from ..codec.base import consistency_tolerance
 
-    engine = EngineConfig(method=method, device=device, consistency=options.consistency,
+    engine = EngineConfig(method=method, device=device,
+                          consistency=_consistency(options.consistency, info.operator),
                           consistency_tolerance=consistency_tolerance(info.base, info.base_near),
                           batch_size=options.batch_size, precision=options.precision, compile=options.compile,
                           tile=options.tile)

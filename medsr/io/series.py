@@ -255,19 +255,50 @@ def _read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
         f, why = broken[0]
         raise InputError(f"{why}: file is damaged or truncated; remove it or fix it and retry"
                          if "malformed" not in why else why, path=f)
+    members, duplicates = _drop_duplicate_instances(_pick_series(root, groups, descriptions, series_uid))
+    for d in duplicates:
+        log.warning(d)
+    return _assemble(root, members, allow, tuple(skipped + duplicates))
+
+
+def _pick_series(root: Path, groups: dict, descriptions: dict[str, str], series_uid: str | None) -> list:
+    """The files of the one series asked for (``series_uid``), or of the only series found."""
     if series_uid is not None:
         if series_uid not in groups:
             raise SeriesError(f"series {_shown(series_uid, _UID_RE)} not found; series present: "
                               f"{', '.join(_shown(u, _UID_RE) for u in sorted(groups))}", path=root)
-        members = groups[series_uid]
-    elif len(groups) > 1:
+        return groups[series_uid]
+    if len(groups) > 1:
         listing = "; ".join(f"{_shown(u, _UID_RE)} ({len(v)} files"
                             f"{', ' + _shown(descriptions[u], _TEXT_RE) if descriptions[u] else ''})"
                             for u, v in sorted(groups.items()))
         raise SeriesError(f"{len(groups)} series found, pick one with --series-uid: {listing}", path=root)
-    else:
-        members = next(iter(groups.values()))
-    return _assemble(root, members, allow, tuple(skipped))
+    return next(iter(groups.values()))
+
+
+def _drop_duplicate_instances(members):
+    """One instance stored twice (same SOP Instance UID) -> (members read once, warnings).
+
+    Identical bytes under two file names (a copy) are read once, with a warning naming both
+    files; the same SOP Instance UID with different bytes is a one-line ``SeriesError`` naming
+    both, since medsr cannot tell which one is the instance.
+    """
+    first: dict[str, tuple[Path, bytes]] = {}
+    kept, notes = [], []
+    for f, raw, ds in members:
+        uid = str(ds.get("SOPInstanceUID", "") or "")
+        if uid and uid in first:
+            other, other_raw = first[uid]
+            shown = _shown(uid, _UID_RE)
+            if raw != other_raw:
+                raise SeriesError(f"{other} and {f} have the same SOP Instance UID {shown} but different content; "
+                                  "keep the right one and retry")
+            notes.append(f"{f}: a copy of {other} (same SOP Instance UID {shown}, identical bytes), read once")
+            continue
+        if uid:
+            first[uid] = (f, raw)
+        kept.append((f, raw, ds))
+    return kept, notes
 
 
 def _check_image(f: Path, ds, allow: tuple[str, ...]) -> None:
