@@ -65,8 +65,11 @@ demo: install
 	@echo "  restored: $(DEMO)/restored/ (derived DICOM series)"
 	@echo "  report:   $(DEMO)/report/report.html"
 
+# the guards first (seconds): pyflakes + size/complexity limits, then the import layers (docs/architecture.md);
 # pytest exits 5 when it collected no test: say so (a checkout without tests/ is broken)
 test: install-dev system-deps
+	$(VENV)/bin/ruff check medsr pipelines tests dicom_fixtures
+	$(VENV)/bin/lint-imports
 	@rc=0; $(PY) -m pytest -q -ra $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests (is tests/ missing, or PYTEST_ARGS too narrow?)"; fi; \
 	exit $$rc

@@ -87,7 +87,7 @@ def write_bench_archive(path: Path, n: int, size: int, method: str) -> None:
     padded, pad = pad_to_multiple(series.pixels, 4)
     lowres = downsample(padded, "area4-v1")
     write_archive(path, series=series, lowres=lowres, window=intensity_window(lowres), operator="area4-v1", scale=4,
-                  pad=pad, method=method, model_id=method, model_sha256="", audit=None)
+                  pad=pad, method=method, audit=None)
 
 
 _CHILD = {

@@ -14,7 +14,7 @@ from medsr.codec.base import (
     pack_codestreams, prepare_base, unpack_codestreams,
 )
 from medsr.archive import read_archive
-from medsr.archive.compact import open_logical
+from medsr.archive.format import open_logical
 from medsr.codec import downsample
 from medsr.errors import ArchiveError, MedsrError
 from medsr.io import read_series

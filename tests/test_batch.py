@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import medsr  # noqa: E402
 from dicom_fixtures.build import build_series  # noqa: E402
 from dicom_fixtures.spec import SeriesSpec  # noqa: E402
 from medsr.cli import batch as batch_cli  # noqa: E402
+from medsr.cli import main as cli_main  # noqa: E402  (`medsr archive-batch|restore-batch ...`)
 from medsr.api import verify_archive  # noqa: E402
 from medsr.batch import (ARCHIVE_FIELDS, EXIT_SOME_FAILED, LOCK_NAME, MANIFEST, RESTORE_MANIFEST,  # noqa: E402
                              archive_batch, find_series, restore_batch)
@@ -193,7 +193,7 @@ def test_rerun_skips_what_is_done_and_touches_nothing(first_run, cluster):
 
 def test_cli_exit_code_and_json(first_run, cluster, capsys):
     root, bad, out, _ = first_run
-    rc = batch_cli.main(["archive-batch", str(root), "-o", str(out), "--scheduler", cluster, "--json", *FAST_ARGS])
+    rc = cli_main(["archive-batch", str(root), "-o", str(out), "--scheduler", cluster, "--json", *FAST_ARGS])
     d = json.loads(capsys.readouterr().out)
     assert rc == EXIT_SOME_FAILED
     assert (d["ok"], d["failed"], d["skipped"]) == (0, 1, 5) and d["manifest"] == str(out / MANIFEST)
@@ -201,7 +201,7 @@ def test_cli_exit_code_and_json(first_run, cluster, capsys):
     # once the broken file is gone, the same command succeeds (skipped counts as success)
     ok_root = out.parent / "ok_root"
     build_series(ok_root / "a", _spec(1))
-    rc = batch_cli.main(["archive-batch", str(ok_root), "-o", str(out.parent / "ok_out"), "--scheduler", cluster,
+    rc = cli_main(["archive-batch", str(ok_root), "-o", str(out.parent / "ok_out"), "--scheduler", cluster,
                          "--json", *FAST_ARGS])
     d = json.loads(capsys.readouterr().out)
     assert rc == 0 and (d["ok"], d["failed"]) == (1, 0)
@@ -212,7 +212,7 @@ def test_archive_batch_passes_the_floor_and_base_to_every_series(cluster, tmp_pa
     build_series(root / "a", _spec(1))
     build_series(root / "b", _spec(2, rows=70, cols=61))
     out = tmp_path / "out"
-    rc = batch_cli.main(["archive-batch", str(root), "-o", str(out), "--scheduler", cluster, "--json", *FAST_ARGS,
+    rc = cli_main(["archive-batch", str(root), "-o", str(out), "--scheduler", cluster, "--json", *FAST_ARGS,
                          "--floor-psnr-fg", "30", "--floor-fallback", "lossless", "--base", "lossless"])
     d = json.loads(capsys.readouterr().out)
     assert rc == 0 and (d["ok"], d["failed"]) == (2, 0)
@@ -227,7 +227,7 @@ def test_archive_batch_passes_the_floor_and_base_to_every_series(cluster, tmp_pa
         assert r["floor"]["floor_psnr_fg"] == 30.0 and r["floor"]["slices"] == {
             k: v["slices"] for k, v in info.floor["representations"].items()}
     # a bad floor is one error before any work (no folder, no manifest)
-    rc = batch_cli.main(["archive-batch", str(root), "-o", str(tmp_path / "bad"), "--scheduler", cluster,
+    rc = cli_main(["archive-batch", str(root), "-o", str(tmp_path / "bad"), "--scheduler", cluster,
                          *FAST_ARGS, "--floor-psnr-fg", "0"])
     assert rc != 0 and not (tmp_path / "bad").exists()
 
@@ -310,7 +310,7 @@ def test_restore_batch_reports_a_corrupt_archive(first_run, cluster, tmp_path, c
     (src / "nested" / good.name).write_bytes(good.read_bytes())
     raw = other.read_bytes()
     (src / "bad.medsr.h5").write_bytes(raw[: len(raw) // 2])  # a half-copied archive
-    rc = batch_cli.main(["restore-batch", str(src), "-o", str(tmp_path / "r"), "--scheduler", cluster, "--json"])
+    rc = cli_main(["restore-batch", str(src), "-o", str(tmp_path / "r"), "--scheduler", cluster, "--json"])
     d = json.loads(capsys.readouterr().out)
     assert rc == EXIT_SOME_FAILED and (d["ok"], d["failed"]) == (1, 1)
     assert d["failures"][0]["source"].endswith("bad.medsr.h5")

@@ -17,7 +17,7 @@ import pytest
 import medsr
 from medsr.api import RestoreOptions, restore_pixels
 from medsr.archive import read_archive
-from medsr.archive.compact import open_logical
+from medsr.archive.format import open_logical
 from medsr.audit import measure
 from medsr.io import read_series
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArchiveError
+from .digest import GZIP_LEVEL as LOWRES_LEVEL, names_sha, sha_array
 
 FORMAT_VERSION = 2
 HEADER_PARTS = ("blob", "blob_offsets", "element_ids", "slice_offsets", "meta", "meta_offsets")
@@ -82,7 +83,6 @@ def _decode_array(d: dict) -> np.ndarray:
 def write_v2(f, attrs: dict, arrays: dict[str, np.ndarray], audit: dict | None) -> None:
     """Write the logical archive (``attrs``: version-1 root attributes; ``arrays``: version-1
     dataset names -> arrays) into the open, empty ``h5py.File`` ``f``."""
-    from .format import _sha as sha_array
 
     small: dict[str, dict] = {}
     headers: dict[str, list] = {}
@@ -93,8 +93,6 @@ def write_v2(f, attrs: dict, arrays: dict[str, np.ndarray], audit: dict | None) 
             a = _le(np.asarray(arr))
             kw: dict[str, Any] = {}
             if name == "lowres" and a.size:  # as version 1: one gzip + shuffle chunk per slice
-                from .format import GZIP_LEVEL as LOWRES_LEVEL
-
                 kw = dict(chunks=(1,) + a.shape[1:], compression="gzip", compression_opts=LOWRES_LEVEL, shuffle=True)
             d = f.create_dataset(PAYLOADS[name], data=a, **kw)
             d.attrs["sha256"] = np.bytes_(sha_array(a))  # fixed-length: a str attribute costs a 4 kB global heap
@@ -238,8 +236,7 @@ class LogicalFile:
                 if not (0 <= start <= stop <= len(blob)):
                     raise ArchiveError(f"headers/{k} lies outside the stored headers", path=self._path)
                 a = np.frombuffer(blob[start:stop], dtype=np.dtype(dt)).copy()
-                from .format import _sha as sha_array
-
+            
                 arrays[k] = _Array(a, sha_array(a))
             self._header_arrays = arrays
         return self._header_arrays
@@ -261,19 +258,9 @@ class LogicalFile:
         if name == "audit" and self._audit is not None:
             return _Array(self._audit, hashlib.sha256(self._audit.tobytes()).hexdigest())
         if name in self._small:
-            from .format import _names_sha, _sha as sha_array
-
             a = self._small[name]
-            return _Array(a, _names_sha(a) if a.dtype.kind == "O" else sha_array(a))  # covered by meta_sha256
+            return _Array(a, names_sha(a) if a.dtype.kind == "O" else sha_array(a))  # covered by meta_sha256
         raise KeyError(name)
 
     def close(self) -> None:
         self._f.close()
-
-
-def open_logical(path):
-    """Open an archive of any version for reading under version 1's names (for tools and tests):
-    an ``h5py.File`` (version 1) or a ``LogicalFile`` (version 2). Close it after use."""
-    from .format import _open
-
-    return _open(path)

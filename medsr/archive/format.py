@@ -27,8 +27,8 @@ Every dataset carries the sha256 of its bytes; ``verify_archive`` recomputes all
 """
 from __future__ import annotations
 
-import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,23 +40,12 @@ from ..errors import ArchiveError
 from ..io.atomic import atomic_file
 from .headers import PackedHeaders, pack_headers, unpack_header
 from .checks import check_arrays, check_headers, check_info, check_open
+from .digest import GZIP_LEVEL, names_sha as _names_sha, sha_array as _sha
 from .memfile import hdf5_via_memory
 
 FORMAT = "medsr-archive"
 FORMAT_VERSION = 2  # written; READS: every version this medsr reads (1: before the compact container)
 READS = (1, 2)
-GZIP_LEVEL = 6
-
-
-def _sha(arr: np.ndarray | bytes) -> str:
-    if isinstance(arr, bytes):
-        return hashlib.sha256(arr).hexdigest()
-    a = np.ascontiguousarray(arr)
-    if a.dtype.byteorder == ">":
-        a = a.astype(a.dtype.newbyteorder("<"))
-    return hashlib.sha256(a.tobytes()).hexdigest()
-
-
 @dataclass(frozen=True)
 class ArchiveInfo:
     path: Path
@@ -85,11 +74,20 @@ class ArchiveInfo:
     stored_pixel_bytes: int
     archive_bytes: int
     below_threshold: bool
-    audit: dict | None = field(default=None, repr=False)
+    audit: Mapping | None = field(default=None, repr=False)  # the stored JSON (medsr.api.open_archive: an Audit)
     base: str = "lossless"  # how /lowres is stored: lossless | near-lossless (medsr.codec.base)
     base_near: int = 0  # near-lossless: max |decoded - true| per low-res value
     floor: dict | None = None  # per-slice floor: the floor and {representation: {slices, bytes}} (medsr.floor)
     model_ensemble: int = 1  # geometric self-ensemble the audit's restore used (absent in older archives: 1)
+
+    @property
+    def model(self):
+        """The ``medsr.models.ModelRef`` (name, sha256, self-ensemble) the audit's restore used; None without a model."""
+        if self.method != "model":
+            return None
+        from ..models.ref import ModelRef
+
+        return ModelRef.from_record(self.model_id, self.model_sha256, self.model_ensemble)
 
     @property
     def ratio(self) -> float:
@@ -143,10 +141,6 @@ class ArchiveData:
         return unpack_header(self.headers, i)
 
 
-def _names_sha(names) -> str:
-    return _sha("\0".join(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names).encode("utf-8"))
-
-
 def _put(group, name: str, data: np.ndarray, *, chunks=None, compress=True):
     kw = {}
     if compress and data.size:
@@ -158,15 +152,15 @@ def _put(group, name: str, data: np.ndarray, *, chunks=None, compress=True):
 
 
 def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: str, scale: int,
-                  pad: tuple[int, int], method: str, model_id: str, model_sha256: str,
+                  pad: tuple[int, int], method: str, model=None,
                   audit: dict | None, below_threshold: bool = False, force: bool = False,
-                  base=None, floor=None, floor_attrs: dict | None = None, model_ensemble: int = 1) -> ArchiveInfo:
+                  base=None, floor=None, floor_attrs: dict | None = None) -> ArchiveInfo:
     """Write the archive atomically (temp + fsync + rename, mode 0600); returns its info.
 
+    ``model``: the ``medsr.models.ModelRef`` the audit's restore used (None for bicubic/nearest).
     ``base``: a ``medsr.codec.base.PreparedBase``; None or lossless keeps ``/lowres``.
     ``floor``: a ``medsr.floor.FloorData`` (with ``floor_attrs``: its root attributes) or None.
     """
-    import h5py
 
     from .compact import write_v2
 
@@ -174,8 +168,8 @@ def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: s
     attrs = dict(
         format=FORMAT, format_version=FORMAT_VERSION, medsr_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        operator=operator, scale=scale, method=method, model_id=model_id, model_sha256=model_sha256,
-        model_ensemble=int(model_ensemble), kind=series.kind, series_uid=series.series_uid,
+        operator=operator, scale=scale, method=method, model_id=model.id if model else method,
+        model_sha256=model.sha256 if model else "", model_ensemble=int(model.ensemble) if model else 1, kind=series.kind, series_uid=series.series_uid,
         rows=series.shape[0], cols=series.shape[1],
         pad_rows=pad[0], pad_cols=pad[1], dtype=str(series.pixels.dtype), bits_stored=series.bits_stored,
         pixel_representation=series.pixel_representation, window_lo=window.lo, window_hi=window.hi,
@@ -473,3 +467,9 @@ def verify_archive(path: Path) -> VerifyResult:
     except Exception as e:  # h5py/OS errors on a damaged file: still a verdict, never a crash
         return VerifyResult(path, False, (f"{path}: archive is damaged ({type(e).__name__}: {str(e)[:120]})",))
     return VerifyResult(path, True, (), data.info.n_slices)
+
+
+def open_logical(path):
+    """Open an archive of any version for reading under version 1's names (for tools and tests):
+    an ``h5py.File`` (version 1) or a ``compact.LogicalFile`` (version 2). Close it after use."""
+    return _open(path)

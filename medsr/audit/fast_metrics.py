@@ -25,7 +25,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .metrics import (FG_FRACTION, FG_PERCENTILE, HFEN_SIGMA, HFEN_TRUNCATE, METRIC_NAMES, MIN_FG_COVERAGE,
+from .results import (FG_FRACTION, FG_PERCENTILE, HFEN_SIGMA, HFEN_TRUNCATE, METRIC_NAMES, MIN_FG_COVERAGE,
                       SSIM_WIN, MethodMetrics, SliceMetrics, psnr_from_mse)
 
 K1, K2 = 0.01, 0.03

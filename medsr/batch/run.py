@@ -76,13 +76,12 @@ def archive_batch(root: str | Path, outdir: str | Path, *, scheduler=None, worke
     from ..io.atomic import clean_stale_temps
 
     t0 = time.perf_counter()
-    options = options or ArchiveOptions()
+    options = options or ArchiveOptions()  # options check themselves when made: one error before any work
     root_p = Path(root).resolve()
     if not root_p.is_dir():
         raise InputError("not a folder (give the folder holding the series)", path=root)
     if names not in ("path", "hash"):
         raise MedsrError(f"names must be 'path' or 'hash', not {names!r}")
-    _check_archive_options(options)  # one error before any work, not one failed row per series
     out = _prepare_outdir(outdir)
     with outdir_lock(out):
         clean_stale_temps(out)
@@ -114,16 +113,6 @@ def archive_batch(root: str | Path, outdir: str | Path, *, scheduler=None, worke
     return _summary(rows, manifest, t0)
 
 
-def _check_archive_options(options: ArchiveOptions) -> None:
-    """The per-series options every task would refuse: the floor and the base (one-line MedsrError)."""
-    from ..codec.base import check_base
-    from ..floor import check_floor
-
-    check_floor(options.floor_psnr_fg, options.floor_ssim, options.floor_fallback)
-    if options.base is not None and (options.base != "lossy" or options.base_near is not None):
-        check_base(options.base, options.base_near)
-
-
 def restore_batch(archives: str | Path, outdir: str | Path, *, scheduler=None, workers: int | None = None,
                   options: RestoreOptions | None = None, progress: bool = True) -> BatchSummary:
     """Restore every ``*.medsr.h5`` below ``archives`` under ``outdir`` (one Dask task per archive).
@@ -136,9 +125,7 @@ def restore_batch(archives: str | Path, outdir: str | Path, *, scheduler=None, w
     from ..io.atomic import clean_stale_temps
 
     t0 = time.perf_counter()
-    options = options or RestoreOptions(format="auto")
-    if options.format not in ("auto", "dicom", "nifti"):
-        raise MedsrError(f"unknown output format {options.format!r} (auto, dicom or nifti)")
+    options = options or RestoreOptions(format="auto")  # options check themselves (medsr.flow.options)
     jobs = find_archives(archives)
     if not jobs:
         raise InputError(f"no *{ARCHIVE_SUFFIX} archives found", path=archives)

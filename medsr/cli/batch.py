@@ -148,10 +148,3 @@ def cmd_restore_batch(args) -> int:
     s = restore_batch(args.archives, args.output, scheduler=args.scheduler, workers=args.workers, options=opts,
                       progress=not args.quiet and sys.stderr.isatty())
     return _report(args, s, "restored")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.batch archive-batch|restore-batch ...`` (the same as ``medsr archive-batch``)."""
-    from .main import main as cli_main
-
-    return cli_main(argv)

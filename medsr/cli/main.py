@@ -214,13 +214,7 @@ def cmd_eval(args) -> int:
 
 # ---------------------------------------------------------------- parser
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medsr", description="Store DICOM MR series at x4 lower resolution and restore "
-                                "them with super-resolution; every archive carries a PSNR/SSIM audit.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"medsr {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_archive_parser(sub) -> None:
     a = sub.add_parser("archive", help="archive one MR series (folder or NIfTI) into one .medsr.h5 file",
                        description="Down-sample a series x4 per axis (exact 4x4 block means), store it losslessly with "
                        "every original header, restore it in memory and store the audit (PSNR/SSIM vs the original, "
@@ -270,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(a)
     a.set_defaults(func=cmd_archive)
 
+
+def _add_restore_parser(sub) -> None:
     r = sub.add_parser("restore", help="restore an archive to a new derived DICOM series (or NIfTI)",
                        description="Rebuild every original instance at full size as a DERIVED, lossy image with new UIDs "
                        "and references to the originals.")
@@ -294,6 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_args(r)
     _common(r)
     r.set_defaults(func=cmd_restore)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medsr", description="Store DICOM MR series at x4 lower resolution and restore "
+                                "them with super-resolution; every archive carries a PSNR/SSIM audit.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"medsr {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_archive_parser(sub)
+    _add_restore_parser(sub)
 
     i = sub.add_parser("info", help="show an archive's metadata and stored audit")
     i.add_argument("archive")

@@ -14,14 +14,17 @@ from ..io import atomic_dir, atomic_file
 from ..io.atomic import _test_hook
 
 
-def derivation_for(data: ArchiveData, *, method: str, model_id: str) -> DerivationInfo:
+def derivation_for(data: ArchiveData, *, method: str, model_id: str, model=None) -> DerivationInfo:
+    """The series' derivation; ``model`` (a ``medsr.models.ModelRef``) also goes to Contributing Equipment."""
     info = data.info
     what = {"model": f"super-resolution model {model_id}", "bicubic": "bicubic interpolation",
             "nearest": "pixel replication"}.get(method, method)
     desc = (f"medsr {info.medsr_version}: stored at 1/{info.scale} resolution per axis by operator {info.operator} "
             f"(pixel ratio {info.pixel_ratio:.1f}:1 = original pixel bytes / stored pixel bytes), "
             f"{_base_text(info)}restored by {what}. Lossy: not the original pixels.")
-    return DerivationInfo(series_uid=new_series_uid(), description=desc, ratio=info.pixel_ratio)
+    return DerivationInfo(series_uid=new_series_uid(), description=desc, ratio=info.pixel_ratio,
+                          model_name=model.name if model is not None else "",
+                          model_sha256=model.sha256 if model is not None else "")
 
 
 def _base_text(info) -> str:
@@ -57,7 +60,8 @@ def _slice_derivation(deriv: DerivationInfo, data: ArchiveData, i: int) -> Deriv
 
 
 def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[int, np.ndarray]] | np.ndarray, *,
-                       method: str, model_id: str, force: bool = False, workers: int = 2) -> list[Path]:
+                       method: str, model_id: str, force: bool = False, workers: int = 2,
+                       model=None) -> list[Path]:
     """One derived file per original instance, into a new folder (atomic: all or nothing).
 
     ``batches`` yields (start index, slices) as the engine produces them (or is a full
@@ -67,7 +71,7 @@ def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[
 
     if isinstance(batches, np.ndarray):
         batches = [(0, batches)]
-    deriv = derivation_for(data, method=method, model_id=model_id)
+    deriv = derivation_for(data, method=method, model_id=model_id, model=model)
     names: dict[int, str] = {}
     with atomic_dir(output, force=force) as tmp:
         def write_one(i: int, pixels: np.ndarray) -> None:

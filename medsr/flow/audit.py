@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
+from ..audit import Audit
 from ..audit import audit as run_audit
 from ..audit import bicubic_upsample, jpeg2000_baseline
 from ..engine import to_stored
@@ -30,7 +31,7 @@ def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int,
                 stored_pixel_bytes: int, method: str, model_id: str, with_j2k: bool, consistency: bool,
                 device: str, progress: Callable[[int], None] | None = None, return_images: bool = False,
                 base: dict | None = None, ensemble: int = 1):
-    """Audit dict (``AuditResult.to_dict()``) for an archive of ``series``; optionally the stacks too.
+    """The ``Audit`` of an archive of ``series``; optionally the stacks too.
 
     ``lowres`` is the base as restore decodes it; ``base`` (``PreparedBase.provenance()``) is
     recorded in the provenance (default: lossless).
@@ -71,24 +72,25 @@ def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int,
     if "jpeg2000" in tests:
         provenance.update(j2k.provenance())  # the bytes JPEG 2000 achieved beside its target
     provenance["model_kind"] = _model_kind(model_id)
-    result = run_audit(original, tests, ratios=ratios, provenance=provenance)
+    result = Audit(run_audit(original, tests, ratios=ratios, provenance=provenance).to_dict())
     if return_images:
-        return result.to_dict(), {"original": original, **tests}
-    return result.to_dict()
+        return result, {"original": original, **tests}
+    return result
 
 
 def _model_kind(model_id: str) -> str:
     """fidelity (MSE/L1-trained or interpolation) or perceptual (GAN) - the report says which."""
-    from ..models import REGISTRY
+    from ..models import REGISTRY, ModelRef
 
-    entry = REGISTRY.get(model_id.split("@")[0])
+    entry = REGISTRY.get(ModelRef.from_record(model_id).name)
     return entry.kind if entry is not None else "fidelity"
 
 
 def audit_against_reference(reference: Path, data, restored: np.ndarray, *, with_j2k: bool = True,
-                            return_images: bool = False, ensemble: int | None = None):
-    """Measure a restore (stored units) against a reference series read from disk
-    (``ensemble``: the restore's self-ensemble size; None: the archive's)."""
+                            return_images: bool = False, ensemble: int | None = None, method: str | None = None,
+                            model_id: str | None = None, consistency: bool = True):
+    """Measure a restore (stored units) against a reference series read from disk, labelled with what
+    restored it: ``method``, ``model_id``, ``ensemble`` (None: the archive's own) and ``consistency``."""
     from ..errors import InputError
     from ..io import read_series
 
@@ -101,6 +103,6 @@ def audit_against_reference(reference: Path, data, restored: np.ndarray, *, with
     base = BaseMeta(info.base, info.base_near)
     base_prov = {**base.to_dict(), "base_description": base.describe()}
     return build_audit(ref, lowres=data.lowres, restored=restored, scale=info.scale, operator=info.operator,
-                       stored_pixel_bytes=info.stored_pixel_bytes, method=info.method, model_id=info.model_id,
-                       with_j2k=with_j2k, consistency=True, device="cpu", return_images=return_images,
+                       stored_pixel_bytes=info.stored_pixel_bytes, method=method or info.method,
+                       model_id=model_id or info.model_id, with_j2k=with_j2k, consistency=consistency, device="cpu", return_images=return_images,
                        base=base_prov, ensemble=info.model_ensemble if ensemble is None else ensemble)

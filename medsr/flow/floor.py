@@ -31,14 +31,12 @@ def base_slice_bytes(base, stored_base_bytes: int, n: int) -> np.ndarray:
     return np.full(n, stored_base_bytes / max(n, 1), dtype=np.float64)
 
 
-def add_floor_to_audit(audit: dict, plan: FloorPlan, base_bytes: np.ndarray, original_pixel_bytes: int) -> dict:
-    """Audit dict + ``floor`` (summary and per slice) + ``representation``/``bytes`` on each restored slice."""
-    audit["floor"] = plan.summary(base_bytes, original_pixel_bytes)
-    per = audit.get("methods", {}).get("restored", {}).get("per_slice", [])
-    for entry, d in zip(per, plan.decisions):
-        entry["representation"] = d.representation
-        entry["bytes"] = int(d.nbytes + round(float(base_bytes[d.index])))
-    return audit
+def add_floor_to_audit(audit, plan: FloorPlan, base_bytes: np.ndarray, original_pixel_bytes: int):
+    """A new ``Audit``: ``audit`` + ``floor`` (summary and per slice) + ``representation``/``bytes`` on each
+    restored slice."""
+    per = [{"representation": d.representation, "bytes": int(d.nbytes + round(float(base_bytes[d.index])))}
+           for d in plan.decisions]
+    return audit.with_floor(plan.summary(base_bytes, original_pixel_bytes), per)
 
 
 def rebase(base, plan: FloorPlan, true_lowres: np.ndarray):

@@ -1,23 +1,24 @@
-"""The public Python API: archive, restore, verify, inspect. The CLI and the PACS plugin call these."""
+"""Archive a series and restore an archive, end to end (options, results, the two flows); public through medsr.api."""
 from __future__ import annotations
 
 import logging
-import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ..audit import Audit
 from ..archive import ArchiveData, ArchiveInfo, VerifyResult, read_archive, read_info, verify_archive, write_archive
 from ..codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
 from ..engine import EngineConfig, select_device, to_stored
-from ..errors import ArchiveError, InputError, MedsrError, OutputError, QualityGateError
+from ..errors import ArchiveError, MedsrError, QualityGateError
 from ..io import Series, read_series
 from ..archive.sizes import base_stored_bytes as _base_stored_bytes  # noqa: F401
 from ..archive.sizes import stored_pixel_bytes as _stored_pixel_bytes  # noqa: F401
 from ..io.atomic import _test_hook, preflight_output  # _test_hook: crash-test stage markers (no-op)
+from .options import check_archive_options, check_restore_options
 
 log = logging.getLogger("medsr")
 
@@ -47,12 +48,15 @@ class ArchiveOptions:
     floor_fallback: str = "error"  # a slice no lossy representation meets: error (nothing written) | lossless
     ensemble: int | None = None  # model self-ensemble size (1, 2, 4, 8; medsr.models.ensemble); None: the model's default
 
+    def __post_init__(self):
+        check_archive_options(self)  # one set of checks for the CLI, the batch runner and the Orthanc plugin
+
 
 @dataclass(frozen=True)
 class ArchiveResult:
     archive: Path
     info: ArchiveInfo
-    audit: dict
+    audit: Audit
     deleted: tuple[Path, ...] = ()
     seconds: float = 0.0
 
@@ -104,6 +108,9 @@ class RestoreOptions:
     tile: int = 0  # low-res tile size for very large slices (0: whole slices)
     ensemble: int | None = None  # self-ensemble size (1, 2, 4, 8); None: what the archive recorded
 
+    def __post_init__(self):
+        check_restore_options(self)
+
 
 @dataclass(frozen=True)
 class RestoreResult:
@@ -116,7 +123,7 @@ class RestoreResult:
     ensemble: int = 1
     files: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
-    audit: dict | None = None
+    audit: Audit | None = None  # with --reference: this restore measured against the reference
 
     def summary(self) -> dict:
         d = {"output": str(self.output), "slices": self.slices, "seconds": round(self.seconds, 3),
@@ -127,15 +134,10 @@ class RestoreResult:
         return d
 
 
-def flat_audit(audit: dict) -> dict:
-    """The audit as one flat dict: ``psnr``, ``psnr_fg``, ``ssim``, ``ssim_fg`` and the ``_bicubic``/``_j2k`` columns."""
-    out = {}
-    for method, key in (("restored", ""), ("bicubic", "_bicubic"), ("jpeg2000", "_j2k")):
-        for metric in ("psnr", "psnr_fg", "ssim", "ssim_fg"):
-            v = audit.get("methods", {}).get(method, {}).get(metric)
-            if v is not None:
-                out[metric + key] = round(float(v), 4)
-    return out
+def flat_audit(audit) -> dict:
+    """The audit (an ``Audit`` or its stored JSON dict) as one flat dict: ``psnr``, ``psnr_fg``, ``ssim``,
+    ``ssim_fg`` and the ``_bicubic``/``_j2k`` columns (``Audit.flat``)."""
+    return Audit.of(audit).flat()
 
 
 # --------------------------------------------------------------------------- models
@@ -234,8 +236,8 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     lowres = base.decoded  # restore, audit and bicubic see exactly what a later restore decodes
     method, loaded = _resolve_model(options.method, options.model, base.meta.base, options.ensemble,
                                     device=select_device(options.device))
-    if loaded is not None and loaded.scale != op.scale:
-        raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
+    if loaded is not None:
+        loaded.check_operator(op.id, op.scale)
     ensemble = loaded.ensemble if loaded else 1
     consistency = _consistency(options.consistency, op.id)
     engine = _archive_engine(method, options.device, consistency, base.meta)
@@ -263,14 +265,12 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     if plan is not None:
         from .floor import add_floor_to_audit
 
-        add_floor_to_audit(audit, plan, fs.base_slice_bytes, series.original_pixel_bytes)
+        audit = add_floor_to_audit(audit, plan, fs.base_slice_bytes, series.original_pixel_bytes)
     below = _check_gates(audit, options, series)
     info = write_archive(output, series=series, lowres=base.decoded, window=window, operator=op.id, scale=op.scale,
-                         pad=pad, method=method, model_id=loaded.model_id if loaded else method,
-                         model_sha256=loaded.sha256 if loaded else "", audit=audit, below_threshold=below,
-                         force=options.force, base=base, floor=plan.stored if plan else None,
-                         floor_attrs=floor.to_dict() if floor else None,
-                         model_ensemble=ensemble)
+                         pad=pad, method=method, model=loaded.ref if loaded else None, audit=audit,
+                         below_threshold=below, force=options.force, base=base,
+                         floor=plan.stored if plan else None, floor_attrs=floor.to_dict() if floor else None)
     deleted: tuple[Path, ...] = ()
     if options.delete_original:
         deleted = _delete_verified_originals(output, series)
@@ -301,8 +301,9 @@ def _delete_verified_originals(archive: Path, series: Series) -> tuple[Path, ...
 # --------------------------------------------------------------------------- restore
 
 def open_archive(path: str | Path) -> ArchiveInfo:
-    """Archive metadata and stored audit (no pixels read)."""
-    return read_info(Path(path))
+    """Archive metadata and stored audit (an ``Audit``; no pixels read)."""
+    info = read_info(Path(path))
+    return replace(info, audit=Audit.of(info.audit))
 
 
 def restore_archive(archive: str | Path, output: str | Path, options: RestoreOptions = RestoreOptions(), *,
@@ -340,7 +341,7 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
                 _test_hook("restore-batch-done")
 
         files = write_dicom_series(output, data, batches(), method=plan.method, model_id=plan.model_label,
-                                   force=options.force)
+                                   force=options.force, model=plan.model)
     else:
         raise MedsrError(f"unknown output format {options.format!r} (dicom or nifti)")
     seconds = time.perf_counter() - t0  # the restore itself; a --reference audit is extra work
@@ -348,7 +349,8 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
     if reference is not None:
         from .audit import audit_against_reference
 
-        audit = audit_against_reference(Path(reference), data, restored, ensemble=plan.ensemble)
+        audit = audit_against_reference(Path(reference), data, restored, ensemble=plan.ensemble, method=plan.method,
+                                        model_id=plan.model_id, consistency=options.consistency)
     return RestoreResult(output=output, slices=info.n_slices, seconds=seconds, device=plan.device,
                          method=plan.method, model_id=plan.model_id, ensemble=plan.ensemble, files=tuple(files),
                          warnings=plan.warnings,
@@ -372,15 +374,19 @@ class _RestorePlan:
         return self.loaded.ensemble if self.loaded is not None else 1
 
     @property
+    def model(self):
+        """The ``ModelRef`` that restores (None for bicubic/nearest)."""
+        return self.loaded.ref if self.loaded is not None else None
+
+    @property
     def model_label(self) -> str:
         """The model id, with its self-ensemble when there is one (for the Derivation Description)."""
-        n = self.ensemble
-        return self.model_id + (f" averaged over {n} mirrored/rotated passes" if n > 1 else "")
+        return self.model.label if self.model is not None else self.method
 
 
 def _consistency(requested: bool, operator: str) -> bool:
     """Data consistency as applied: only the area operators have an exact projection (say so, never silently)."""
-    if requested and not operator.startswith("area"):
+    if requested and not get_operator(operator).exact_projection:
         log.warning(f"operator {operator} has no exact projection: data consistency is not applied")
         return False
     return requested
@@ -396,13 +402,15 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
         from ..models import find_by_sha256
 
         pinned = find_by_sha256(info.model_sha256)
-        model_name = pinned.name if pinned is not None else info.model_id.split("@")[0]
+        model_name = pinned.name if pinned is not None else info.model.name
     same_model = method == "model" and info.method == "model" and options.model is None
     device = select_device(options.device) if method == "model" else "cpu"
     # the passes the archive's audit measured (an archive made on a CPU recorded the CPU default, 1);
     # otherwise the device's default (models/ensemble_policy.py)
     ensemble = options.ensemble if options.ensemble is not None else (info.model_ensemble if same_model else None)
     method, loaded = _resolve_model(method, model_name, ensemble=ensemble, device=device)
+    if loaded is not None:
+        loaded.check_operator(info.operator, info.scale)
     if (info.method == "model" and loaded is not None and loaded.sha256 == info.model_sha256
             and loaded.ensemble != info.model_ensemble):
         warnings_.append(f"restoring with a self-ensemble of {loaded.ensemble}, not the archive's {info.model_ensemble}: "

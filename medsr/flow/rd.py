@@ -62,14 +62,11 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
 
     ``floors``: foreground-PSNR floors (dB), each a ``floor-fg<DB>`` row on the archive's default base.
     ``ensemble``: the models' self-ensemble size (None: each model's own, as an archive would use)."""
-    from ..archive.sizes import stored_pixel_bytes as _stored_pixel_bytes
     from .pipeline import _resolve_model
-    from ..audit import jpeg2000_at_ratio, measure, series_data_range
+    from ..audit import measure, series_data_range
     from ..codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
-    from ..codec.base import (BASE_LOSSY, BASE_NEAR_LOSSLESS, JPEGLS_NEAR_ID, consistency_tolerance, lossy_near,
-                             prepare_base, supports_near_lossless)
+    from ..codec.base import (BASE_LOSSY, consistency_tolerance)
     from ..engine import EngineConfig, restore_stack, select_device, to_stored
-    from ..errors import MedsrError
     from ..io import Series, read_series
 
     t0 = time.perf_counter()
@@ -84,8 +81,9 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
     method, loaded = _resolve_model(method, model, ensemble=ensemble)
     # the lossy modes restore with the lossy-base tier, as `medsr archive --base lossy` would
     loaded_lossy = _resolve_model(requested, model, BASE_LOSSY, ensemble)[1] if requested == "auto" else loaded
-    if loaded is not None and loaded.scale != op.scale:
-        raise MedsrError(f"model {loaded.name} is x{loaded.scale} but operator {op.id} is x{op.scale}")
+    for m in (loaded, loaded_lossy):
+        if m is not None:
+            m.check_operator(op.id, op.scale)
     dev = select_device(device) if method == "model" else "cpu"
     engine = EngineConfig(method=method, device=dev, consistency=consistency)
     original = series.rescaled()
@@ -93,29 +91,8 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
     integer = np.issubdtype(series.pixels.dtype, np.integer) and series.bits_stored <= 16
     opb = series.original_pixel_bytes
 
-    # (name, base, parameter, codec id) -> decoded low-res and stored bytes
-    modes: list[tuple[str, str, float, str, np.ndarray, int]] = []
-    lossless_bytes = _stored_pixel_bytes(lowres)
-    modes.append(("lossless", "lossless", 0, "hdf5-gzip6-shuffle", lowres, lossless_bytes))
-    if nears and supports_near_lossless(lowres) == "":
-        for k in sorted({int(k) for k in nears}):
-            p = prepare_base(lowres, BASE_NEAR_LOSSLESS, k)
-            modes.append((f"near-lossless-k{k}", BASE_NEAR_LOSSLESS, k, JPEGLS_NEAR_ID, p.decoded, p.coded_bytes))
-    if lossy_fractions and supports_near_lossless(lowres) == "":
-        for fr in sorted({float(x) for x in lossy_fractions}):
-            if not 0 < fr < 0.5:
-                raise MedsrError(f"--lossy-near fractions must be in (0, 0.5) (got {fr:g})")
-            p = prepare_base(lowres, BASE_LOSSY, lossy_near(window.width, fr))
-            modes.append((f"lossy-{100 * fr:g}%", BASE_LOSSY, p.meta.near, JPEGLS_NEAR_ID, p.decoded, p.coded_bytes))
-    if lossy and integer:
-        for f in sorted({float(f) for f in lossy}):
-            if not f > 1:
-                raise MedsrError(f"--lossy fractions are 1/F of the lossless size with F > 1 (got {f:g})")
-            target_ratio = lowres.nbytes / (lossless_bytes / f)
-            if not target_ratio > 1:
-                continue
-            dec, nbytes = jpeg2000_at_ratio(lowres, series.bits_stored, target_ratio)
-            modes.append((f"lossy-j2k-1/{f:g}", "lossy-j2k", f, "openjpeg-j2k-lossy-v1", dec, nbytes))
+    modes = _base_modes(series, lowres, window, nears=nears, lossy_fractions=lossy_fractions, lossy=lossy,
+                        integer=integer)
 
     floors = sorted({float(x) for x in floors}) if floors and integer else []
     if floors:
@@ -148,13 +125,7 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
         rows_out += _floor_rows(series, floors, lowres=lowres, window=window, op=op, requested=requested, model=model,
                                 ensemble=ensemble, dev=dev, consistency=consistency, with_j2k=with_j2k, original=original, dr=dr,
                                 progress=(lambda k: progress("rate-distortion", k, total)) if progress else None)
-    ref = rows_out[0]
-    for r in rows_out:
-        r["ratio_vs_lossless"] = r["ratio"] / ref["ratio"]
-        r["delta_psnr_vs_lossless"] = _delta(r["psnr"], ref["psnr"])
-        r["delta_psnr_fg_vs_lossless"] = _delta(r["psnr_fg"], ref["psnr_fg"])
-        if "jpeg2000" in r:
-            r["delta_psnr_vs_jpeg2000"] = _delta(r["psnr"], r["jpeg2000"]["psnr"])
+    _add_deltas(rows_out)
     return {
         "schema": RD_SCHEMA, "metrics_id": "medsr-metrics-v1",
         "series": {"series_instance_uid": series.series_uid, "slices": series.n_slices, "rows": rows, "cols": cols,
@@ -165,6 +136,51 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
         "ratio_definition": "original pixel bytes / stored pixel bytes (codestream or compressed dataset bytes)",
         "modes": rows_out, "seconds": time.perf_counter() - t0,
     }
+
+
+def _add_deltas(rows_out: list[dict]) -> None:
+    """Each row's ratio and PSNR relative to the lossless row (the first), and to JPEG 2000 beside it."""
+    ref = rows_out[0]
+    for r in rows_out:
+        r["ratio_vs_lossless"] = r["ratio"] / ref["ratio"]
+        r["delta_psnr_vs_lossless"] = _delta(r["psnr"], ref["psnr"])
+        r["delta_psnr_fg_vs_lossless"] = _delta(r["psnr_fg"], ref["psnr_fg"])
+        if "jpeg2000" in r:
+            r["delta_psnr_vs_jpeg2000"] = _delta(r["psnr"], r["jpeg2000"]["psnr"])
+
+
+def _base_modes(series, lowres: np.ndarray, window, *, nears, lossy_fractions, lossy, integer: bool) -> list[tuple]:
+    """(name, base, parameter, codec id, decoded low-res, stored bytes) of every low-res base to measure."""
+    from ..archive.sizes import stored_pixel_bytes
+    from ..audit import jpeg2000_at_ratio
+    from ..codec.base import BASE_LOSSY, BASE_NEAR_LOSSLESS, JPEGLS_NEAR_ID, lossy_near, prepare_base, supports_near_lossless
+    from ..errors import MedsrError
+
+    # (name, base, parameter, codec id) -> decoded low-res and stored bytes
+    modes: list[tuple[str, str, float, str, np.ndarray, int]] = []
+    lossless_bytes = stored_pixel_bytes(lowres)
+    modes.append(("lossless", "lossless", 0, "hdf5-gzip6-shuffle", lowres, lossless_bytes))
+    if nears and supports_near_lossless(lowres) == "":
+        for k in sorted({int(k) for k in nears}):
+            p = prepare_base(lowres, BASE_NEAR_LOSSLESS, k)
+            modes.append((f"near-lossless-k{k}", BASE_NEAR_LOSSLESS, k, JPEGLS_NEAR_ID, p.decoded, p.coded_bytes))
+    if lossy_fractions and supports_near_lossless(lowres) == "":
+        for fr in sorted({float(x) for x in lossy_fractions}):
+            if not 0 < fr < 0.5:
+                raise MedsrError(f"--lossy-near fractions must be in (0, 0.5) (got {fr:g})")
+            p = prepare_base(lowres, BASE_LOSSY, lossy_near(window.width, fr))
+            modes.append((f"lossy-{100 * fr:g}%", BASE_LOSSY, p.meta.near, JPEGLS_NEAR_ID, p.decoded, p.coded_bytes))
+    if lossy and integer:
+        for f in sorted({float(f) for f in lossy}):
+            if not f > 1:
+                raise MedsrError(f"--lossy fractions are 1/F of the lossless size with F > 1 (got {f:g})")
+            target_ratio = lowres.nbytes / (lossless_bytes / f)
+            if not target_ratio > 1:
+                continue
+            dec, nbytes = jpeg2000_at_ratio(lowres, series.bits_stored, target_ratio)
+            modes.append((f"lossy-j2k-1/{f:g}", "lossy-j2k", f, "openjpeg-j2k-lossy-v1", dec, nbytes))
+
+    return modes
 
 
 def _floor_rows(series, floors, *, lowres, window, op, requested, model, ensemble, dev, consistency, with_j2k, original, dr,

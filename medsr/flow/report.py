@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from .pipeline import RestoreOptions, restore_pixels
 from ..archive import read_archive
@@ -25,9 +24,11 @@ def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | 
         raise OutputError("already holds a report (use --force to replace it)", path=out_dir)
     data = read_archive(archive)
     info = data.info
-    restored, *_ = restore_pixels(data, RestoreOptions())
+    restored, method, loaded, _, _ = restore_pixels(data, RestoreOptions())
     if reference is not None:
-        audit_dict, images = audit_against_reference(Path(reference), data, restored, return_images=True)
+        audit_dict, images = audit_against_reference(Path(reference), data, restored, return_images=True,
+                                                     method=method, model_id=loaded.model_id if loaded else method,
+                                                     ensemble=loaded.ensemble if loaded else 1)
     else:
         audit_dict = info.audit or {}
         vr = info.value_range
@@ -55,9 +56,9 @@ def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | 
 
 
 def _model_card_summary(model_id: str) -> str:
-    from ..models import REGISTRY
+    from ..models import REGISTRY, ModelRef
 
-    name = model_id.split("@")[0]
+    name = ModelRef.from_record(model_id).name
     entry = REGISTRY.get(name)
     if entry is None:
         return ""

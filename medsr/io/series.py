@@ -258,22 +258,25 @@ def _read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
         f, why = broken[0]
         raise InputError(f"{why}: file is damaged or truncated; remove it or fix it and retry"
                          if "malformed" not in why else why, path=f)
+    members, duplicates = _drop_duplicate_instances(_pick_series(root, groups, descriptions, series_uid))
+    for d in duplicates:
+        log.warning(d)
+    return _assemble(root, members, allow, tuple(skipped + duplicates))
+
+
+def _pick_series(root: Path, groups: dict, descriptions: dict[str, str], series_uid: str | None) -> list:
+    """The files of the one series asked for (``series_uid``), or of the only series found."""
     if series_uid is not None:
         if series_uid not in groups:
             raise SeriesError(f"series {_shown(series_uid, _UID_RE)} not found; series present: "
                               f"{', '.join(_shown(u, _UID_RE) for u in sorted(groups))}", path=root)
-        members = groups[series_uid]
-    elif len(groups) > 1:
+        return groups[series_uid]
+    if len(groups) > 1:
         listing = "; ".join(f"{_shown(u, _UID_RE)} ({len(v)} files"
                             f"{', ' + _shown(descriptions[u], _TEXT_RE) if descriptions[u] else ''})"
                             for u, v in sorted(groups.items()))
         raise SeriesError(f"{len(groups)} series found, pick one with --series-uid: {listing}", path=root)
-    else:
-        members = next(iter(groups.values()))
-    members, duplicates = _drop_duplicate_instances(members)
-    for d in duplicates:
-        log.warning(d)
-    return _assemble(root, members, allow, tuple(skipped + duplicates))
+    return next(iter(groups.values()))
 
 
 def _drop_duplicate_instances(members):
@@ -377,10 +380,8 @@ def _position_key(ds) -> float | None:
     return float(pos @ normal)
 
 
-def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, ...]) -> Series:
-    import pydicom
-    from pydicom.uid import ExplicitVRLittleEndian
-
+def _check_members(root: Path, members, allow: tuple[str, ...]) -> tuple[int, int]:
+    """Every file is an allowed image of one size and one pixel format, within the limits -> (rows, cols)."""
     if len(members) > MAX_SLICES:
         raise InputError(f"series has {len(members)} files; more than {MAX_SLICES} is not supported", path=root)
     for f, _, ds in members:
@@ -400,13 +401,24 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
     if len(members) * rows * cols > MAX_SERIES_PIXELS:  # before any pixel is decoded
         raise InputError(f"series of {len(members)} x {rows}x{cols} pixels is larger than {MAX_SERIES_PIXELS:,} "
                          "pixels; not supported", path=root)
+    return rows, cols
+
+
+def _ordered(root: Path, members) -> list:
+    """Slices in space order (distinct positions along the normal), else by Instance Number and file name."""
     with _header_guard(root):
         keys = [_position_key(ds) for _, _, ds in members]
     if all(k is not None for k in keys) and len(set(round(k, 4) for k in keys)) == len(keys):
         order = sorted(range(len(members)), key=lambda i: keys[i])
     else:
         order = sorted(range(len(members)), key=lambda i: (_instance_number(members[i][2]), str(members[i][0])))
-    members = [members[i] for i in order]
+    return [members[i] for i in order]
+
+
+def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, ...]) -> Series:
+    rows, cols = _check_members(root, members, allow)
+    first = members[0][2]
+    members = _ordered(root, members)
 
     from .conformance import overlong_elements, summarise
 

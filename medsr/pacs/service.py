@@ -781,27 +781,22 @@ class MedsrService:
         return self._run("archive", series_id, lambda job: self._do_archive(job, series_id, opts), wait_args,
                          params={"series_id": series_id, "opts": dict(opts)})  # what a resume needs
 
-    @staticmethod
-    def _check_storage_options(opts: dict) -> None:
-        """base / base_near / floor_* (docs/base-codec.md, docs/floor.md): 400 now, not in the job."""
-        from ..codec.base import BASES, MAX_NEAR
-        from ..floor import check_floor
+    def _check_storage_options(self, opts: dict) -> None:
+        """400 now, not in the job: the request's options checked by ``ArchiveOptions`` itself (the same checks
+        as the CLI and the batch runner: base, base_near, ensemble, floor_*; docs/base-codec.md, docs/floor.md)."""
+        from ..api import ArchiveOptions
 
-        if opts.get("base") not in (None, *BASES):
-            raise BadRequest(f"option base must be one of {', '.join(BASES)}")
-        if "base_near" in opts:
-            k = opts["base_near"]
-            if k != int(k) or not 1 <= k <= MAX_NEAR or opts.get("base") in (None, "lossless"):
-                raise BadRequest(f"option base_near must be an integer 1..{MAX_NEAR}, with base near-lossless or lossy")
-            opts["base_near"] = int(k)
-        if "ensemble" in opts:
-            from ..models.ensemble import SIZES
-
-            if opts["ensemble"] not in SIZES:
-                raise BadRequest(f"option ensemble must be one of {', '.join(map(str, SIZES))}")
-            opts["ensemble"] = int(opts["ensemble"])
+        for key in ("base_near", "ensemble"):  # JSON numbers: whole numbers only
+            if key in opts:
+                if opts[key] != int(opts[key]):
+                    raise BadRequest(f"option {key} must be a whole number")
+                opts[key] = int(opts[key])
+        if "base_near" in opts and opts.get("base") in (None, "lossless"):
+            raise BadRequest("option base_near needs base near-lossless or lossy")
+        fields = {k: v for k, v in opts.items() if k != "delete_original"}
         try:
-            check_floor(opts.get("floor_psnr_fg"), opts.get("floor_ssim"), opts.get("floor_fallback", "error"))
+            ArchiveOptions(device=self.config.device, **{"method": self.config.method, "model": self.config.model,
+                                                         **fields})
         except MedsrError as e:
             raise BadRequest(str(e)) from None
 
