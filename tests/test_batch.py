@@ -335,21 +335,21 @@ def test_batch_options_hashed_names_force_and_restore_format_method(batch_root, 
     root, _, _, _ = first_run
     out = tmp_path / "hashed"
     args = ["archive-batch", str(root), "-o", str(out), "--scheduler", cluster, "--json", "--hashed-names", *FAST_ARGS]
-    batch_cli.main(args)
+    cli_main(args)
     first = json.loads(capsys.readouterr().out)
     names = sorted(p.name for p in out.glob("*.medsr.h5"))
     assert first["ok"] == 5 and len(names) == 5
     folders = {p.name for p in root.rglob("*") if p.is_dir()}
     assert all(re.match(r"^series__[0-9a-f]{12}", n) for n in names)  # no folder name leaks into a name
     assert not any(f in n for f in folders for n in names)
-    batch_cli.main(args)  # a rerun skips what verifies ...
+    cli_main(args)  # a rerun skips what verifies ...
     assert json.loads(capsys.readouterr().out)["skipped"] == 5
-    batch_cli.main([*args, "--force"])  # ... --force archives again
+    cli_main([*args, "--force"])  # ... --force archives again
     assert json.loads(capsys.readouterr().out)["ok"] == 5
     rdir = tmp_path / "restored"
     rargs = ["restore-batch", str(out), "-o", str(rdir), "--scheduler", cluster, "--json", "--format", "nifti",
              "--method", "nearest"]
-    batch_cli.main(rargs)
+    cli_main(rargs)
     assert json.loads(capsys.readouterr().out)["ok"] == 5
     niftis = sorted(rdir.rglob("*.nii.gz"))
     assert len(niftis) == 5
@@ -357,7 +357,7 @@ def test_batch_options_hashed_names_force_and_restore_format_method(batch_root, 
         v = np.asarray(nib.load(str(f)).dataobj)
         blocks = v[: v.shape[0] // 4 * 4, : v.shape[1] // 4 * 4].reshape(v.shape[0] // 4, 4, v.shape[1] // 4, 4, -1)
         assert (blocks == blocks[:, :1, :, :1]).all()  # nearest: every 4x4 block one value
-    batch_cli.main(rargs)
+    cli_main(rargs)
     assert json.loads(capsys.readouterr().out)["skipped"] == 5
-    batch_cli.main([*rargs, "--force"])
+    cli_main([*rargs, "--force"])
     assert json.loads(capsys.readouterr().out)["ok"] == 5
