@@ -38,7 +38,8 @@ class Entry:
     axes: tuple[int, ...]  # orientations to cut 2D slices from (0 = the acquired stack); >1 only for ~isotropic 3D
     licence: str  # licence and attribution
     description: str  # scanner, field, contrast, body part, matrix
-    repeat: int = 1  # each training slice listed this many times (weights a source with few, large slices)
+    repeat: int = 1  # each training slice listed this many times: the new sources x2-x3 so that they weigh about
+    # as much as the two 3D T1 brains (SAG-anon, Colin27), cut in three orientations, together
     path: str = ""  # absolute path when ``archive`` is empty (a Debian package's file)
 
 
@@ -54,25 +55,25 @@ _RORDEN_PHILIPS = "BSD-2-Clause (Chris Rorden 2021; data provided by Sandeep Gan
 def _sunnybrook(n: int, split: str) -> Entry:
     return Entry(f"vol_sunnybrook_{n}", "sunnybrook-cardiac-cine", f"sunnybrook-SCD0000{n}01", split,
                  "sunnybrook-cardiac-cine.tar.gz", f"sunnybrook_SCD0000{n}01_sax_cine", "dicom", (0,), _SUNNYBROOK,
-                 "GE Signa HDx 1.5 T short-axis cine SSFP (FIESTA), heart, 256^2, 4 phases per position")
+                 "GE Signa HDx 1.5 T short-axis cine SSFP (FIESTA), heart, 256^2, 4 phases per position", repeat=2)
 
 
 def _spine(n: str, mt: str, split: str) -> Entry:
     return Entry(f"vol_spine_{n}_{mt.lower()}", "spine-generic-neck-mts", f"spine-generic-sub-{n}", split,
                  "spine-generic-neck-mts.tar.gz", f"spine-generic_unf{n}_{mt}/sub-{n}_acq-{mt}_MTS.nii.gz", "nifti",
-                 (0,), _SPINE, f"Siemens Prisma fit 3 T axial 3D GRE ({mt}), cervical spine / neck, 256^2 x 22")
+                 (0,), _SPINE, f"Siemens Prisma fit 3 T axial 3D GRE ({mt}), cervical spine / neck, 256^2 x 22", repeat=3)
 
 
 def _prostate(patient: str, folder: str, plane: str, split: str, scanner: str) -> Entry:
     return Entry(f"vol_prostatex_{patient}_{plane}", "prostatex-t2-pelvis", f"ProstateX-{patient}", split,
                  "prostatex-t2-pelvis.tar.gz", folder, "dicom", (0,), _PROSTATEX,
-                 f"{scanner} T2 TSE, pelvis / prostate, {plane}", repeat=2)
+                 f"{scanner} T2 TSE, pelvis / prostate, {plane}", repeat=3)
 
 
 def _prisma(position: str, series: str) -> Entry:
     return Entry(f"vol_prisma_{position.lower()}", "siemens-prisma-t1-fl2d-head", "prisma-decubitus-1", TRAIN,
                  "siemens-prisma-t1-fl2d-head.tar.gz", f"prisma-decubitus_{position}_{series}_t1_fl2d_sag", "dicom",
-                 (0,), _RORDEN_PRISMA, f"Siemens Prisma fit 3 T sagittal 2D FLASH T1, head ({position}), 256^2")
+                 (0,), _RORDEN_PRISMA, f"Siemens Prisma fit 3 T sagittal 2D FLASH T1, head ({position}), 256^2", repeat=2)
 
 
 MANIFEST: tuple[Entry, ...] = (
