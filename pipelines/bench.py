@@ -8,7 +8,10 @@
 2. end-to-end ``restore`` of a 192-slice 256^2 series (DICOM files written) vs the I/O floor
    (the same restore with nearest-neighbour upsampling instead of the network) and vs bicubic;
    with the default model's self-ensemble (``medsr models``) and, beside it, one network pass;
-3. archive throughput (with its audit, and without the JPEG 2000 baseline).
+3. archive throughput (with its audit, and without the JPEG 2000 baseline);
+4. the issue-16 ratios as whole processes (``pipelines/bench_ratios.py``): ``medsr archive --method
+   bicubic`` vs re-encoding the same files as JPEG 2000 with pydicom, the default archive vs the
+   default restore + 2x that re-encode, and whole-process restore slices/s and start-up.
 """
 from __future__ import annotations
 
@@ -179,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="shorter timing loops")
     ap.add_argument("--compile", action="store_true", help="include torch.compile in the tuned CUDA path")
     ap.add_argument("--skip-end-to-end", action="store_true")
+    ap.add_argument("--skip-ratios", action="store_true", help="skip the whole-process ratios (bench_ratios.py)")
     args = ap.parse_args(argv)
     from medsr.engine import select_device
 
@@ -189,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
             more = end_to_end(device, _series(args.series, tmp), tmp)
+        print(_table(more), flush=True)
+        rows += more
+    if not args.skip_ratios:
+        from pipelines.bench_ratios import run as run_ratios
+
+        with tempfile.TemporaryDirectory() as d:
+            more = run_ratios(None, Path(args.series) if args.series else None, Path(d))
         print(_table(more), flush=True)
         rows += more
     if args.json:

@@ -7,9 +7,11 @@ Each case takes one small, valid input (a 2-4 slice series of 16-32 pixels, or a
 of one) from a corpus built at start, applies 1-3 mutations chosen by a PRNG seeded with
 (seed, case), and runs the public API on it in a worker process:
 
-- DICOM cases: ``archive_series`` (bicubic, no JPEG 2000: the model is not the point); when
-  it succeeds, ``verify_archive`` and ``restore_archive`` of the result;
-- archive cases: ``verify_archive``, ``open_archive`` and ``restore_archive``.
+- DICOM cases: ``archive_series`` (no JPEG 2000 baseline), in turn (case index modulo 4) with
+  bicubic, the lossy base, a per-slice floor (45 dB, lossless fallback) and the default model
+  (``MODES``); when it succeeds, ``verify_archive`` and ``restore_archive`` of the result;
+- archive cases: ``verify_archive``, ``open_archive`` and ``restore_archive``, on archives of
+  every kind (bicubic with each base, lossy, floor, model-restored, NIfTI).
 
 Each case is classified:
 
@@ -75,6 +77,24 @@ def _split(raw: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
     return meta, [(int(e.tag), _encode_element(e)) for e in ds]
 
 
+#: how a DICOM case is archived (case index modulo 4), and which archives the corpus holds besides the
+#: bicubic ones: the lossy JPEG-LS base, the per-slice floor (JPEG 2000 / residual / lossless slices) and
+#: the default model's restore, so that every storage mode and the network path meet mutated input
+MODES = ("bicubic", "lossy", "floor", "model")
+
+
+def archive_options(mode: str):
+    """The ``ArchiveOptions`` of a fuzz mode (no JPEG 2000 baseline: the audit's baseline is not the point)."""
+    from dataclasses import replace
+
+    import medsr
+
+    fast = medsr.ArchiveOptions(method="bicubic", baselines=False)
+    return {"bicubic": fast, "lossy": replace(fast, base="lossy"),
+            "floor": replace(fast, floor_psnr_fg=45.0, floor_fallback="lossless"),
+            "model": replace(fast, method="model", ensemble=1)}[mode]
+
+
 def build_corpus(folder: Path) -> dict:
     """Small valid series (several dtypes and transfer syntaxes) and archives made from them."""
     import warnings
@@ -118,7 +138,8 @@ def build_corpus(folder: Path) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, src, opts in (("u16", "u16", fast), ("u16-lossless", "u16", replace(fast, base="lossless")),
-                                ("s16", "s16", fast), ("odd", "odd", fast), ("u8", "u8", fast)):
+                                ("s16", "s16", fast), ("odd", "odd", fast), ("u8", "u8", fast),
+                                *((f"u16-{mode}", "u16", archive_options(mode)) for mode in MODES if mode != "bicubic")):
             out = folder / "archives" / f"{name}.medsr.h5"
             out.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -131,6 +152,8 @@ def build_corpus(folder: Path) -> dict:
         out = folder / "archives" / "nifti.medsr.h5"
         medsr.archive_series(nii, out, fast)
         archives["nifti"] = out.read_bytes()
+    for v1 in sorted((REPO / "tests" / "data").glob("v1-*.medsr.h5")):  # format version 1 still reads
+        archives[v1.name.split(".")[0]] = v1.read_bytes()
     return {"dicom": bases, "archive": archives}
 
 
@@ -648,7 +671,8 @@ def _a_sha(rng, f):
     if how == "wrong":
         f[name].attrs["sha256"] = "0" * 64
     elif how == "missing":
-        del f[name].attrs["sha256"]
+        if "sha256" in f[name].attrs:  # format 2's /meta and /headers have none (their digests are elsewhere)
+            del f[name].attrs["sha256"]
     elif how == "int":
         f[name].attrs["sha256"] = 7
     else:
@@ -731,6 +755,8 @@ def _a_headers(rng, f):
 
     if "headers" not in f:
         return "headers:none", "no headers"
+    if not hasattr(f["headers"], "keys"):  # format 2: one /headers block, its index in /meta
+        return _a_meta_headers(rng, f)
     key = rng.choice(["slice_offsets", "element_ids", "blob_offsets", "meta_offsets", "blob", "meta"])
     if key not in f["headers"]:
         return "headers:none", f"headers/{key} already gone"
@@ -768,7 +794,102 @@ def _a_audit(rng, f):
             "missing-methods": b'{"x": 1}', "utf8": b'{"a": "\xff\xfe"}'}[how]
     if "audit" in f:
         _replace(f, "audit", np.frombuffer(text, np.uint8).copy())
+    elif "meta" in f:  # format 2: the audit is a member of /meta
+        try:
+            value = json.loads(text.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            value = text.decode("latin-1")[:1000]
+        _edit_meta(f, lambda m: m.__setitem__("audit", value))
     return f"audit:{how}", f"audit JSON {how}"
+
+
+def _edit_meta(f, fn) -> None:
+    """Format 2: edit the parsed /meta JSON and store it back with a matching meta_sha256."""
+    import hashlib
+
+    import numpy as np
+
+    import zlib
+
+    try:
+        m = f["meta"]
+        if m.dtype != np.uint8 or m.ndim != 1 or m.shape[0] > 1 << 24:  # an earlier mutation forged it
+            return
+        meta = json.loads(zlib.decompress(m[()].tobytes()))
+    except Exception:  # noqa: BLE001 - an earlier mutation damaged it
+        return
+    if not isinstance(meta, dict):
+        return
+    fn(meta)
+    text = zlib.compress(json.dumps(meta, sort_keys=True, allow_nan=True).encode("utf-8"))
+    del f["meta"]
+    f.create_dataset("meta", data=np.frombuffer(text, np.uint8))
+    f.attrs["meta_sha256"] = np.bytes_(hashlib.sha256(text).hexdigest())
+
+
+def _a_meta(rng, f):
+    """Format 2: forge /meta with a *matching* checksum: attributes, small arrays, their dtype/shape."""
+    if "meta" not in f:
+        return "meta:none", "no /meta (format 1)"
+    how = rng.choice(["attr", "attr-del", "array-del", "array-shape", "array-dtype", "array-garbage", "array-values",
+                      "b64-garbage", "not-dict", "no-arrays"])
+    key = rng.choice(list(ATTR_VALUES))
+    value = rng.choice(ATTR_VALUES[key])
+    pick = rng.random()
+
+    def edit(m):
+        arrays = m.get("arrays") if isinstance(m.get("arrays"), dict) else {}
+        name = sorted(arrays)[int(pick * len(arrays))] if arrays else None
+        a = arrays.get(name) if name else None
+        if how == "attr" and isinstance(m.get("attrs"), dict):
+            m["attrs"][key] = value
+        elif how == "attr-del" and isinstance(m.get("attrs"), dict):
+            m["attrs"].pop(key, None)
+        elif how == "array-del" and name:
+            arrays.pop(name)
+        elif how == "array-shape" and a:
+            a["shape"] = [2 ** 31, 3] if pick < 0.5 else [-1]
+        elif how == "array-dtype" and a:
+            a["dtype"] = rng.choice(["<f8", "|S3", "str", "<i1", "xx", "|O"])
+        elif how == "array-garbage" and a:
+            a["data"] = rng.choice([None, "x", [[1, 2], [3]], {"a": 1}, [1e308] * 5])
+        elif how == "array-values" and a and isinstance(a.get("data"), list) and a["data"]:
+            a["data"] = [rng.choice([-1, 0, 2 ** 62, 1e308, "x"]) for _ in a["data"]]
+        elif how == "b64-garbage" and a:
+            a["b64"] = rng.choice(["!!!", "", "AAAA" * 3])
+        elif how == "not-dict":
+            m.clear()
+            m["attrs"] = rng.choice([[], "x", 1])
+        elif how == "no-arrays":
+            m.pop("arrays", None)
+
+    _edit_meta(f, edit)
+    return f"meta:{how}", f"/meta forged ({how}), checksum matching"
+
+
+def _a_meta_headers(rng, f):
+    """Format 2: forge the index of the /headers block (kept in /meta), checksum matching."""
+    how = rng.choice(["range", "negative", "dtype", "swap", "missing"])
+    part = rng.choice(["blob", "blob_offsets", "element_ids", "slice_offsets", "meta", "meta_offsets"])
+
+    def edit(m):
+        parts = m.get("headers", {}).get("parts", {}) if isinstance(m.get("headers"), dict) else {}
+        if part not in parts:
+            return
+        start, stop, dt = parts[part]
+        if how == "range":
+            parts[part] = [start, stop + 10 ** 6, dt]
+        elif how == "negative":
+            parts[part] = [-5, stop, dt]
+        elif how == "dtype":
+            parts[part] = [start, stop, rng.choice(["<f8", "|S3", "<i8", "zz"])]
+        elif how == "swap":
+            parts[part] = [stop, start, dt]
+        else:
+            parts.pop(part)
+
+    _edit_meta(f, edit)
+    return f"headers:{how}", f"headers index {part} {how} (format 2), checksum matching"
 
 
 def _b_bytes(rng, raw: bytes):
@@ -797,7 +918,8 @@ def _b_bytes(rng, raw: bytes):
     return f"bytes:{how}", f"archive bytes {how}", bytes(b)
 
 
-ARCHIVE_MUTATIONS = [(_a_attr, 10), (_a_del, 5), (_a_sha, 3), (_a_forge, 10), (_a_headers, 5), (_a_audit, 3)]
+ARCHIVE_MUTATIONS = [(_a_attr, 10), (_a_del, 5), (_a_sha, 3), (_a_forge, 10), (_a_headers, 5), (_a_audit, 3),
+                     (_a_meta, 12)]
 
 
 # --------------------------------------------------------------------------- cases
@@ -838,7 +960,7 @@ def build_case(seed: int, index: int, corpus: dict, folder: Path) -> dict:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(raw)
         return {"kind": "dicom", "input": str(src), "base": base.name, "families": fams or ["none"],
-                "mutations": descs}
+                "mutations": descs, "mode": MODES[index % len(MODES)]}
     name = rng.choice(sorted(corpus["archive"]))
     arc = folder / "in.medsr.h5"
     fams, descs = [], []
@@ -920,12 +1042,12 @@ def run_case(case: dict, folder: Path, markers) -> tuple[str, str]:
 
     out = folder / "out"
     out.mkdir(exist_ok=True)
-    fast = medsr.ArchiveOptions(method="bicubic", baselines=False)
+    options = archive_options(case.get("mode", "bicubic"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if case["kind"] == "dicom":
-                ok, res = _call("archive", lambda: medsr.archive_series(case["input"], out / "a.medsr.h5", fast),
+                ok, res = _call("archive", lambda: medsr.archive_series(case["input"], out / "a.medsr.h5", options),
                                 out, set(), "a.medsr.h5", markers)
                 if not ok:
                     return "error", str(res)[:300]
@@ -1026,7 +1148,7 @@ def _worker(conn, corpus_dir: str, seed: int, mem_gb: float, work: str) -> None:
             continue
         outcome, detail = run_case(case, folder, markers)
         conn.send({"index": index, "outcome": outcome, "detail": detail, "kind": case["kind"], "base": case["base"],
-                   "families": case["families"], "mutations": case["mutations"],
+                   "mode": case.get("mode"), "families": case["families"], "mutations": case["mutations"],
                    "seconds": round(time.perf_counter() - t0, 3)})
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -1144,6 +1266,10 @@ def summarise(results: list[dict], *, seed: int, seconds: float, workers: int, t
     return {"schema": "medsr-fuzz-v1", "seed": seed, "cases": len(results), "seconds": round(seconds, 1),
             "workers": workers, "timeout_s": timeout, "counts": counts,
             "by_kind": {k: sum(r.get("kind") == k for r in results) for k in ("dicom", "archive")},
+            # DICOM cases by how they were archived; archive cases by the kind of archive mutated
+            "by_mode": {m: sum(r.get("kind") == "dicom" and r.get("mode") == m for r in results) for m in MODES},
+            "by_archive": {a: sum(r.get("kind") == "archive" and r.get("base") == a for r in results)
+                           for a in sorted({r.get("base") for r in results if r.get("kind") == "archive"})},
             "families": dict(sorted(fam.items())), "failures": failures,
             "passed": not failures}
 

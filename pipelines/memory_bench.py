@@ -10,7 +10,9 @@ what is measured), then runs in fresh child processes and reports each one's pea
 
 - ``floor``: import medsr and torch, read and verify the archive (what any restore holds);
 - ``restore-dicom``: ``medsr.restore_archive`` to a DICOM folder (the default);
-- ``restore-nifti``: the same to ``.nii.gz`` (NIfTI needs the whole volume in memory).
+- ``restore-nifti``: the same to ``.nii.gz`` (NIfTI needs the whole volume in memory);
+- ``archive`` (``--runs archive``): ``medsr.archive_series`` of the same synthetic series with
+  ``--method`` (``model``: the default model) and its full audit, the series built in the child.
 
 Not part of the test suite (minutes and ~1 GB of disk). Every figure is printed next to the
 volume's own size (slices x rows x cols x 2 bytes).
@@ -85,7 +87,7 @@ def write_bench_archive(path: Path, n: int, size: int, method: str) -> None:
     padded, pad = pad_to_multiple(series.pixels, 4)
     lowres = downsample(padded, "area4-v1")
     write_archive(path, series=series, lowres=lowres, window=intensity_window(lowres), operator="area4-v1", scale=4,
-                  pad=pad, method=method, model_id=method, model_sha256="", audit=None)
+                  pad=pad, method=method, audit=None)
 
 
 _CHILD = {
@@ -94,6 +96,10 @@ _CHILD = {
                      "device='cpu'))",
     "restore-nifti": "import medsr\nmedsr.restore_archive({arc!r}, {out!r} + '.nii.gz', medsr.RestoreOptions("
                      "method={method!r}, device='cpu', format='nifti'))",
+    # archive with its full audit (JPEG 2000 baseline too), the series built in the child as reading it would
+    "archive": "import medsr\nfrom pipelines.memory_bench import make_series\n"
+               "medsr.archive_series(make_series({n}, {size}), {out!r} + '.medsr.h5', medsr.ArchiveOptions("
+               "method={method!r}, device='cpu'))",
 }
 
 
@@ -141,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         for run in args.runs.split(","):
             out = work / f"out-{run}"
             shutil.rmtree(out, ignore_errors=True)
-            for p in work.glob(f"out-{run}*.nii.gz"):
+            for p in [*work.glob(f"out-{run}*.nii.gz"), *work.glob(f"out-{run}*.medsr.h5")]:
                 p.unlink()
-            rss, secs = peak_rss(_CHILD[run].format(arc=str(arc), out=str(out), method=args.method))
+            rss, secs = peak_rss(_CHILD[run].format(arc=str(arc), out=str(out), method=args.method, n=args.slices,
+                                                    size=args.size))
             result["runs"][run] = {"peak_rss_bytes": rss, "peak_rss_over_volume": round(rss / volume, 2),
                                    "seconds": round(secs, 1)}
             print(f"  {run:<14} peak RSS {rss / 2**20:7.0f} MiB  = {rss / volume:4.2f} x the volume  ({secs:.0f} s)")

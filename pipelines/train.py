@@ -766,7 +766,7 @@ def finish(cfg: TrainConfig, rt: Runtime, pack: Pack, info: dict, t_start: float
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="medsr train", description="Train SRResNet then SRGAN on a prepared pack.")
+    p = argparse.ArgumentParser(prog="python -m pipelines.train", description="Train SRResNet then SRGAN on a prepared pack.")
     a = p.add_argument
     a("--pack", type=Path, default=d.pack, help="pack from pipelines/prepare_data.py")
     a("--out", type=Path, default=d.out, help="output folder (flat; weights, log.csv, eval.json)")

@@ -8,6 +8,9 @@ Synthetic cases (always available, built once per session by dicom_fixtures):
     def test_y(fixture_copy):           # name -> a private, writable copy
         folder = fixture_copy("shuffled")
 
+Skips: on a user's machine a test that needs something absent skips with the reason; with
+``MEDSR_STRICT_TESTS=1`` (``.ci/run``) that skip is a failure (``tests/skip_policy.py``).
+
 Real data (skips with a reason when ../shared/data or MEDSR_SHARED_DATA is
 absent): ``sag_anon``, ``siemens_xa30``, ``philips_ffe``, ``philips_enhanced``
 are folders; ``real_data(archive_name)`` extracts any archive of the folder.
@@ -36,6 +39,10 @@ if str(REPO_ROOT) not in sys.path:  # dicom_fixtures is not an installed package
     sys.path.insert(0, str(REPO_ROOT))
 
 from dicom_fixtures import CASES, build_all  # noqa: E402
+
+# skip_policy: MEDSR_STRICT_TESTS=1 (CI) turns every skip but a GPU test's into a failure;
+# pytester: tests/test_skip_policy.py runs small pytest sessions to check that policy
+pytest_plugins = ("skip_policy", "pytester")
 
 SHARED_DATA_ENV = "MEDSR_SHARED_DATA"
 
@@ -214,3 +221,24 @@ def dciodvfy() -> Callable[[Path | str], set[str]]:
         return {line.strip() for line in lines if line.startswith("Error")}
 
     return run
+
+
+# -- strict DICOM writing ---------------------------------------------------------
+
+
+@pytest.fixture
+def strict_dicom():
+    """pydicom raises (instead of warning) on what it validates when a dataset is written
+    (``writing_validation_mode = RAISE``). pydicom 3 checks a value's length when the value is
+    *set*, under ``reading_validation_mode``, so tests pair this with
+    ``medsr.io.conformance.overlong_elements`` on what was written (and derive_instance checks
+    the values it sets itself).
+    """
+    from pydicom import config
+
+    saved = config.settings.writing_validation_mode
+    config.settings.writing_validation_mode = config.RAISE
+    try:
+        yield
+    finally:
+        config.settings.writing_validation_mode = saved

@@ -1,8 +1,9 @@
 """Concurrent runs: two writers of one output (one wins, the other gets a clear error and
 nothing is replaced), parallel restores of one archive, two batches on one OUTDIR (lock).
 
-``MEDSR_TEST_PAUSE_AT=<stage>:<s>`` (medsr.io.atomic._test_hook) holds each process with a
-complete temp just before its final rename, so both are inside the race window together.
+``MEDSR_TEST_PAUSE_AT=<stage>:until=<go>`` (medsr.io.atomic._test_hook) holds each process with
+a complete temp just before its final rename until the test creates ``<go>``: both are inside the
+race window together, whatever their start-up times (a barrier, not a timer).
 """
 from __future__ import annotations
 
@@ -35,6 +36,20 @@ def _finish(*procs, timeout=300):
     return out
 
 
+def _barrier(tmp_path: Path, stage: str) -> tuple[dict, Path]:
+    """-> (environment holding each process at ``stage``, the go file that releases them)."""
+    go = tmp_path / "go"
+    return env_with(MEDSR_TEST_PAUSE_AT=f"{stage}:until={go}"), go
+
+
+def _release_when_all_wait(go: Path, procs) -> None:
+    wait_for(lambda: len(list(go.parent.glob(go.name + ".*.here"))) == len(procs), 300,
+             f"{len(procs)} processes at the barrier", procs[0] if len(procs) == 1 else None)
+    for p in procs:
+        assert p.poll() is None, p.stderr.read()
+    go.touch()
+
+
 def _one_wins(results, target):
     codes = sorted(r[0] for r in results)
     assert codes == [0, 5], results
@@ -45,10 +60,11 @@ def _one_wins(results, target):
 
 def test_two_archives_of_one_series_to_one_output(fixture_path, tmp_path):
     target = tmp_path / "s.medsr.h5"
-    env = env_with(MEDSR_TEST_PAUSE_AT="file-before-rename:4")
+    env, go = _barrier(tmp_path, "file-before-rename")
     a = start_medsr("archive", fixture_path("basic"), "-o", target, *FAST_ARGS, env=env)
     b = start_medsr("archive", fixture_path("basic"), "-o", target, *FAST_ARGS, env=env)
     try:
+        _release_when_all_wait(go, [a, b])  # both hold a complete temp archive: now both rename
         results = _finish(a, b)
     finally:
         kill_group(a), kill_group(b)
@@ -59,10 +75,11 @@ def test_two_archives_of_one_series_to_one_output(fixture_path, tmp_path):
 
 def test_two_restores_to_one_output(made_archive, tmp_path):
     target = tmp_path / "r"
-    env = env_with(MEDSR_TEST_PAUSE_AT="dir-before-rename:4")
+    env, go = _barrier(tmp_path, "dir-before-rename")
     a = start_medsr("restore", made_archive, "-o", target, env=env)
     b = start_medsr("restore", made_archive, "-o", target, env=env)
     try:
+        _release_when_all_wait(go, [a, b])
         results = _finish(a, b)
     finally:
         kill_group(a), kill_group(b)
@@ -150,13 +167,14 @@ def test_second_archive_batch_on_the_same_outdir_is_refused(fixture_copy, tmp_pa
     root.mkdir()
     fixture_copy("basic").rename(root / "basic")
     out = tmp_path / "batch"
-    first = start_medsr("archive-batch", root, "-o", out, "--workers", "1", "--quiet", *FAST_ARGS,
-                        env=env_with(MEDSR_TEST_PAUSE_AT="file-before-rename:4"))
+    env, go = _barrier(tmp_path, "file-before-rename")
+    first = start_medsr("archive-batch", root, "-o", out, "--workers", "1", "--quiet", *FAST_ARGS, env=env)
     try:
-        # the first batch holds the OUTDIR lock while its worker sits on a temp archive
-        wait_for(lambda: out.is_dir() and temps(out), 120, "the first batch's temp archive", first)
+        # the first batch holds the OUTDIR lock while its worker waits on a temp archive, until released
+        wait_for(lambda: list(tmp_path.glob("go.*.here")), 300, "the first batch's worker at the barrier", first)
         second = start_medsr("archive-batch", root, "-o", out, "--workers", "1", *FAST_ARGS)
         (rc2, _, err2), = _finish(second)
+        go.touch()
         (rc1, _, err1), = _finish(first)
     finally:
         kill_group(first)

@@ -1,9 +1,11 @@
 """Crash safety: ``medsr archive``/``restore``/``archive-batch`` SIGKILLed at staged moments.
 
 Stages are reached with the fault-injection hook in ``medsr.io.atomic._test_hook``
-(``MEDSR_TEST_KILL_AT=<stage>``: the process SIGKILLs itself there), plus kills at
-timed moments. After every kill: nothing partial under a final name (a final name
-either does not exist or holds a complete, verifying output), the originals are
+(``MEDSR_TEST_KILL_AT=<stage>``: the process SIGKILLs itself there): the atomic write's
+stages, and the restore's own (archive read, a batch restored, a derived file written), so
+every kill lands where it is meant to, never on a timer. After every kill: nothing partial
+under a final name (a final name either does not exist or holds a complete, verifying
+output), the originals are
 byte-identical (sha256), the temp left behind is recognised as stale, and the next
 run removes it and succeeds. See docs/guarantees.md.
 """
@@ -101,18 +103,20 @@ def test_restore_killed_at_stage(made_archive, out, stage):
     assert temps(out) == []
 
 
-@pytest.mark.parametrize("delay", [0.4, 1.3, 2.2])
-def test_restore_killed_at_a_timed_moment(made_archive, out, delay):
-    """Kills wherever the process happens to be (import, read, inference, mid-write, rename)."""
+@pytest.mark.parametrize("stage", ["restore-archive-read", "restore-batch-done", "dicom-file-written"])
+def test_restore_killed_mid_run(made_archive, out, stage):
+    """Killed after reading the archive, after the first batch of 4 slices (of 12: mid-inference),
+    or after the first derived file (mid-write): the final name never appears, and a rerun cleans up."""
     target = out / "restored"
-    proc = start_medsr("restore", made_archive, "-o", target, "-q")
-    time.sleep(delay)
-    kill_group(proc)
-    if target.exists():  # only ever complete
-        _restored_ok(target)
-    for p in temps(out):
-        assert is_stale_temp(p)
-    p = run_medsr("restore", made_archive, "-o", target, "--force")
+    p = run_medsr("restore", made_archive, "-o", target, "-q", "--batch-size", "4",
+                  env=env_with(MEDSR_TEST_KILL_AT=stage))
+    assert p.returncode == -signal.SIGKILL, p.stderr  # the stage was reached
+    assert not target.exists()
+    _assert_stale_leftovers(out, expect=stage != "restore-archive-read")  # the temp folder exists from then on
+    if stage == "dicom-file-written":  # the temp held part of the series: 1 file, not 12
+        (left,) = temps(out)
+        assert 1 <= len(list(left.glob("*.dcm"))) < 12
+    p = run_medsr("restore", made_archive, "-o", target)
     assert p.returncode == 0, p.stderr
     _restored_ok(target)
     assert temps(out) == []
@@ -151,9 +155,11 @@ def test_forced_restore_killed_keeps_a_complete_output(made_archive, out, stage)
 def test_stale_temps_of_live_processes_are_kept(out, made_archive):
     """Cleaning is safe beside concurrent runs: a live owner's temp (even an old one) is left alone."""
     proc = start_medsr("restore", made_archive, "-o", out / "slow", "-q",
-                       env=env_with(MEDSR_TEST_PAUSE_AT="dir-before-rename:30"))
+                       env=env_with(MEDSR_TEST_PAUSE_AT=f"dir-before-rename:until={out.parent / 'never'}"))
     try:
-        live = wait_for(lambda: temps(out), 60, "the paused restore's temp", proc)[0]
+        # at the barrier its complete temp folder is the only temp (no transient write probe)
+        wait_for(lambda: list(out.parent.glob("never.*.here")), 300, "the restore at dir-before-rename", proc)
+        (live,) = temps(out)
         old = time.time() - 10 * 3600
         os.utime(live, (old, old))  # older than STALE_AFTER_S, but its owner is alive
         assert not is_stale_temp(live)
@@ -176,10 +182,9 @@ def test_archive_batch_killed_mid_archive_then_resumes(fixture_copy, tmp_path):
     out = tmp_path / "batch"
     # workers pause with a complete temp archive just before its rename; then the whole batch dies
     proc = start_medsr("archive-batch", root, "-o", out, "--workers", "1", "--quiet", *FAST_ARGS,
-                       env=env_with(MEDSR_TEST_PAUSE_AT="file-before-rename:60"))
+                       env=env_with(MEDSR_TEST_PAUSE_AT=f"file-before-rename:until={tmp_path / 'never'}"))
     try:
-        wait_for(lambda: out.is_dir() and [p for p in temps(out) if p.name.endswith(".h5")], 120,
-                 "a temp archive in OUTDIR", proc)
+        wait_for(lambda: list(tmp_path.glob("never.*.here")), 300, "a worker with a temp archive in OUTDIR", proc)
     finally:
         kill_group(proc)
     assert not list(out.glob("*.medsr.h5")), "an archive appeared under its final name before its rename"

@@ -1,6 +1,6 @@
 """Verify before delete: ``--delete-original`` (CLI, API, Orthanc plugin path) deletes only files
 whose sha256 is recorded in an archive that was re-read and verified after the write; any
-failure deletes nothing. medsr/originals.py holds the checks; docs/guarantees.md lists them.
+failure deletes nothing. medsr/flow/originals.py holds the checks; docs/guarantees.md lists them.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import medsr
-import medsr.api as api
+import medsr.flow.pipeline as api  # archive_series' own module: the tests patch its write_archive
 from safety_util import FAST_ARGS, one_error_line, run_medsr, tree_digest
 
 FAST = medsr.ArchiveOptions(method="bicubic", baselines=False, delete_original=True)
@@ -60,10 +60,9 @@ def _corrupt_truncate(arc: Path):
 
 
 def _corrupt_drop_dataset(arc: Path):
-    import h5py
+    from archive_edit import edit_meta
 
-    with h5py.File(arc, "a") as f:
-        del f["sources/sha256"]
+    edit_meta(arc, lambda m: m["arrays"].pop("sources/sha256"))  # /sources/sha256 gone (format 2 keeps it in /meta)
 
 
 @pytest.mark.parametrize("corrupt", [_corrupt_flip, _corrupt_truncate, _corrupt_drop_dataset])
@@ -117,7 +116,7 @@ def test_an_original_changed_after_reading_deletes_nothing(fixture_copy, tmp_pat
 
     monkeypatch.setattr(api, "write_archive", write_then_touch)
     if how == "unreadable":
-        import medsr.originals as originals
+        import medsr.flow.originals as originals
 
         real_sha = originals._sha256
 

@@ -81,6 +81,7 @@ def test_pickle_weights_are_refused(tmp_path):
         create_model(str(bad))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_bf16_matches_fp32_within_tolerance(lr_stack):
     torch.manual_seed(0)

@@ -422,7 +422,7 @@ def test_builds_are_deterministic(fixtures_root, tmp_path):
 def test_cli_builds_selected_cases(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "dicom_fixtures.build", str(tmp_path), "--case", "basic", "--case", "empty"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "RuntimeWarning" not in result.stderr

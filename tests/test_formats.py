@@ -8,8 +8,12 @@ import pytest
 
 import medsr
 from medsr import ArchiveOptions, RestoreOptions
+from medsr.io.conformance import overlong_elements
 
 FAST = ArchiveOptions(method="bicubic", baselines=False)
+
+# every DICOM these tests write is written with pydicom validation RAISE (conftest.strict_dicom)
+pytestmark = pytest.mark.usefixtures("strict_dicom")
 
 
 def _stack(folder):
@@ -17,6 +21,45 @@ def _stack(folder):
     dss = [d for d in dss if "PixelData" in d]
     key = lambda d: float(np.dot(np.cross(np.array(d.ImageOrientationPatient[:3], float), np.array(d.ImageOrientationPatient[3:], float)), np.array(d.ImagePositionPatient, float)))
     return sorted(dss, key=key)
+
+
+def _blocks(stack: np.ndarray) -> np.ndarray:
+    """(n, h/4, w/4, 16): the pixels of each whole 4x4 block of each slice (numpy only)."""
+    n, h, w = stack.shape
+    h4, w4 = h // 4 * 4, w // 4 * 4
+    return stack[:, :h4, :w4].reshape(n, h4 // 4, 4, w4 // 4, 4).transpose(0, 1, 3, 2, 4).reshape(n, h4 // 4, w4 // 4, 16)
+
+
+def _block_means(stack: np.ndarray) -> np.ndarray:
+    return _blocks(stack).mean(axis=-1)
+
+
+def _assert_keeps_the_stored_data(original: np.ndarray, restored: np.ndarray) -> None:
+    """Data consistency, checked here: each 4x4 block mean of the restore is the original's within
+    the near-lossless base's NEAR=2 plus rounding, except blocks where the restore was clipped to
+    the series' value range (clipping a bicubic overshoot at a sharp edge moves the block mean)."""
+    b = _blocks(restored)
+    clipped = ((b <= original.min()) | (b >= original.max())).any(axis=-1)
+    err = np.abs(_block_means(restored) - _block_means(original))[~clipped]
+    assert (~clipped).mean() > 0.5 and err.max() <= 3.0, (err.max(), (~clipped).mean())
+
+
+def _independent_bicubic(stack: np.ndarray) -> np.ndarray:
+    """x4 by exact block means, back up by skimage's cubic resize: a reference built without medsr."""
+    from skimage.transform import resize
+
+    n, h, w = stack.shape
+    lr = _block_means(stack)
+    up = np.stack([resize(s, (lr.shape[1] * 4, lr.shape[2] * 4), order=3, mode="edge", anti_aliasing=False)
+                   for s in lr])
+    out = stack.copy()  # odd sizes: the partial edge blocks keep the original (favours the reference)
+    out[:, :up.shape[1], :up.shape[2]] = up
+    return out
+
+
+def _psnr(ref: np.ndarray, test: np.ndarray) -> float:
+    """Series PSNR, data_range = max - min of the reference (docs/audit.md), over all slices."""
+    return float(10 * np.log10((ref.max() - ref.min()) ** 2 / np.mean((ref - test) ** 2)))
 
 
 @pytest.mark.parametrize("case", ["basic", "odd_size", "signed", "rescale", "j2k", "jpegls", "rle", "deflate",
@@ -38,10 +81,14 @@ def test_round_trip_keeps_size_dtype_and_is_close(fixture_path, tmp_path, case):
         assert float(r.get("RescaleSlope", 1)) == float(o.get("RescaleSlope", 1))
         assert float(r.get("RescaleIntercept", 0)) == float(o.get("RescaleIntercept", 0))
         assert "PixelData" in r and not any(t.group == 0 for t in r.keys())
-    # the restore approximates the original: at least as close as plain bicubic, far from noise
-    m = res.audit["methods"]
-    assert m["restored"]["psnr"] >= m["bicubic"]["psnr"] - 0.05
-    assert m["restored"]["psnr"] > 15
+        assert overlong_elements(r) == overlong_elements(o) == []  # no value longer than its VR allows
+    # checked against references computed here, not by medsr: the restore keeps the stored data
+    # (its 4x4 block means are the original's, within the near-lossless base's NEAR=2 + rounding)
+    # and is at least as close to the original as an independent bicubic from exact block means
+    o = np.stack([d.pixel_array.astype(float) for d in originals])
+    r = np.stack([restored[str(d.SOPInstanceUID)].pixel_array.astype(float) for d in originals])
+    _assert_keeps_the_stored_data(o, r)
+    assert _psnr(o, r) >= _psnr(o, _independent_bicubic(o)) - 0.1
 
 
 def test_sorting_uses_position_not_instance_number(fixture_path, tmp_path):
@@ -67,8 +114,10 @@ def test_nifti_in_nifti_out(fixture_path, tmp_path):
     a, b = nib.load(str(src)), nib.load(str(out))
     assert a.shape == b.shape
     assert np.allclose(a.affine, b.affine)
-    diff = np.asarray(a.dataobj, float) - np.asarray(b.dataobj, float)
-    assert np.sqrt(np.mean(diff ** 2)) < 0.2 * np.ptp(np.asarray(a.dataobj, float))
+    # (x, y, z) volumes -> (z, x, y) stacks of slices, as archived
+    va, vb = (np.moveaxis(np.asarray(v.dataobj, float), 2, 0) for v in (a, b))
+    _assert_keeps_the_stored_data(va, vb)
+    assert _psnr(va, vb) >= _psnr(va, _independent_bicubic(va)) - 0.1
 
 
 def test_dicom_to_nifti_keeps_geometry(fixture_path, tmp_path):
@@ -118,10 +167,10 @@ def test_info_and_verify_json(fixture_path, tmp_path):
     arc = tmp_path / "i.medsr.h5"
     medsr.archive_series(fixture_path("basic"), arc, FAST)
     info = json.loads(subprocess.run([sys.executable, "-m", "medsr", "info", str(arc), "--json"],
-                                     capture_output=True, text=True, check=True).stdout)
+                                     capture_output=True, text=True, check=True, timeout=300).stdout)
     assert info["operator"] == "area4-v1" and info["n_slices"] == 12 and info["ratio"] > 1
     ver = json.loads(subprocess.run([sys.executable, "-m", "medsr", "verify", str(arc), "--json"],
-                                    capture_output=True, text=True, check=True).stdout)
+                                    capture_output=True, text=True, check=True, timeout=300).stdout)
     assert ver["ok"] is True
 
 
@@ -139,7 +188,7 @@ def test_no_patient_data_in_output_or_errors(fixture_path, tmp_path):
     ]
     text = ""
     for cmd in runs:
-        p = subprocess.run(cmd, capture_output=True, text=True)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         text += p.stdout + p.stderr
     text += (tmp_path / "rep" / "report.html").read_text() + (tmp_path / "rep" / "report.json").read_text()
     for marker in (str(PATIENT_NAME), str(PATIENT_ID), str(PATIENT_NAME).replace("^", " ")):

@@ -26,6 +26,9 @@ def test_fuzz_sample_finds_no_bug():
     print(report)
     assert s["cases"] == CI_CASES
     assert s["by_kind"]["dicom"] > 50 and s["by_kind"]["archive"] > 30
+    # every storage mode meets mutated input: DICOM series archived with each, archives of each kind mutated
+    assert all(s["by_mode"][m] > 5 for m in fuzz.MODES), s["by_mode"]
+    assert {"u16-lossy", "u16-floor", "u16-model"} <= set(s["by_archive"]), s["by_archive"]
     assert s["counts"]["ok"] > 20 and s["counts"]["error"] > 20  # both paths are exercised
     assert s["passed"], report
 

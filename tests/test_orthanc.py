@@ -1,7 +1,7 @@
 """medsr in a real PACS: the Orthanc plugin routes, the launcher, and the REST client.
 
 The Orthanc tests start Debian's Orthanc (with orthanc-python and the medsr plugin) through
-``python -m medsr.pacs.launcher serve``, on loopback, with a temporary storage/index/store.
+``python -m medsr orthanc serve``, on loopback, with a temporary storage/index/store.
 Orthanc 1.10 cannot bind to one address (it listens on 0.0.0.0), so when the kernel allows
 it the test thread first moves into a fresh network namespace holding only loopback (the
 ``unshare -n`` system call); Orthanc, started from that thread, inherits it, and nothing
@@ -15,15 +15,10 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import ctypes
-import ctypes.util
-import fcntl
 import io
 import json
 import os
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -34,8 +29,10 @@ import pytest
 
 import medsr
 from medsr.errors import InputError, MedsrError
+from medsr.cli import orthanc as orthanc_cli
 from medsr.pacs import launcher
 from medsr.pacs.service import ArchiveStore, MedsrService, ServiceConfig, UnknownResource, is_orthanc_id
+from orthanc_util import enter_private_netns, free_port, loopback_up, stop  # tests/orthanc_util.py
 
 requests = pytest.importorskip("requests")
 
@@ -51,7 +48,6 @@ def needs_orthanc(fn):
     """Marked ``orthanc`` (see pyproject markers) and skipped without Orthanc + orthanc-python."""
     return pytest.mark.orthanc(_SKIP_NO_ORTHANC(fn))
 PSNR_FLOOR_DB = 18.0  # the bicubic restore of the textured 64x64 fixture measures ~21 dB
-CLONE_NEWNET = 0x40000000
 
 
 # --------------------------------------------------------------------------- helpers
@@ -89,12 +85,12 @@ def _fake_orthanc(tmp_path: Path) -> Path:
 
 def test_launcher_refuses_remote_without_auth(tmp_path, capsys):
     root = tmp_path / "pacs"
-    assert launcher.main(["serve", "--root", str(root), "--remote", "--orthanc", str(_fake_orthanc(tmp_path)),
+    assert orthanc_cli.main(["serve", "--root", str(root), "--remote", "--orthanc", str(_fake_orthanc(tmp_path)),
                           "--plugin", str(_fake_plugin(tmp_path)), "--dry-run"]) == InputError.exit_code
     assert "--remote needs --user and --password-file" in capsys.readouterr().err
     assert not (root / "orthanc.json").exists()
     # a user without a password file is refused too
-    assert launcher.main(["serve", "--root", str(root), "--remote", "--user", "admin", "--dry-run"]) == 2
+    assert orthanc_cli.main(["serve", "--root", str(root), "--remote", "--user", "admin", "--dry-run"]) == 2
     with pytest.raises(InputError, match="--remote needs"):
         launcher.build_config(root, remote=True, plugin=_fake_plugin(tmp_path))
 
@@ -102,7 +98,7 @@ def test_launcher_refuses_remote_without_auth(tmp_path, capsys):
 def test_launcher_config_is_local_only_by_default(tmp_path, capsys):
     root, store = tmp_path / "pacs", tmp_path / "store"
     plugin = _fake_plugin(tmp_path)
-    rc = launcher.main(["serve", "--root", str(root), "--http-port", "18123", "--dicom-port", "14123",
+    rc = orthanc_cli.main(["serve", "--root", str(root), "--http-port", "18123", "--dicom-port", "14123",
                         "--archive-store", str(store), "--orthanc", str(_fake_orthanc(tmp_path)),
                         "--plugin", str(plugin), "--dry-run", "--json"])
     assert rc == 0
@@ -132,7 +128,7 @@ def test_launcher_remote_with_auth(tmp_path, capsys):
     root = tmp_path / "pacs"
     pw = tmp_path / "pw"
     pw.write_text("s3cret-pw\n")
-    rc = launcher.main(["serve", "--root", str(root), "--remote", "--user", "admin", "--password-file", str(pw),
+    rc = orthanc_cli.main(["serve", "--root", str(root), "--remote", "--user", "admin", "--password-file", str(pw),
                         "--dicom-port", "0", "--orthanc", str(_fake_orthanc(tmp_path)),
                         "--plugin", str(_fake_plugin(tmp_path)), "--dry-run", "--json"])
     assert rc == 0
@@ -162,8 +158,7 @@ def test_cli_hook(tmp_path, capsys):
 
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    if "orthanc" not in commands:
-        pytest.skip("medsr.cli does not call medsr.pacs.launcher.register_cli yet")
+    assert "orthanc" in commands  # medsr.cli registers `medsr orthanc serve|env`
     assert cli.main(["orthanc", "serve", "--root", str(tmp_path / "r"), "--remote"]) == 2
     assert "--remote needs" in capsys.readouterr().err
 
@@ -232,43 +227,7 @@ def test_archive_store_paths_stay_inside(tmp_path):
 
 # --------------------------------------------------------------------------- a real Orthanc
 
-def _loopback_up() -> None:
-    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH14s", b"lo", 0, b"\0" * 14)
-        flags = struct.unpack("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, req)[:18])[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b"\0" * 14))
-
-
-def _enter_private_netns():
-    """Move this thread into a new network namespace with only loopback up -> undo() or None."""
-    if not sys.platform.startswith("linux") or os.environ.get("MEDSR_TEST_NO_NETNS"):
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    try:
-        saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    except OSError:
-        return None
-    if libc.unshare(CLONE_NEWNET) != 0:  # EPERM without CAP_SYS_ADMIN
-        os.close(saved)
-        return None
-
-    def undo():
-        libc.setns(saved, CLONE_NEWNET)
-        os.close(saved)
-
-    try:
-        _loopback_up()
-    except OSError:
-        undo()
-        return None
-    return undo
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_loopback_up, _enter_private_netns, _free_port = loopback_up, enter_private_netns, free_port
 
 
 class _Orthanc:
@@ -296,19 +255,22 @@ class _Orthanc:
             return ""
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+_stop = stop
+
+
+def _wait_until_up(server: _Orthanc, timeout: float = 60) -> bool:
+    """True once this Orthanc answers /system; False if it exited first (e.g. its port was taken)."""
+    deadline = time.monotonic() + timeout
+    while server.proc.poll() is None:
         try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            if server.get("/system").status_code == 200 and server.proc.poll() is None:
+                return True
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"Orthanc did not answer /system within {timeout:.0f} s:\n{server.log_tail()}")
+        time.sleep(0.1)
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -319,31 +281,26 @@ def orthanc(tmp_path_factory):
     undo_netns = _enter_private_netns()
     proc = None
     try:
-        http_port = _free_port()
-        # DICOM listens on every interface too: only inside the private namespace
-        dicom_port = _free_port() if undo_netns else 0
-        log = base / "orthanc.log"
-        with open(log, "wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "medsr.pacs.launcher", "serve", "--root", str(base / "root"),
-                 "--http-port", str(http_port), "--dicom-port", str(dicom_port),
-                 "--archive-store", str(base / "store"), "--device", "cpu", "--quiet"],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base,
-                start_new_session=True)
-        atexit.register(_stop, proc)  # even if the session is torn down abruptly
-        server = _Orthanc(f"http://127.0.0.1:{http_port}", base / "store", proc, log, bool(undo_netns))
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
+        # Orthanc binds its ports itself, so a port found free may be taken before it binds
+        # (never inside the private namespace, where nothing else runs): start again on new ports
+        for attempt in range(3):
+            http_port = _free_port()
+            # DICOM listens on every interface too: only inside the private namespace
+            dicom_port = _free_port() if undo_netns else 0
+            log = base / f"orthanc-{attempt}.log"
+            with open(log, "wb") as log_file:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "medsr", "orthanc", "serve", "--root", str(base / "root"),
+                     "--http-port", str(http_port), "--dicom-port", str(dicom_port),
+                     "--archive-store", str(base / "store"), "--device", "cpu", "--quiet"],
+                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base,
+                    start_new_session=True)
+            atexit.register(_stop, proc)  # even if the session is torn down abruptly
+            server = _Orthanc(f"http://127.0.0.1:{http_port}", base / "store", proc, log, bool(undo_netns))
+            if _wait_until_up(server):
+                break
+            if "port" not in server.log_tail().lower() or attempt == 2:
                 pytest.fail(f"Orthanc exited with {proc.returncode}:\n{server.log_tail()}")
-            try:
-                if server.get("/system").status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"Orthanc did not answer /system within 60 s:\n{server.log_tail()}")
-            time.sleep(0.1)
         yield server
     finally:
         if proc is not None:
@@ -384,8 +341,16 @@ def test_orthanc_runs_isolated_and_local_only(orthanc):
     assert cfg["RemoteAccessAllowed"] is False
     status = orthanc.get("/medsr").json()
     assert status["medsr"] == medsr.__version__
+
+
+@needs_orthanc
+def test_orthanc_runs_in_a_private_network_namespace(orthanc):
+    """Orthanc 1.10 listens on every interface: the tests keep it in a namespace holding only loopback."""
     if not orthanc.isolated:
-        pytest.skip("no private network namespace here (needs CAP_SYS_ADMIN): ran on plain loopback")
+        pytest.skip("no private network namespace here (needs CAP_SYS_ADMIN): Orthanc ran on plain loopback")
+    # this thread (and Orthanc, started from it) sees loopback only: nothing outside can reach it
+    assert [name for _, name in socket.if_nameindex()] == ["lo"]
+    assert orthanc.get("/system").status_code == 200
 
 
 @needs_orthanc
@@ -396,7 +361,7 @@ def test_remote_mode_requires_the_password(orthanc, cases, tmp_path):
     pw.write_text("pw-for-test\n")
     port = _free_port()
     with open(tmp_path / "log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "medsr.pacs.launcher", "serve", "--root", str(tmp_path / "r"),
+        proc = subprocess.Popen([sys.executable, "-m", "medsr", "orthanc", "serve", "--root", str(tmp_path / "r"),
                                  "--http-port", str(port), "--dicom-port", "0", "--remote", "--user", "pacs",
                                  "--password-file", str(pw), "--quiet"],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path,

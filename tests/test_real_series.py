@@ -9,6 +9,9 @@ import pytest
 
 import medsr
 
+# the module fixture archives and restores 192 slices with the model (2 passes) in subprocesses
+pytestmark = pytest.mark.timeout(3600)
+
 # elements a derived image must change (everything else public must survive)
 CHANGED = {"SOPInstanceUID", "SeriesInstanceUID", "ImageType", "SeriesNumber", "SeriesDescription",
            "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
@@ -22,12 +25,12 @@ def round_trip(sag_anon, tmp_path_factory):
     out = tmp_path_factory.mktemp("sag")
     arc = out / "sag.medsr.h5"
     proc = subprocess.run([sys.executable, "-m", "medsr", "archive", str(sag_anon), "-o", str(arc), "--json"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     restored = out / "restored"
     proc = subprocess.run([sys.executable, "-m", "medsr", "restore", str(arc), "-o", str(restored), "--json"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr
     return summary, json.loads(proc.stdout), arc, restored
 
@@ -110,11 +113,39 @@ def test_archive_audit_matches_an_independent_measure_of_the_written_files(round
         ssims.append(structural_similarity(oi, ri, data_range=dr))
     assert abs(np.mean(psnrs) - summary["psnr"]) < 0.05
     assert abs(np.mean(ssims) - summary["ssim"]) < 0.002
-    assert summary["psnr"] >= summary["psnr_bicubic"] - 0.05
 
 
-def test_archive_is_much_smaller_and_owner_only(round_trip):
+def test_restore_beats_an_independent_bicubic_by_2_db(round_trip, sag_anon):
+    """Reference built without medsr: exact 4x4 block means of the originals (numpy), then
+    skimage's cubic resize. On its training subject the default model must be well ahead (the
+    audit measured ~+3.4 dB whole-image against medsr's own bicubic), not merely level."""
+    from skimage.transform import resize
+
+    summary, _, _, restored = round_trip
+    originals = _originals(sag_anon)
+    o, r = [], []
+    for f in sorted(restored.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        o.append(originals[ds.SourceImageSequence[0].ReferencedSOPInstanceUID].pixel_array.astype(float))
+        r.append(ds.pixel_array.astype(float))
+    o, r = np.stack(o), np.stack(r)
+    n, h, w = o.shape
+    lr = o.reshape(n, h // 4, 4, w // 4, 4).mean(axis=(2, 4))
+    bic = np.stack([resize(s, (h, w), order=3, mode="edge", anti_aliasing=False) for s in lr])
+    dr = o.max() - o.min()
+    keep = [(oi > 0.05 * np.percentile(o, 99.5)).mean() >= 0.05 for oi in o]
+
+    def psnr(a, b):
+        return np.mean([10 * np.log10(dr ** 2 / np.mean((x - y) ** 2)) for x, y, k in zip(a, b, keep) if k])
+
+    assert psnr(o, r) >= psnr(o, bic) + 2.0, (psnr(o, r), psnr(o, bic))
+    assert summary["psnr"] >= summary["psnr_bicubic"] + 2.0 and summary["psnr_fg"] >= summary["psnr_fg_bicubic"] + 2.0
+
+
+def test_archive_is_about_100_times_smaller_and_owner_only(round_trip, sag_anon):
     summary, _, arc, _ = round_trip
-    assert summary["ratio"] > 30
+    original_bytes = sum(f.stat().st_size for f in sag_anon.rglob("*") if f.is_file())
+    assert original_bytes / arc.stat().st_size == pytest.approx(summary["ratio"], rel=0.01)  # measured, not trusted
+    assert summary["ratio"] >= 90  # the near-lossless default measured 100.3:1 (README)
     assert (arc.stat().st_mode & 0o077) == 0
     assert medsr.verify_archive(arc).ok

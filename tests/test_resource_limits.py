@@ -100,7 +100,11 @@ def _declare_huge(f):
 
 
 def _huge_attrs(f):
-    f.attrs["rows"], f.attrs["cols"] = 60000, 60000
+    from archive_edit import edit_meta
+
+    path = Path(f.filename)
+    f.close()
+    edit_meta(path, lambda m: m["attrs"].update(rows=60000, cols=60000))
 
 
 @pytest.mark.parametrize("edit,needle", [(_declare_huge, "declares"), (_huge_attrs, "out of range")])
@@ -124,7 +128,7 @@ def test_dicom_restore_streams_instead_of_holding_the_volume(small_archive, tmp_
     what is measured is the engine, the writer pool and restore_archive around them.
     """
     sys.path.insert(0, str(REPO))
-    import medsr.writers as writers
+    import medsr.dicom.write as writers
     from pipelines.memory_bench import write_bench_archive
 
     arc = tmp_path / "long.medsr.h5"

@@ -168,7 +168,7 @@ def test_no_phi_in_outputs_reports_or_errors(fixture_path, fixture_copy, tmp_pat
     texts: dict[str, str] = {}
 
     def run(label, *args, code=0):
-        p = subprocess.run(medsr_cmd(*args), capture_output=True, text=True, cwd=REPO, env=env_with())
+        p = subprocess.run(medsr_cmd(*args), capture_output=True, text=True, cwd=REPO, env=env_with(), timeout=600)
         assert p.returncode == code, (label, p.returncode, p.stderr)
         texts[label] = p.stdout + p.stderr
 

@@ -27,8 +27,8 @@ Every dataset carries the sha256 of its bytes; ``verify_archive`` recomputes all
 """
 from __future__ import annotations
 
-import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,22 +40,12 @@ from ..errors import ArchiveError
 from ..io.atomic import atomic_file
 from .headers import PackedHeaders, pack_headers, unpack_header
 from .checks import check_arrays, check_headers, check_info, check_open
+from .digest import GZIP_LEVEL, names_sha as _names_sha, sha_array as _sha
 from .memfile import hdf5_via_memory
 
 FORMAT = "medsr-archive"
-FORMAT_VERSION = 1
-GZIP_LEVEL = 6
-
-
-def _sha(arr: np.ndarray | bytes) -> str:
-    if isinstance(arr, bytes):
-        return hashlib.sha256(arr).hexdigest()
-    a = np.ascontiguousarray(arr)
-    if a.dtype.byteorder == ">":
-        a = a.astype(a.dtype.newbyteorder("<"))
-    return hashlib.sha256(a.tobytes()).hexdigest()
-
-
+FORMAT_VERSION = 2  # written; READS: every version this medsr reads (1: before the compact container)
+READS = (1, 2)
 @dataclass(frozen=True)
 class ArchiveInfo:
     path: Path
@@ -84,11 +74,20 @@ class ArchiveInfo:
     stored_pixel_bytes: int
     archive_bytes: int
     below_threshold: bool
-    audit: dict | None = field(default=None, repr=False)
+    audit: Mapping | None = field(default=None, repr=False)  # the stored JSON (medsr.api.open_archive: an Audit)
     base: str = "lossless"  # how /lowres is stored: lossless | near-lossless (medsr.codec.base)
     base_near: int = 0  # near-lossless: max |decoded - true| per low-res value
     floor: dict | None = None  # per-slice floor: the floor and {representation: {slices, bytes}} (medsr.floor)
     model_ensemble: int = 1  # geometric self-ensemble the audit's restore used (absent in older archives: 1)
+
+    @property
+    def model(self):
+        """The ``medsr.models.ModelRef`` (name, sha256, self-ensemble) the audit's restore used; None without a model."""
+        if self.method != "model":
+            return None
+        from ..models.ref import ModelRef
+
+        return ModelRef.from_record(self.model_id, self.model_sha256, self.model_ensemble)
 
     @property
     def ratio(self) -> float:
@@ -142,10 +141,6 @@ class ArchiveData:
         return unpack_header(self.headers, i)
 
 
-def _names_sha(names) -> str:
-    return _sha("\0".join(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names).encode("utf-8"))
-
-
 def _put(group, name: str, data: np.ndarray, *, chunks=None, compress=True):
     kw = {}
     if compress and data.size:
@@ -157,74 +152,63 @@ def _put(group, name: str, data: np.ndarray, *, chunks=None, compress=True):
 
 
 def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: str, scale: int,
-                  pad: tuple[int, int], method: str, model_id: str, model_sha256: str,
+                  pad: tuple[int, int], method: str, model=None,
                   audit: dict | None, below_threshold: bool = False, force: bool = False,
-                  base=None, floor=None, floor_attrs: dict | None = None, model_ensemble: int = 1) -> ArchiveInfo:
+                  base=None, floor=None, floor_attrs: dict | None = None) -> ArchiveInfo:
     """Write the archive atomically (temp + fsync + rename, mode 0600); returns its info.
 
+    ``model``: the ``medsr.models.ModelRef`` the audit's restore used (None for bicubic/nearest).
     ``base``: a ``medsr.codec.base.PreparedBase``; None or lossless keeps ``/lowres``.
     ``floor``: a ``medsr.floor.FloorData`` (with ``floor_attrs``: its root attributes) or None.
     """
-    import h5py
+
+    from .compact import write_v2
 
     path = Path(path)
-    n, h, w = lowres.shape
+    attrs = dict(
+        format=FORMAT, format_version=FORMAT_VERSION, medsr_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        operator=operator, scale=scale, method=method, model_id=model.id if model else method,
+        model_sha256=model.sha256 if model else "", model_ensemble=int(model.ensemble) if model else 1, kind=series.kind, series_uid=series.series_uid,
+        rows=series.shape[0], cols=series.shape[1],
+        pad_rows=pad[0], pad_cols=pad[1], dtype=str(series.pixels.dtype), bits_stored=series.bits_stored,
+        pixel_representation=series.pixel_representation, window_lo=window.lo, window_hi=window.hi,
+        original_file_bytes=series.original_file_bytes, original_pixel_bytes=series.original_pixel_bytes,
+        below_threshold=bool(below_threshold),
+    )
+    arrays: dict[str, np.ndarray] = {}  # version 1's dataset names (compact.py stores them in few objects)
+    if base is not None and base.meta.base != "lossless":
+        m = base.meta
+        attrs.update(dict(base=m.base, base_near=int(m.near), base_min=int(m.vmin), base_max=int(m.vmax)))
+        arrays["lowres_coded"] = np.asarray(base.data, dtype=np.uint8)
+        arrays["lowres_coded_offsets"] = base.offsets.astype("<i8")
+    else:
+        attrs.update(dict(base="lossless", base_near=0))
+        arrays["lowres"] = np.ascontiguousarray(lowres).astype(lowres.dtype.newbyteorder("<"), copy=False)
+    arrays["slices/slope"] = series.slope.astype(np.float64)
+    arrays["slices/intercept"] = series.intercept.astype(np.float64)
+    if series.positions is not None:
+        arrays["slices/position"] = series.positions.astype(np.float64)
+    root = series.source if series.source.is_dir() else series.source.parent
+    names = [str(p.relative_to(root)) if p.is_relative_to(root) else p.name for p in series.source_files]
+    arrays["sources/sha256"] = np.asarray(series.source_sha256, dtype="S64")
+    arrays["sources/name"] = np.asarray(names, dtype=object)
+    arrays["sources/bytes"] = np.asarray(series.source_bytes, dtype=np.int64)
+    if series.kind == "dicom":
+        packed = pack_headers(series.headers, list(series.header_bytes))
+        for name in ("blob", "blob_offsets", "element_ids", "slice_offsets", "meta", "meta_offsets"):
+            arrays[f"headers/{name}"] = getattr(packed, name)
+    else:
+        arrays["nifti/affine"] = series.affine.astype(np.float64)
+        arrays["nifti/header"] = np.frombuffer(series.nifti_header, dtype=np.uint8).copy()
+    if floor is not None:
+        attrs.update({k: v for k, v in (floor_attrs or {}).items() if v is not None})
+        arrays["floor/kind"] = np.asarray(floor.kinds, dtype=np.uint8)
+        arrays["floor/data"] = np.asarray(floor.data, dtype=np.uint8)
+        arrays["floor/offsets"] = np.asarray(floor.offsets).astype("<i8")
     with atomic_file(path, force=force) as tmp:
-        with hdf5_via_memory(tmp) as f:  # a full disk -> one clean OSError (see memfile.py)
-            a = f.attrs
-            a.update(dict(
-                format=FORMAT, format_version=FORMAT_VERSION, medsr_version=__version__,
-                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                operator=operator, scale=scale, method=method, model_id=model_id, model_sha256=model_sha256,
-                model_ensemble=int(model_ensemble), kind=series.kind, series_uid=series.series_uid,
-                rows=series.shape[0], cols=series.shape[1],
-                pad_rows=pad[0], pad_cols=pad[1], dtype=str(series.pixels.dtype), bits_stored=series.bits_stored,
-                pixel_representation=series.pixel_representation, window_lo=window.lo, window_hi=window.hi,
-                original_file_bytes=series.original_file_bytes, original_pixel_bytes=series.original_pixel_bytes,
-                below_threshold=bool(below_threshold),
-            ))
-            if base is not None and base.meta.base != "lossless":
-                m = base.meta
-                a.update(dict(base=m.base, base_near=int(m.near), base_min=int(m.vmin), base_max=int(m.vmax)))
-                _put(f, "lowres_coded", base.data, compress=False)
-                _put(f, "lowres_coded_offsets", base.offsets.astype("<i8"), compress=False)
-            else:
-                a.update(dict(base="lossless", base_near=0))
-                lr = np.ascontiguousarray(lowres).astype(lowres.dtype.newbyteorder("<"), copy=False)
-                _put(f, "lowres", lr, chunks=(1, h, w))
-            sl = f.create_group("slices")
-            _put(sl, "slope", series.slope.astype(np.float64), compress=False)
-            _put(sl, "intercept", series.intercept.astype(np.float64), compress=False)
-            if series.positions is not None:
-                _put(sl, "position", series.positions.astype(np.float64), compress=False)
-            src = f.create_group("sources")
-            root = series.source if series.source.is_dir() else series.source.parent
-            names = [str(p.relative_to(root)) if p.is_relative_to(root) else p.name for p in series.source_files]
-            _put(src, "sha256", np.asarray(series.source_sha256, dtype="S64"), compress=False)
-            _put(src, "name", np.asarray([s.encode("utf-8") for s in names], dtype=h5py.string_dtype("utf-8", None)).astype(object), compress=False)
-            _put(src, "bytes", np.asarray(series.source_bytes, dtype=np.int64), compress=False)
-            if series.kind == "dicom":
-                packed = pack_headers(series.headers, list(series.header_bytes))
-                hg = f.create_group("headers")
-                for name in ("blob", "blob_offsets", "element_ids", "slice_offsets", "meta", "meta_offsets"):
-                    arr = getattr(packed, name)
-                    # one chunk per dataset: gzip then sees the whole stream, so the near-identical
-                    # per-slice elements (Siemens CSA blocks, ~10 kB each) compress against each
-                    # other (SAG-anon headers: 376 kB with 16 kB chunks -> ~70 kB)
-                    _put(hg, name, arr, chunks=arr.shape if arr.size else True)
-            else:
-                ng = f.create_group("nifti")
-                _put(ng, "affine", series.affine.astype(np.float64), compress=False)
-                _put(ng, "header", np.frombuffer(series.nifti_header, dtype=np.uint8).copy(), compress=False)
-            if floor is not None:
-                a.update({k: v for k, v in (floor_attrs or {}).items() if v is not None})
-                fg = f.create_group("floor")
-                _put(fg, "kind", np.asarray(floor.kinds, dtype=np.uint8), compress=False)
-                _put(fg, "data", np.asarray(floor.data, dtype=np.uint8), compress=False)
-                _put(fg, "offsets", np.asarray(floor.offsets).astype("<i8"), compress=False)
-            if audit is not None:
-                text = json.dumps(audit, sort_keys=True, allow_nan=True).encode("utf-8")
-                _put(f, "audit", np.frombuffer(text, dtype=np.uint8).copy())
+        with hdf5_via_memory(tmp, libver="latest") as f:  # a full disk -> one clean OSError (see memfile.py)
+            write_v2(f, attrs, arrays, audit)
     return read_info(path)
 
 
@@ -248,9 +232,18 @@ def _open(path: Path):
         f.close()
         raise ArchiveError("not a medsr archive (missing format attribute)", path=path)
     ver = int(f.attrs.get("format_version", -1))
-    if ver != FORMAT_VERSION:
+    if ver not in READS:
         f.close()
-        raise ArchiveError(f"archive format version {ver} is not supported by this medsr (reads {FORMAT_VERSION})", path=path)
+        raise ArchiveError(f"archive format version {ver} is not supported by this medsr (reads "
+                           f"{', '.join(map(str, READS))})", path=path)
+    if ver == 2:  # the compact container, seen under version 1's names (compact.py)
+        from .compact import LogicalFile
+
+        try:
+            return LogicalFile(f, path)
+        except BaseException:
+            f.close()
+            raise
     return f
 
 
@@ -322,7 +315,7 @@ def _floor_summary(f) -> dict | None:
     """The floor's root attributes and counts/bytes per representation; None without /floor."""
     if "floor" not in f:
         return None
-    from ..floor.stored import representation_summary
+    from .floor import representation_summary
 
     kinds, offsets = f["floor/kind"][()], f["floor/offsets"][()]
     if len(offsets) != len(kinds) + 1:  # damaged: counts only (read_archive/verify say what is wrong)
@@ -409,7 +402,7 @@ def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
 
 
 def _floor_lowres(lowres: np.ndarray, floor, info: ArchiveInfo, path: Path) -> np.ndarray:
-    from ..floor.stored import floor_lowres
+    from .floor import floor_lowres
 
     try:
         return floor_lowres(lowres, floor, operator=info.operator, rows=info.rows, cols=info.cols,
@@ -420,7 +413,7 @@ def _floor_lowres(lowres: np.ndarray, floor, info: ArchiveInfo, path: Path) -> n
 
 def _read_floor(f, path: Path, n: int):
     """The /floor datasets (after their checksums) as a ``medsr.floor.FloorData``."""
-    from ..floor import FloorData
+    from .floor import FloorData
 
     floor = FloorData(*(np.asarray(_checked(f[f"floor/{k}"], path, f"floor/{k}")) for k in ("kind", "data", "offsets")))
     why = floor.check(n)
@@ -474,3 +467,9 @@ def verify_archive(path: Path) -> VerifyResult:
     except Exception as e:  # h5py/OS errors on a damaged file: still a verdict, never a crash
         return VerifyResult(path, False, (f"{path}: archive is damaged ({type(e).__name__}: {str(e)[:120]})",))
     return VerifyResult(path, True, (), data.info.n_slices)
+
+
+def open_logical(path):
+    """Open an archive of any version for reading under version 1's names (for tools and tests):
+    an ``h5py.File`` (version 1) or a ``compact.LogicalFile`` (version 2). Close it after use."""
+    return _open(path)

@@ -94,7 +94,8 @@ def unpack_header(p: PackedHeaders, i: int):
     from ..errors import ArchiveError
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pydicom.config.disable_value_validation():
+            # an original's over-long value was reported when it was archived; kept as it was
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(BytesIO(header_part10_bytes(p, i)), force=True)
             ds.walk(lambda _ds, _elem: None)  # decode every element now

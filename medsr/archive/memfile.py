@@ -16,12 +16,13 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def hdf5_via_memory(path: Path) -> Iterator[object]:
-    """Yield a writable ``h5py.File`` held in memory; on success write it to ``path``."""
+def hdf5_via_memory(path: Path, **kw) -> Iterator[object]:
+    """Yield a writable ``h5py.File`` held in memory (``kw``: h5py.File options, e.g. ``libver``); on success
+    write it to ``path``."""
     import h5py
 
     buf = io.BytesIO()
-    with h5py.File(buf, "w") as f:
+    with h5py.File(buf, "w", **kw) as f:
         yield f
     with open(path, "wb") as out:
         out.write(buf.getbuffer())

@@ -12,12 +12,14 @@
   JPEG 2000 codestream (irreversible 9-7 DWT, one quality layer, OpenJPEG through
   ``openjpeg.encode``, the library pydicom 3's JPEG 2000 encoder uses). The encoder's
   ratio is relative to BitsStored; one ratio for the whole series is searched so that the
-  total codestream bytes ~= original pixel bytes / target ratio. Bytes are codestream
+  total codestream bytes ~= original pixel bytes / target ratio: usually one encode per
+  slice; the achieved bytes, the target and the encoder calls are recorded
+  (``J2KBaseline.provenance``, in the audit's provenance). Bytes are codestream
   bytes (what DICOM encapsulates per frame, without the ~8-byte item headers).
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,23 +45,53 @@ def _check_range(a: np.ndarray, bits_stored: int) -> None:
         raise ValueError(f"values [{int(a.min())}, {int(a.max())}] exceed (0028,0101) 'Bits Stored' {bits_stored}")
 
 
-def _encode_all(a: np.ndarray, bits_stored: int, r: float) -> list[bytes]:
+def _encode(s: np.ndarray, bits_stored: int, r: float) -> bytes:
     from openjpeg import encode
 
-    return [encode(np.ascontiguousarray(s), bits_stored=bits_stored, photometric_interpretation=2,
-                   compression_ratios=[r]) for s in a]
+    from ..codec.j2k_pad import pad_for_j2k
+
+    return encode(pad_for_j2k(np.ascontiguousarray(s)), bits_stored=bits_stored, photometric_interpretation=2,
+                  compression_ratios=[r])
+
+
+@dataclass(frozen=True)
+class J2KBaseline:
+    """JPEG 2000 of every slice at one encoder ratio; what it cost and how close it came to the target."""
+    decoded: np.ndarray  # (n, H, W), the stored dtype
+    nbytes: int  # total codestream bytes achieved
+    target_bytes: float  # original pixel bytes / target ratio
+    encoder_ratio: float  # the one ratio every slice was coded at (relative to BitsStored)
+    slice_encodes: int  # encoder calls in all (n = one encode per slice)
+
+    def provenance(self) -> dict:
+        return {"jpeg2000_target_bytes": round(self.target_bytes), "jpeg2000_bytes": self.nbytes,
+                "jpeg2000_bytes_vs_target": round(self.nbytes / self.target_bytes, 4),
+                "jpeg2000_encoder_ratio": round(self.encoder_ratio, 4),
+                "jpeg2000_slice_encodes": self.slice_encodes, "jpeg2000_slices": int(self.decoded.shape[0])}
 
 
 def jpeg2000_at_ratio(stored_slices: np.ndarray, bits_stored: int, target_pixel_ratio: float, *,
                       tolerance: float = 0.02, max_iter: int = 8) -> tuple[np.ndarray, int]:
     """JPEG 2000 lossy of each slice so the series totals ~ ``stored_slices.nbytes / target_pixel_ratio`` bytes.
 
+    Returns (decoded stack of the same shape and dtype, total codestream bytes); the
+    achieved ratio is ``stored_slices.nbytes / bytes``. See ``jpeg2000_baseline``.
+    """
+    b = jpeg2000_baseline(stored_slices, bits_stored, target_pixel_ratio, tolerance=tolerance, max_iter=max_iter)
+    return b.decoded, b.nbytes
+
+
+def jpeg2000_baseline(stored_slices: np.ndarray, bits_stored: int, target_pixel_ratio: float, *,
+                      tolerance: float = 0.02, max_iter: int = 8) -> J2KBaseline:
+    """JPEG 2000 lossy of each slice at one encoder ratio, the series totalling ~ the target bytes.
+
     ``stored_slices``: (n, H, W) stored values (uint16/int16/uint8..., not rescaled);
     ``bits_stored``: (0028,0101). The encoder's rate is relative to BitsStored, so the
-    search starts at ``target * bits_stored / (8 * itemsize)`` and rescales it by
-    measured/target bytes until within ``tolerance`` (2%), keeping the closest try.
-    Returns (decoded stack of the same shape and dtype, total codestream bytes); the
-    achieved ratio is ``stored_slices.nbytes / bytes``.
+    first ratio is ``target * bits_stored / (8 * itemsize)``: one encode per slice, usually
+    within ``tolerance`` (2%) of the target bytes. Otherwise the next ratio comes from a
+    per-slice model: a slice coded well under its share of the budget (an empty or flat
+    slice, complete at that rate) keeps its size, the others scale as 1 / ratio; only
+    those others are coded again. The closest try is kept; ``J2KBaseline`` says how close.
     """
     from openjpeg import decode
 
@@ -69,26 +101,41 @@ def jpeg2000_at_ratio(stored_slices: np.ndarray, bits_stored: int, target_pixel_
         raise ValueError(f"max_iter must be >= 1 (got {max_iter})")
     if not target_pixel_ratio > 1.0:
         raise ValueError(f"target_pixel_ratio must be > 1 (got {target_pixel_ratio})")
+    n = a.shape[0]
     target = a.nbytes / target_pixel_ratio
     r = max(1.0, target_pixel_ratio * bits_stored / (8 * a.dtype.itemsize))
-    best: tuple[float, list[bytes]] | None = None
-    for _ in range(max_iter):
-        coded = _encode_all(a, bits_stored, r)
-        total = sum(len(c) for c in coded)
-        err = abs(total / target - 1.0)
-        if best is None or err < best[0]:
-            best = (err, coded)
-        if err <= tolerance:
+    coded = [_encode(s, bits_stored, r) for s in a]
+    encodes = n
+    best = (abs(sum(map(len, coded)) / target - 1.0), r, list(coded))
+    from ..codec.j2k_pad import crop_from_j2k, padded_shape
+
+    ph, pw = padded_shape(a.shape[1:])  # slices under 32 px are coded padded (codec/j2k_pad.py)
+    share = ph * pw * bits_stored / 8  # a slice's raw bytes at BitsStored, as the encoder counts them
+    for _ in range(max_iter - 1):
+        if best[0] <= tolerance:
             break
-        r_new = max(1.0, r * total / target)
+        sizes = np.array([len(c) for c in coded], dtype=np.float64)
+        complete = sizes < 0.8 * share / r  # coded well under its budget at this ratio: will not grow
+        free = target - sizes[complete].sum()
+        if free <= 0 or complete.all():
+            r_new = max(1.0, r * sizes.sum() / target)
+        else:
+            r_new = max(1.0, r * sizes[~complete].sum() / free)
         if r_new == r:
             break  # at the encoder's limit (ratio 1): the data compress below the budget
+        redo = [i for i in range(n) if not complete[i] or r_new > r]  # a higher ratio can shrink any slice
+        for i in redo:
+            coded[i] = _encode(a[i], bits_stored, r_new)
+        encodes += len(redo)
         r = r_new
-    coded = best[1] if best is not None else []
+        err = abs(sum(map(len, coded)) / target - 1.0)
+        if err < best[0]:
+            best = (err, r, list(coded))
+    _, r, coded = best
     out = np.empty_like(a)
     for i, c in enumerate(coded):
-        d = np.asarray(decode(c))
+        d = crop_from_j2k(np.asarray(decode(c)), a.shape[1:])  # slices under 32 px were coded padded
         if d.shape != a.shape[1:]:
             raise ValueError(f"JPEG 2000 decode of slice {i} gave shape {d.shape}, expected {a.shape[1:]}")
         out[i] = d.astype(a.dtype, copy=False)
-    return out, int(sum(len(c) for c in coded))
+    return J2KBaseline(out, int(sum(len(c) for c in coded)), float(target), float(r), encodes)

@@ -33,115 +33,13 @@ Definitions (``medsr-metrics-v1``; docs/audit.md repeats them for third parties)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 import numpy as np
 
-METRICS_ID = "medsr-metrics-v1"
-SCHEMA = "medsr-audit-v1"
-PSNR_CAP_DB = 100.0
-FG_PERCENTILE = 99.5
-FG_FRACTION = 0.05
-MIN_FG_COVERAGE = 0.05
-SSIM_WIN = 7
-HFEN_SIGMA = 1.5
-HFEN_TRUNCATE = 7.0 / 1.5  # kernel radius int(truncate * sigma + 0.5) = 7 -> 15 x 15
-METRIC_NAMES = ("psnr", "psnr_fg", "ssim", "ssim_fg", "nrmse", "hfen")
-
-
-@dataclass(frozen=True)
-class SliceMetrics:
-    index: int
-    psnr: float
-    psnr_fg: float
-    ssim: float
-    ssim_fg: float
-    nrmse: float
-    hfen: float
-    fg_fraction: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SliceMetrics":
-        return cls(index=int(d["index"]), **{f.name: _num(d[f.name]) for f in fields(cls) if f.name != "index"})
-
-
-@dataclass(frozen=True)
-class MethodMetrics:
-    name: str
-    psnr: float
-    psnr_fg: float
-    ssim: float
-    ssim_fg: float
-    nrmse: float
-    hfen: float
-    per_slice: tuple[SliceMetrics, ...]
-    included: tuple[int, ...]
-    excluded: tuple[int, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name}
-        d.update({k: json_safe(getattr(self, k)) for k in METRIC_NAMES})
-        d["per_slice"] = [s.to_dict() for s in self.per_slice]
-        d["included"] = list(self.included)
-        d["excluded"] = list(self.excluded)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "MethodMetrics":
-        return cls(
-            name=str(d["name"]), **{k: _num(d[k]) for k in METRIC_NAMES},
-            per_slice=tuple(SliceMetrics.from_dict(s) for s in d["per_slice"]),
-            included=tuple(int(i) for i in d["included"]), excluded=tuple(int(i) for i in d["excluded"]),
-        )
-
-
-@dataclass(frozen=True)
-class AuditResult:
-    data_range: float
-    fg_threshold: float
-    methods: dict[str, MethodMetrics]
-    ratios: dict[str, float] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA, "metrics_id": METRICS_ID, "data_range": json_safe(self.data_range),
-            "fg_threshold": json_safe(self.fg_threshold),
-            "methods": {k: m.to_dict() for k, m in self.methods.items()},
-            "ratios": json_safe(dict(self.ratios)), "provenance": json_safe(dict(self.provenance)),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AuditResult":
-        if d.get("schema", SCHEMA) != SCHEMA:
-            raise ValueError(f"unknown audit schema {d.get('schema')!r}; expected {SCHEMA!r}")
-        return cls(
-            data_range=_num(d["data_range"]), fg_threshold=_num(d["fg_threshold"]),
-            methods={k: MethodMetrics.from_dict(m) for k, m in d["methods"].items()},
-            ratios={k: _num(v) for k, v in d.get("ratios", {}).items()},
-            provenance=dict(d.get("provenance", {})),
-        )
-
-
-def _num(v: Any) -> float:
-    return math.nan if v is None else float(v)
-
-
-def json_safe(v: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python, tuples -> lists."""
-    if isinstance(v, Mapping):
-        return {str(k): json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [json_safe(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+from .results import (FG_FRACTION, FG_PERCENTILE, HFEN_SIGMA, HFEN_TRUNCATE, METRIC_NAMES, METRICS_ID,  # noqa: F401
+                      MIN_FG_COVERAGE, PSNR_CAP_DB, SCHEMA, SSIM_WIN, AuditResult, MethodMetrics, SliceMetrics, _num,
+                      json_safe, psnr_from_mse)
 
 
 def _as_stack(x: np.ndarray) -> np.ndarray:
@@ -172,15 +70,6 @@ def foreground_mask(original: np.ndarray, threshold: float | None = None) -> np.
     return a > (foreground_threshold(a) if threshold is None else threshold)
 
 
-def psnr_from_mse(mse: float, data_range: float) -> float:
-    """``10 log10(data_range**2 / mse)``, capped at ``PSNR_CAP_DB`` (mse = 0 -> cap)."""
-    if not math.isfinite(mse):
-        return math.nan
-    if mse <= 0.0:
-        return PSNR_CAP_DB
-    return min(PSNR_CAP_DB, 10.0 * math.log10(data_range * data_range / mse))
-
-
 def _ratio_norm(num: float, den: float) -> float:
     if den > 0.0:
         return num / den
@@ -192,7 +81,9 @@ def _l2(x: np.ndarray) -> float:
     return math.sqrt(float(np.sum(x * x)))
 
 
-def _measure_slice(o: np.ndarray, t: np.ndarray, m: np.ndarray, index: int, dr: float, lo: float) -> SliceMetrics:
+def reference_slice_metrics(o: np.ndarray, t: np.ndarray, m: np.ndarray, index: int, dr: float, lo: float) -> SliceMetrics:
+    """The definitions above, one slice at a time with skimage's SSIM: the reference that the batched
+    implementation (``fast_metrics``, what ``measure`` and ``audit`` run) is tested against."""
     from scipy.ndimage import gaussian_laplace
     from skimage.metrics import structural_similarity
 
@@ -232,22 +123,15 @@ def measure(original: np.ndarray, test: np.ndarray, *, data_range: float | None 
     always computed from ``original`` (series-level threshold). Raises ValueError on
     shape mismatch or a constant series (data_range <= 0).
     """
+    from .fast_metrics import SeriesAccumulator
+
     o, t = _as_stack(original), _as_stack(test)
     if o.shape != t.shape:
         raise ValueError(f"original {o.shape} and test {t.shape} differ in shape")
-    if not np.isfinite(t).all():
-        raise ValueError(f"test stack {name!r} holds NaN or inf")
     dr = series_data_range(o) if data_range is None else float(data_range)
-    if not dr > 0.0:
-        raise ValueError(f"data_range must be > 0 (got {dr}); the original series is constant")
-    mask = foreground_mask(o)
-    lo = float(o.min())
-    per = tuple(_measure_slice(o[i], t[i], mask[i], i, dr, lo) for i in range(o.shape[0]))
-    inc = tuple(s.index for s in per if s.fg_fraction >= MIN_FG_COVERAGE)
-    exc = tuple(s.index for s in per if s.fg_fraction < MIN_FG_COVERAGE)
-    sel = [per[i] for i in inc]
-    means = {k: _mean([getattr(s, k) for s in sel]) for k in METRIC_NAMES}
-    return MethodMetrics(name=name, per_slice=per, included=inc, excluded=exc, **means)
+    acc = SeriesAccumulator((name,), data_range=dr, fg_threshold=foreground_threshold(o), series_min=float(o.min()))
+    acc.add(0, o, {name: t})
+    return acc.results()[name]
 
 
 def audit(original: np.ndarray, tests: Mapping[str, np.ndarray], *, data_range: float | None = None,
@@ -256,8 +140,14 @@ def audit(original: np.ndarray, tests: Mapping[str, np.ndarray], *, data_range: 
     o = _as_stack(original)
     dr = series_data_range(o) if data_range is None else float(data_range)
     prov = {"metrics_id": METRICS_ID, **dict(provenance or {})}
-    return AuditResult(
-        data_range=dr, fg_threshold=foreground_threshold(o),
-        methods={k: measure(o, v, data_range=dr, name=k) for k, v in tests.items()},
-        ratios={k: float(v) for k, v in (ratios or {}).items()}, provenance=prov,
-    )
+    from .fast_metrics import SeriesAccumulator
+
+    thr = foreground_threshold(o)
+    acc = SeriesAccumulator(tuple(tests), data_range=dr, fg_threshold=thr, series_min=float(o.min()))
+    stacks = {k: _as_stack(v) for k, v in tests.items()}
+    for k, v in stacks.items():
+        if v.shape != o.shape:
+            raise ValueError(f"original {o.shape} and test {v.shape} ({k!r}) differ in shape")
+    acc.add(0, o, stacks)
+    return AuditResult(data_range=dr, fg_threshold=thr, methods=acc.results(),
+                       ratios={k: float(v) for k, v in (ratios or {}).items()}, provenance=prov)

@@ -26,6 +26,7 @@ class Operator:
     scale: int
     description: str
     fn: Callable[[np.ndarray, int], np.ndarray]
+    exact_projection: bool = False  # project_consistent can make a restore reproduce the stored data exactly
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return downsample(x, self.id)
@@ -56,8 +57,10 @@ def _gauss_decimate(x: np.ndarray, s: int) -> np.ndarray:
 
 
 OPERATORS: dict[str, Operator] = {
-    "area4-v1": Operator("area4-v1", 4, "exact mean of 4x4 blocks of the stored values, rounded to the stored dtype", _block_mean),
-    "area2-v1": Operator("area2-v1", 2, "exact mean of 2x2 blocks of the stored values, rounded to the stored dtype", _block_mean),
+    "area4-v1": Operator("area4-v1", 4, "exact mean of 4x4 blocks of the stored values, rounded to the stored dtype",
+                         _block_mean, exact_projection=True),
+    "area2-v1": Operator("area2-v1", 2, "exact mean of 2x2 blocks of the stored values, rounded to the stored dtype",
+                         _block_mean, exact_projection=True),
     "gauss4-v1": Operator("gauss4-v1", 4, "Gaussian blur (sigma 2 px) then sampling at 4x4 block centres", _gauss_decimate),
 }
 
@@ -130,7 +133,7 @@ def project_consistent(hr: np.ndarray, lr: np.ndarray, op_id: str = "area4-v1", 
     Non-area operators have no exact projection and return ``hr`` unchanged.
     """
     op = get_operator(op_id)
-    if not op.id.startswith("area"):
+    if not op.exact_projection:
         return hr
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0 (got {tolerance})")

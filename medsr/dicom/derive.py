@@ -9,7 +9,8 @@ Elements changed (PS3.3; see docs/dicom.md):
 - (0008,2111) Derivation Description; (0008,9215) Derivation Code Sequence
   (113085 "Spatial resampling", 113040 "Lossy Compression").
 - (0008,2112) Source Image Sequence: the original SOP Class/Instance UID.
-- (0018,A001) Contributing Equipment Sequence: medsr as modifying equipment.
+- (0018,A001) Contributing Equipment Sequence: medsr as modifying equipment (with the model's name in
+  Manufacturer's Model Name and its weights' sha256 in the Contribution Description).
 - (0008,0012)/(0008,0013) Instance Creation Date/Time; Pixel Data and the pixel module
   (Rows/Columns unchanged; Smallest/Largest Image Pixel Value recomputed).
 Removed: group 0000 command elements, (FFFC,FFFC) padding, Icon Image Sequence.
@@ -49,6 +50,8 @@ class DerivationInfo:
     ratio: float  # original pixel bytes / stored pixel bytes
     method_term: str = "MEDSR_SR4"  # Lossy Image Compression Method (no defined term exists)
     series_suffix: str = " [medsr x4 restore]"
+    model_name: str = ""  # the super-resolution model that restored the pixels ("" for interpolation)
+    model_sha256: str = ""  # its weights' sha256 (Contributing Equipment records both)
 
 
 def _code(value: str, scheme: str, meaning: str):
@@ -82,10 +85,24 @@ def derive_instance(original, pixels: np.ndarray, info: DerivationInfo):
     ``original`` is not modified. ``pixels`` must have the original Rows x Columns and the
     dtype of the stored values.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    ds = _checked_copy(original, pixels)
+    sop_class = str(ds.SOPClassUID)
+    src_instance = str(ds.SOPInstanceUID)
+    now = datetime.now()
+    sop_uid = _new_uid()
+    ds.SOPInstanceUID = sop_uid
+    _mark_derived(ds, info, sop_class, src_instance)
+    ds.ContributingEquipmentSequence = _contributing_equipment(ds, info, now)
+    ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = now.strftime("%H%M%S")
+    _set_pixels(ds, pixels)
+    ds.file_meta = _file_meta(sop_class, sop_uid)
+    _check_lengths(ds)
+    return ds
 
+
+def _checked_copy(original, pixels: np.ndarray):
+    """A copy of the header, checked to take ``pixels``, without command/padding/icon elements."""
     ds = original.copy()
     missing = [kw for kw in ("SOPClassUID", "SOPInstanceUID", "Rows", "Columns", "BitsAllocated") if kw not in ds]
     if missing:
@@ -101,11 +118,14 @@ def derive_instance(original, pixels: np.ndarray, info: DerivationInfo):
     for tag in [t for t in ds.keys() if t.group in (0x0000, 0x7FE0) or t in (0xFFFCFFFC, 0x00880200)]:
         del ds[tag]
     _drop_wrong_vrs(ds)
-    sop_class = str(ds.SOPClassUID)
-    src_instance = str(ds.SOPInstanceUID)
-    now = datetime.now()
-    sop_uid = _new_uid()
-    ds.SOPInstanceUID = sop_uid
+    return ds
+
+
+def _mark_derived(ds, info: DerivationInfo, sop_class: str, src_instance: str) -> None:
+    """New series, DERIVED image type, lossy compression, derivation and the source image reference."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
     ds.SeriesInstanceUID = info.series_uid
     try:
         ds.SeriesNumber = int(ds.get("SeriesNumber", 0) or 0) + 1000
@@ -127,18 +147,31 @@ def derive_instance(original, pixels: np.ndarray, info: DerivationInfo):
     src.ReferencedSOPInstanceUID = src_instance
     src.PurposeOfReferenceCodeSequence = Sequence([_code("121320", "DCM", "Uncompressed predecessor")])
     ds.SourceImageSequence = Sequence([src])
+
+
+def _contributing_equipment(ds, info: DerivationInfo, now: datetime):
+    """The original's Contributing Equipment Sequence plus medsr as modifying equipment (with the model's
+    name and sha256 when a model restored the pixels)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
     eq = Dataset()
     eq.Manufacturer = "medsr"
+    if info.model_name:
+        eq.ManufacturerModelName = info.model_name[:64]
     eq.SoftwareVersions = __version__
     eq.ContributionDateTime = now.strftime("%Y%m%d%H%M%S")
-    eq.ContributionDescription = "Restored from a x4 low-resolution archive by super-resolution"
+    text = "Restored from a x4 low-resolution archive by super-resolution"
+    if info.model_name:
+        text += f" (model {info.model_name}, weights sha256 {info.model_sha256 or 'unknown'})"
+    eq.ContributionDescription = text
     eq.PurposeOfReferenceCodeSequence = Sequence([_code("109103", "DCM", "Modifying Equipment")])
     seq = list(ds.ContributingEquipmentSequence) if "ContributingEquipmentSequence" in ds else []
-    ds.ContributingEquipmentSequence = Sequence(seq + [eq])
-    ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = now.strftime("%H%M%S")
+    return Sequence(seq + [eq])
 
-    # pixel module
+
+def _set_pixels(ds, pixels: np.ndarray) -> None:
+    """Pixel Data in the header's own Bits Allocated / Pixel Representation; Smallest/Largest recomputed."""
     bits_alloc = int(ds.BitsAllocated)
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     want = np.dtype(("i" if signed else "u") + str(bits_alloc // 8)).newbyteorder("<")
@@ -156,14 +189,18 @@ def derive_instance(original, pixels: np.ndarray, info: DerivationInfo):
     ds.PixelData = arr.tobytes()
     ds["PixelData"].VR = "OW" if bits_alloc > 8 else "OB"
 
+
+def _file_meta(sop_class: str, sop_uid: str):
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    ds.file_meta = meta
-    return ds
+    return meta
 
 
 #: elements this module sets or extends: an original one with a non-standard VR is dropped first
@@ -172,6 +209,23 @@ _SET_HERE = ("SOPInstanceUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescr
              "DerivationDescription", "DerivationCodeSequence", "SourceImageSequence", "ContributingEquipmentSequence",
              "InstanceCreationDate", "InstanceCreationTime", "SamplesPerPixel", "SmallestImagePixelValue",
              "LargestImagePixelValue")
+
+
+def _check_lengths(ds) -> None:
+    """Every value set here fits its VR (PS3.5 6.2); an original's over-long value elsewhere is kept as it was."""
+    from pydicom.dataset import Dataset
+
+    from ..io.conformance import overlong_elements
+
+    mine = Dataset()
+    for kw in _SET_HERE:
+        if kw in ds and kw != "ContributingEquipmentSequence":  # earlier items are the original's
+            mine[kw] = ds[kw]
+    bad = overlong_elements(mine) + overlong_elements(ds.ContributingEquipmentSequence[-1]) + overlong_elements(ds.file_meta)
+    if bad:
+        tag, vr, n, limit = bad[0]
+        raise DicomError(f"internal: ({tag >> 16:04X},{tag & 0xFFFF:04X}) would hold {n} characters, more than VR {vr} "
+                         f"allows ({limit})")
 
 
 def _drop_wrong_vrs(ds) -> None:

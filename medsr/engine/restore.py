@@ -74,10 +74,14 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 def default_batch(device: str, lr_pixels: int) -> int:
-    """Slices per batch: ~64 slices of 64x64 on a GPU (scaled by size), 8 on a CPU."""
+    """Slices per batch: ~64 slices of 64x64 on a GPU (scaled by size); on a CPU 8 slices of 64x64,
+    scaled by size (2 of 128x128). Memory, measured with ``python -m pipelines.memory_bench --slices 22
+    --size 512 --method model --runs archive`` (peak RSS of an archive with its audit): 961 MiB with
+    8 slices of 128x128 per batch, 641 with 4, 541 with 2; CPU throughput at 128->512 drops to
+    ~0.6-0.7x from 8 to 2 (``medsr bench`` model rows), the price of the 600 MB bound."""
     if device == "cuda":
         return max(1, min(256, (64 * 64 * 64) // max(lr_pixels, 1)))
-    return 8
+    return max(1, min(8, (8 * 64 * 64) // max(lr_pixels, 1)))
 
 
 class ModelRunner:

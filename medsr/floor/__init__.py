@@ -9,7 +9,7 @@ representation that meets it at the fewest bytes. Pure functions; no file I/O. d
 - ``search``: the rate searches and the per-slice choice (``plan_floor``).
 """
 from .spec import FALLBACKS, FLOOR_ID, Floor, FloorError, SliceJudge, SliceQuality, check_floor
-from .stored import CODES, REPRESENTATIONS, FloorData, apply_floor, rebuild_slice
+from ..archive.floor import CODES, REPRESENTATIONS, FloorData, apply_floor, rebuild_slice
 from .search import FloorPlan, SliceDecision, plan_floor
 
 __all__ = ["FALLBACKS", "FLOOR_ID", "Floor", "FloorError", "SliceJudge", "SliceQuality", "check_floor", "CODES",

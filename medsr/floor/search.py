@@ -30,9 +30,9 @@ from typing import Callable
 
 import numpy as np
 
-from .codecs import bits_for, j2k_encode, lossless_encode
+from ..codec.payload import bits_for, j2k_encode, lossless_encode
 from .spec import Floor, FloorError, SliceJudge, SliceQuality
-from .stored import FloorData, rebuild_slice
+from ..archive.floor import FloorData, rebuild_slice
 
 RATE_MAX = 2048.0
 RATE_STEPS = 8

@@ -14,9 +14,15 @@ With ``force`` a folder is swapped in with ``renameat2(RENAME_EXCHANGE)`` where 
 
 Fault injection for the crash-safety tests (docs/guarantees.md): ``_test_hook(stage)`` is
 a no-op unless the environment variable ``MEDSR_TEST_KILL_AT=<stage>`` (SIGKILL this
-process there) or ``MEDSR_TEST_PAUSE_AT=<stage>:<seconds>`` (sleep there) names the stage.
+process there) or ``MEDSR_TEST_PAUSE_AT=<stage>:<seconds>`` (sleep there) names the stage;
+``MEDSR_TEST_PAUSE_AT=<stage>:until=<go>`` is a barrier: the process creates ``<go>.<pid>.here``
+and waits there until the file ``<go>`` exists (so a test holds several processes at one stage
+together, with no timer).
 Stages: ``file-temp-created``, ``file-before-rename``, ``file-after-rename``,
-``dir-temp-created``, ``dir-before-rename``, ``dir-after-rename``.
+``dir-temp-created``, ``dir-before-rename``, ``dir-after-rename``; and, marked by the restore
+(``medsr.api``, ``medsr.writers``): ``restore-archive-read`` (archive read and verified, nothing
+written), ``restore-batch-done`` (after each batch of restored slices), ``dicom-file-written``
+(after each derived file in the temp folder).
 """
 from __future__ import annotations
 
@@ -49,7 +55,15 @@ def _test_hook(stage: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     pause = os.environ.get("MEDSR_TEST_PAUSE_AT", "")
     if pause and pause.partition(":")[0] == stage:
-        time.sleep(float(pause.partition(":")[2] or 1))
+        arg = pause.partition(":")[2] or "1"
+        if arg.startswith("until="):  # a barrier: say "here" (<go>.<pid>.here), wait for the test's <go> file
+            go = Path(arg[len("until="):])
+            Path(f"{go}.{os.getpid()}.here").touch()
+            deadline = time.monotonic() + 900
+            while not go.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        else:
+            time.sleep(float(arg))
 
 
 def temp_prefix(kind: str = "") -> str:

@@ -196,7 +196,10 @@ def read_series(path: str | Path, *, series_uid: str | None = None,
         files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
     if not files:
         raise InputError("folder is empty: no DICOM files to read", path=p)
-    return _read_dicom_files(p, files, series_uid, tuple(m.upper() for m in allow_modalities))
+    from .conformance import quiet_values
+
+    with quiet_values():  # over-long values are reported once per series by tag (conformance.py), not by pydicom
+        return _read_dicom_files(p, files, series_uid, tuple(m.upper() for m in allow_modalities))
 
 
 def _read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
@@ -255,19 +258,50 @@ def _read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
         f, why = broken[0]
         raise InputError(f"{why}: file is damaged or truncated; remove it or fix it and retry"
                          if "malformed" not in why else why, path=f)
+    members, duplicates = _drop_duplicate_instances(_pick_series(root, groups, descriptions, series_uid))
+    for d in duplicates:
+        log.warning(d)
+    return _assemble(root, members, allow, tuple(skipped + duplicates))
+
+
+def _pick_series(root: Path, groups: dict, descriptions: dict[str, str], series_uid: str | None) -> list:
+    """The files of the one series asked for (``series_uid``), or of the only series found."""
     if series_uid is not None:
         if series_uid not in groups:
             raise SeriesError(f"series {_shown(series_uid, _UID_RE)} not found; series present: "
                               f"{', '.join(_shown(u, _UID_RE) for u in sorted(groups))}", path=root)
-        members = groups[series_uid]
-    elif len(groups) > 1:
+        return groups[series_uid]
+    if len(groups) > 1:
         listing = "; ".join(f"{_shown(u, _UID_RE)} ({len(v)} files"
                             f"{', ' + _shown(descriptions[u], _TEXT_RE) if descriptions[u] else ''})"
                             for u, v in sorted(groups.items()))
         raise SeriesError(f"{len(groups)} series found, pick one with --series-uid: {listing}", path=root)
-    else:
-        members = next(iter(groups.values()))
-    return _assemble(root, members, allow, tuple(skipped))
+    return next(iter(groups.values()))
+
+
+def _drop_duplicate_instances(members):
+    """One instance stored twice (same SOP Instance UID) -> (members read once, warnings).
+
+    Identical bytes under two file names (a copy) are read once, with a warning naming both
+    files; the same SOP Instance UID with different bytes is a one-line ``SeriesError`` naming
+    both, since medsr cannot tell which one is the instance.
+    """
+    first: dict[str, tuple[Path, bytes]] = {}
+    kept, notes = [], []
+    for f, raw, ds in members:
+        uid = str(ds.get("SOPInstanceUID", "") or "")
+        if uid and uid in first:
+            other, other_raw = first[uid]
+            shown = _shown(uid, _UID_RE)
+            if raw != other_raw:
+                raise SeriesError(f"{other} and {f} have the same SOP Instance UID {shown} but different content; "
+                                  "keep the right one and retry")
+            notes.append(f"{f}: a copy of {other} (same SOP Instance UID {shown}, identical bytes), read once")
+            continue
+        if uid:
+            first[uid] = (f, raw)
+        kept.append((f, raw, ds))
+    return kept, notes
 
 
 def _check_image(f: Path, ds, allow: tuple[str, ...]) -> None:
@@ -346,10 +380,8 @@ def _position_key(ds) -> float | None:
     return float(pos @ normal)
 
 
-def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, ...]) -> Series:
-    import pydicom
-    from pydicom.uid import ExplicitVRLittleEndian
-
+def _check_members(root: Path, members, allow: tuple[str, ...]) -> tuple[int, int]:
+    """Every file is an allowed image of one size and one pixel format, within the limits -> (rows, cols)."""
     if len(members) > MAX_SLICES:
         raise InputError(f"series has {len(members)} files; more than {MAX_SLICES} is not supported", path=root)
     for f, _, ds in members:
@@ -369,19 +401,34 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
     if len(members) * rows * cols > MAX_SERIES_PIXELS:  # before any pixel is decoded
         raise InputError(f"series of {len(members)} x {rows}x{cols} pixels is larger than {MAX_SERIES_PIXELS:,} "
                          "pixels; not supported", path=root)
+    return rows, cols
+
+
+def _ordered(root: Path, members) -> list:
+    """Slices in space order (distinct positions along the normal), else by Instance Number and file name."""
     with _header_guard(root):
         keys = [_position_key(ds) for _, _, ds in members]
     if all(k is not None for k in keys) and len(set(round(k, 4) for k in keys)) == len(keys):
         order = sorted(range(len(members)), key=lambda i: keys[i])
     else:
         order = sorted(range(len(members)), key=lambda i: (_instance_number(members[i][2]), str(members[i][0])))
-    members = [members[i] for i in order]
+    return [members[i] for i in order]
+
+
+def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, ...]) -> Series:
+    rows, cols = _check_members(root, members, allow)
+    first = members[0][2]
+    members = _ordered(root, members)
+
+    from .conformance import overlong_elements, summarise
 
     pixels, slopes, intercepts, hdrs, hbytes = [], [], [], [], []
+    overlong = {}
     for f, raw, ds in members:
         with _header_guard(f):
             _decode_all(ds)  # every element decodes now, not later while packing the header
             slope, intercept = _rescale(ds, f)
+            overlong[f] = overlong_elements(ds)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -402,6 +449,9 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
             del header[tag]
         hdrs.append(header)
         hbytes.append(_header_to_bytes(header, f))
+    nonconformant = summarise(overlong)
+    for line in nonconformant:
+        log.warning(line)
     stack = np.stack(pixels)
     if stack.dtype.byteorder == ">" or (stack.dtype.byteorder == "=" and not np.little_endian):
         stack = stack.astype(stack.dtype.newbyteorder("<"))
@@ -438,7 +488,7 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
         positions=positions,
         orientation=orientation,
         pixel_spacing=spacing,
-        warnings=skipped,
+        warnings=skipped + tuple(nonconformant),
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
+from .ref import ModelRef
 from .srresnet import SRResNet, SRResNetConfig
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -112,6 +113,22 @@ class LoadedModel:
     scale: int
     ensemble: int = 1  # network passes averaged per slice (medsr.models.ensemble)
 
+    def check_operator(self, operator: str, scale: int) -> None:
+        """A clear error when this model cannot restore data made by ``operator`` (x``scale``): another scale, or
+        trained on another operator's degradation (a weights file without operator metadata is not checked)."""
+        if self.scale != scale:
+            from ..errors import MedsrError
+
+            raise MedsrError(f"model {self.name} is x{self.scale} but operator {operator} is x{scale}")
+        if self.operator and self.operator != operator:
+            raise ModelError(f"model {self.name} was trained for operator {self.operator}, but the data was made by "
+                             f"{operator}: use a model trained for {operator}, or --method bicubic")
+
+    @property
+    def ref(self) -> ModelRef:
+        """Name, weights sha256 and self-ensemble size: what an archive records about this model."""
+        return ModelRef(self.name, self.sha256, self.ensemble)
+
 
 def config_from_safetensors(path: Path) -> tuple[str, SRResNetConfig, str | None]:
     """Read architecture/config/operator from a safetensors file's metadata."""
@@ -151,7 +168,7 @@ def create_model(name_or_path: str | Path | None = None, *, pretrained: bool = T
             digest = entry.sha256
         model.eval()
         n = entry.ensemble if ensemble is None else ensemble
-        return LoadedModel(f"{entry.name}@{digest[:12]}", entry.name, digest, with_ensemble(model, n), entry.operator,
+        return LoadedModel(ModelRef(entry.name, digest).id, entry.name, digest, with_ensemble(model, n), entry.operator,
                            entry.config.scale, n)
     path = Path(name_or_path)
     if not path.exists():
@@ -163,7 +180,7 @@ def create_model(name_or_path: str | Path | None = None, *, pretrained: bool = T
     model.eval()
     digest = file_sha256(path)
     n = 1 if ensemble is None else ensemble
-    return LoadedModel(f"{path.name}@{digest[:12]}", path.name, digest, with_ensemble(model, n), op, cfg.scale, n)
+    return LoadedModel(ModelRef(path.name, digest).id, path.name, digest, with_ensemble(model, n), op, cfg.scale, n)
 
 
 def save_weights(model: torch.nn.Module, path: Path, *, architecture: str, config: dict, operator: str, extra: dict | None = None) -> str:

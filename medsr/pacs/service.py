@@ -86,6 +86,12 @@ class OrthancCallError(PacsError):
     http_status = 502
 
 
+class JobConflict(PacsError):
+    """The job is not in a state that allows this (e.g. resuming a job that finished)."""
+
+    http_status = 409
+
+
 class Busy(PacsError):
     """Too many queued jobs."""
 
@@ -435,8 +441,9 @@ class JobRunner:
     """
 
     def __init__(self, *, max_queued: int = 16, keep: int = 200, log: Callable[[str], None] | None = None,
-                 scrub: Callable[[], list[tuple[str, str]]] | None = None):
+                 scrub: Callable[[], list[tuple[str, str]]] | None = None, ledger=None):
         self.max_queued, self.keep = max_queued, keep
+        self.ledger = ledger  # medsr.io.ledger.JobLedger: states that survive a restart (None: memory only)
         self._log = log or (lambda msg: None)
         self._scrub = scrub or (lambda: [])
         self._jobs: dict[str, Job] = {}
@@ -444,12 +451,13 @@ class JobRunner:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, kind: str, target: str, fn: Callable[[Job], dict]) -> Job:
+    def submit(self, kind: str, target: str, fn: Callable[[Job], dict], params: dict | None = None) -> Job:
         with self._lock:
             waiting = sum(1 for j in self._jobs.values() if j.state == "queued")
             if waiting >= self.max_queued:
                 raise Busy(f"{waiting} medsr jobs are already queued; try again later")
             job = Job(id=uuid.uuid4().hex, kind=kind, target=target)
+            self._record("add", job.id, kind, target, params, created=job.created)
             self._jobs[job.id] = job
             self._forget_old()
             if self._thread is None or not self._thread.is_alive():
@@ -466,6 +474,29 @@ class JobRunner:
             raise UnknownResource(f"no job {job_id}")
         return job
 
+    def describe(self, job_id: str) -> dict:
+        """A job of this run, else one the ledger remembers from an earlier run."""
+        try:
+            return self.get(job_id).to_dict()
+        except UnknownResource:
+            row = self.ledger.get(job_id) if self.ledger is not None else None
+            if row is None:
+                raise
+            return row
+
+    def describe_all(self) -> list[dict]:
+        here = {j.id: j.to_dict() for j in self.jobs()}
+        earlier = [r for r in (self.ledger.list() if self.ledger is not None else []) if r["job_id"] not in here]
+        return earlier + list(here.values())
+
+    def _record(self, what: str, *args, **kw) -> None:
+        if self.ledger is None:
+            return
+        try:
+            getattr(self.ledger, what)(*args, **kw)
+        except Exception as e:  # noqa: BLE001 - a ledger problem must not stop the jobs themselves
+            self._log(f"medsr: could not record job state in {self.ledger.path}: {type(e).__name__}: {e}")
+
     def jobs(self) -> list[Job]:
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: j.created)
@@ -479,13 +510,16 @@ class JobRunner:
         while True:
             job, fn = self._queue.get()
             job.state, job.started = "running", time.time()
+            self._record("running", job.id, job.started)
             try:
                 job.result = fn(job)
                 job.state = "done"
+                self._record("done", job.id, job.result)
             except BaseException as e:  # noqa: BLE001 - a job must never kill the worker
                 job.http_status = http_status_for(e)
                 job.error = error_payload(e, scrub=self._scrub())
                 job.state = "failed"
+                self._record("failed", job.id, job.error, job.http_status)
                 if not isinstance(e, MedsrError):
                     self._log(f"medsr job {job.id} ({job.kind} {job.target}) crashed:\n{traceback.format_exc()}")
                 else:
@@ -596,7 +630,14 @@ class MedsrService:
         self.config = config
         self.store = ArchiveStore(config.archive_store)
         self._log = log or (lambda msg: None)
-        self.jobs = JobRunner(max_queued=config.max_queued, log=self._log, scrub=self._scrub_pairs)
+        from ..io.ledger import JobLedger
+
+        ledger = JobLedger(self.store.root)  # <store>/jobs.sqlite: job states survive a restart
+        interrupted = ledger.mark_interrupted()
+        if interrupted:
+            self._log(f"medsr: {len(interrupted)} jobs were interrupted by the last stop: {', '.join(interrupted)} "
+                      "(POST /medsr/jobs/<id>/resume runs one again)")
+        self.jobs = JobRunner(max_queued=config.max_queued, log=self._log, scrub=self._scrub_pairs, ledger=ledger)
         self._routes: list[tuple[re.Pattern, dict[str, Callable]]] = [
             (re.compile(r"^/medsr/?$"), {"GET": self._status}),
             (re.compile(r"^/medsr/series/([^/]*)/archive$"), {"POST": self._archive}),
@@ -606,6 +647,7 @@ class MedsrService:
             (re.compile(r"^/medsr/archives/([^/]*)/restore$"), {"POST": self._restore}),
             (re.compile(r"^/medsr/jobs/?$"), {"GET": self._jobs}),
             (re.compile(r"^/medsr/jobs/([^/]*)$"), {"GET": self._job}),
+            (re.compile(r"^/medsr/jobs/([^/]*)/resume$"), {"POST": self._resume}),
         ]
 
     # ---- entry point
@@ -699,9 +741,12 @@ class MedsrService:
         return wait, timeout
 
     def _run(self, kind: str, target: str, fn: Callable[[Job], dict], wait_args: tuple[bool, float],
-             on_done: Callable[[dict], Response] | None = None) -> Response:
+             on_done: Callable[[dict], Response] | None = None, params: dict | None = None,
+             on_submit: Callable[[Job], None] | None = None) -> Response:
         wait, timeout = wait_args
-        job = self.jobs.submit(kind, target, fn)
+        job = self.jobs.submit(kind, target, fn, params)
+        if on_submit is not None:
+            on_submit(job)
         if wait and job.done.wait(timeout):
             if job.state == "done":
                 result = dict(job.result or {})
@@ -720,7 +765,8 @@ class MedsrService:
                                        for s in ("queued", "running", "done", "failed")},
                               "routes": ["POST /medsr/series/{id}/archive", "GET /medsr/archives",
                                          "GET /medsr/archives/{id}", "GET /medsr/archives/{id}/report",
-                                         "POST /medsr/archives/{id}/restore", "GET /medsr/jobs/{id}"]})
+                                         "POST /medsr/archives/{id}/restore", "GET /medsr/jobs",
+                                         "GET /medsr/jobs/{id}", "POST /medsr/jobs/{id}/resume"]})
 
     def _archive(self, series_id: str, *, req: Request) -> Response:
         if not is_orthanc_id(series_id):
@@ -732,29 +778,25 @@ class MedsrService:
             raise BadRequest("option method must be auto, model or bicubic")
         self._check_storage_options(opts)
         self.access.get_json(f"/series/{series_id}")  # 404 now, not in the job
-        return self._run("archive", series_id, lambda job: self._do_archive(job, series_id, opts), wait_args)
+        return self._run("archive", series_id, lambda job: self._do_archive(job, series_id, opts), wait_args,
+                         params={"series_id": series_id, "opts": dict(opts)})  # what a resume needs
 
-    @staticmethod
-    def _check_storage_options(opts: dict) -> None:
-        """base / base_near / floor_* (docs/base-codec.md, docs/floor.md): 400 now, not in the job."""
-        from ..codec.base import BASES, MAX_NEAR
-        from ..floor import check_floor
+    def _check_storage_options(self, opts: dict) -> None:
+        """400 now, not in the job: the request's options checked by ``ArchiveOptions`` itself (the same checks
+        as the CLI and the batch runner: base, base_near, ensemble, floor_*; docs/base-codec.md, docs/floor.md)."""
+        from ..api import ArchiveOptions
 
-        if opts.get("base") not in (None, *BASES):
-            raise BadRequest(f"option base must be one of {', '.join(BASES)}")
-        if "base_near" in opts:
-            k = opts["base_near"]
-            if k != int(k) or not 1 <= k <= MAX_NEAR or opts.get("base") in (None, "lossless"):
-                raise BadRequest(f"option base_near must be an integer 1..{MAX_NEAR}, with base near-lossless or lossy")
-            opts["base_near"] = int(k)
-        if "ensemble" in opts:
-            from ..models.ensemble import SIZES
-
-            if opts["ensemble"] not in SIZES:
-                raise BadRequest(f"option ensemble must be one of {', '.join(map(str, SIZES))}")
-            opts["ensemble"] = int(opts["ensemble"])
+        for key in ("base_near", "ensemble"):  # JSON numbers: whole numbers only
+            if key in opts:
+                if opts[key] != int(opts[key]):
+                    raise BadRequest(f"option {key} must be a whole number")
+                opts[key] = int(opts[key])
+        if "base_near" in opts and opts.get("base") in (None, "lossless"):
+            raise BadRequest("option base_near needs base near-lossless or lossy")
+        fields = {k: v for k, v in opts.items() if k != "delete_original"}
         try:
-            check_floor(opts.get("floor_psnr_fg"), opts.get("floor_ssim"), opts.get("floor_fallback", "error"))
+            ArchiveOptions(device=self.config.device, **{"method": self.config.method, "model": self.config.model,
+                                                         **fields})
         except MedsrError as e:
             raise BadRequest(str(e)) from None
 
@@ -776,7 +818,8 @@ class MedsrService:
                   "archive_file": result.archive.name, "series_id": series_id, "study_id": fetched.study_id,
                   "series_instance_uid": fetched.series_instance_uid,
                   "series_description": fetched.series_description, "modality": fetched.modality,
-                  "instances": len(fetched.instances), "deleted_from_orthanc": deleted, "warnings": warnings}
+                  "instances": len(fetched.instances), "deleted_from_orthanc": deleted,
+                  "freed_bytes": int(summary.get("original_bytes") or 0) if deleted else 0, "warnings": warnings}
         record.update({k: summary.get(k) for k in _AUDIT_KEYS})
         self.store.write_sidecar(aid, record)
         self._log(f"medsr archived Orthanc series {series_id} as {aid} (ratio {summary.get('ratio')}, "
@@ -798,17 +841,20 @@ class MedsrService:
                 except MedsrError as e:
                     rec = {"archive_id": aid, "error": error_payload(e, scrub=self._scrub_pairs())["error"]}
             items.append(rec)
-        return json_response({"archives": items, "count": len(items)})
+        freed = [r for r in items if r.get("deleted_from_orthanc")]
+        return json_response({"archives": items, "count": len(items),
+                              "freed": {"originals": len(freed), "bytes": sum(int(r.get("freed_bytes") or 0)
+                                                                              for r in freed)}})
 
     def _info(self, archive_id: str, *, req: Request) -> Response:
-        from ..api import _flat_audit, open_archive
+        from ..api import flat_audit, open_archive
 
         path = self.store.existing(archive_id)
         info = open_archive(path)
         d = info.to_dict()
         d["path"] = path.name
         d = {"archive_id": archive_id, **d}
-        d["audit"] = _flat_audit(info.audit or {})
+        d["audit"] = flat_audit(info.audit or {})
         side = self.store.read_sidecar(archive_id) or {}
         d["orthanc"] = {k: side.get(k) for k in ("series_id", "study_id", "deleted_from_orthanc", "instances")
                         if k in side}
@@ -831,7 +877,7 @@ class MedsrService:
         wait_args = self._wait_args(req)
 
         def make(job: Job) -> dict:
-            from ..reporting import report_for_archive
+            from ..api import report_for_archive
 
             work = self.store.workdir(job.id)
             try:
@@ -869,10 +915,24 @@ class MedsrService:
         return self._run("restore", archive_id, do, wait_args)
 
     def _jobs(self, *, req: Request) -> Response:
-        return json_response({"jobs": [j.to_dict() for j in self.jobs.jobs()]})
+        return json_response({"jobs": self.jobs.describe_all()})
 
     def _job(self, job_id: str, *, req: Request) -> Response:
-        return json_response(self.jobs.get(job_id).to_dict())
+        return json_response(self.jobs.describe(job_id))
+
+    def _resume(self, job_id: str, *, req: Request) -> Response:
+        """Run an archive job a restart interrupted again, with its recorded parameters."""
+        row = self.jobs.describe(job_id)  # 400 malformed, 404 unknown
+        if row["state"] != "interrupted":
+            raise JobConflict(f"job {job_id} is {row['state']}: only interrupted jobs can be resumed")
+        params = self.jobs.ledger.params(job_id) or {}
+        if row["kind"] != "archive" or not is_orthanc_id(params.get("series_id", "")):
+            raise JobConflict(f"job {job_id} ({row['kind']}) recorded nothing to resume it with; submit it again")
+        wait_args = self._wait_args(req, self._body(req.body, {"wait": bool, "timeout": float}))
+        series_id, opts = params["series_id"], dict(params.get("opts") or {})
+        self.access.get_json(f"/series/{series_id}")  # 404 if the series is gone meanwhile
+        return self._run("archive", series_id, lambda job: self._do_archive(job, series_id, dict(opts)), wait_args,
+                         params=params, on_submit=lambda job: self.jobs.ledger.mark_resumed(job_id, job.id))
 
 
 def service_from_orthanc(config_json: str | dict, access: OrthancAccess, *,

@@ -1,0 +1,87 @@
+"""``medsr rd``: argparse over :func:`medsr.flow.rd.rate_distortion` (docs/base-codec.md)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..flow.rd import DEFAULT_FLOORS, DEFAULT_LOSSY, DEFAULT_LOSSY_FRACTIONS, DEFAULT_NEARS, format_table
+from .common import Progress as _Progress
+from .common import add_common_args as _common
+from .common import add_ensemble_arg
+
+
+def _numbers(text: str, cast) -> tuple:
+    try:
+        return tuple(cast(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def cmd_rd(args) -> int:
+    from ..floor import check_floor
+    from ..flow.rd import rate_distortion, write_rd
+    from ..io import read_series
+    from ..io.atomic import preflight_output
+
+
+    for db in args.floors:
+        check_floor(db, None, "lossless")  # a bad --floors value: one error before anything is read
+    out = Path(args.output)
+    preflight_output(out, force=args.force, folder=True)
+    series = read_series(args.series, series_uid=args.series_uid,
+                         allow_modalities=("MR",) + tuple(m.upper() for m in args.allow_modality))
+    prog = _Progress(not args.quiet and sys.stderr.isatty())
+    try:
+        result = rate_distortion(series, method=args.method, model=args.model, device=args.device,
+                                 operator=args.operator, nears=args.near, lossy=args.lossy,
+                                 lossy_fractions=args.lossy_near, floors=args.floors,
+                                 consistency=not args.no_consistency, progress=prog, ensemble=args.ensemble)
+    finally:
+        prog.close()
+    json_path, png_path = write_rd(result, out, force=args.force)
+    if args.json:
+        print(json.dumps({"rd_json": str(json_path), "rd_png": str(png_path), "modes": [
+            {k: r.get(k) for k in ("mode", "ratio", "psnr", "psnr_fg", "ssim", "delta_psnr_vs_lossless", "min_psnr_fg",
+                                   "representations", "per_slice_j2k_floor") if k in r}
+            for r in result["modes"]]}, default=str))
+    else:
+        print(format_table(result))
+        print(f"rate-distortion: {json_path}\n  plot: {png_path}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """Add ``medsr rd`` to medsr's argparse subparsers."""
+
+    p = subparsers.add_parser(
+        "rd", help="rate-distortion of the storage modes for one series (JSON + PNG), to choose a mode",
+        description="Measure, for one series, PSNR / foreground PSNR / SSIM against the pixel ratio for medsr's "
+        "modes (lossless base, near-lossless and lossy JPEG-LS bases, lossy JPEG 2000 bases, per-slice floors), "
+        "each next to JPEG 2000 of the full slice at the same ratio. Writes DIR/rd.json and DIR/rd.png. "
+        "Nothing is archived.")
+    p.add_argument("series", help="folder of DICOM files (searched recursively) or a .nii/.nii.gz file")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="new folder for rd.json and rd.png")
+    p.add_argument("--method", default="auto", choices=["auto", "model", "bicubic"],
+                   help="restore method (auto: the shipped default model, else bicubic; bicubic is fast)")
+    p.add_argument("--model", help="model name (see `medsr models`) or a .safetensors path")
+    add_ensemble_arg(p, help="model self-ensemble size (default: each model's own, as an archive uses)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--operator", default="area4-v1", help="down-sampling operator id")
+    p.add_argument("--near", type=lambda s: _numbers(s, int), default=DEFAULT_NEARS, metavar="K,K,...",
+                   help="JPEG-LS NEAR values of the near-lossless modes (default 2,3,4; empty: none)")
+    p.add_argument("--lossy", type=lambda s: _numbers(s, float), default=DEFAULT_LOSSY, metavar="F,F,...",
+                   help="lossy JPEG 2000 low-res bases at 1/F of the lossless bytes (default 2,4,8; empty: none)")
+    p.add_argument("--lossy-near", type=lambda s: _numbers(s, float), default=DEFAULT_LOSSY_FRACTIONS,
+                   metavar="P,P,...", help="`--base lossy` modes: JPEG-LS NEAR as fractions of the low-res window "
+                   "(default 0.02,0.03,0.05; the archive's default is 0.03), restored by the lossy-base model")
+    p.add_argument("--floors", type=lambda s: _numbers(s, float), default=DEFAULT_FLOORS, metavar="DB,DB,...",
+                   help="per-slice floor modes: `medsr archive --floor-psnr-fg DB` on the default base, each next to "
+                   "per-slice-rate JPEG 2000 meeting the same floor (default 35,40; empty: none; docs/floor.md)")
+    p.add_argument("--no-consistency", action="store_true", help="do not project restores onto the base")
+    p.add_argument("--series-uid", help="pick one series when the folder holds several")
+    p.add_argument("--allow-modality", action="append", default=[], metavar="MOD")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    _common(p)
+    p.set_defaults(func=cmd_rd)

@@ -1,0 +1,69 @@
+"""``medsr audit``: the HTML/JSON report for an archive, with or without the original series."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+from .pipeline import RestoreOptions, restore_pixels
+from ..archive import read_archive
+from ..audit import AuditResult, write_report
+from .audit import _rescale, audit_against_reference, bicubic_restore
+from ..errors import OutputError
+
+
+def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | None = None,
+                       include_phi: bool = False, force: bool = False) -> tuple[Path, Path]:
+    """Write report.json + report.html into ``out_dir``.
+
+    With ``reference`` (the original series) the archive is restored in memory exactly as
+    ``medsr restore`` would and measured against it, with image panels. Without it the
+    stored archive-time audit is reported, and panels show bicubic vs restored only.
+    """
+    archive, out_dir = Path(archive), Path(out_dir)
+    if (out_dir / "report.html").exists() and not force:
+        raise OutputError("already holds a report (use --force to replace it)", path=out_dir)
+    data = read_archive(archive)
+    info = data.info
+    restored, method, loaded, _, _ = restore_pixels(data, RestoreOptions())
+    if reference is not None:
+        audit_dict, images = audit_against_reference(Path(reference), data, restored, return_images=True,
+                                                     method=method, model_id=loaded.model_id if loaded else method,
+                                                     ensemble=loaded.ensemble if loaded else 1)
+    else:
+        audit_dict = info.audit or {}
+        vr = info.value_range
+        images = {"restored": _rescale(restored, data.slope, data.intercept),
+                  "bicubic": _rescale(bicubic_restore(data.lowres, info.rows, info.cols, info.dtype, vr),
+                                      data.slope, data.intercept)}
+    audit = AuditResult.from_dict(audit_dict)
+    ratios = dict(audit.ratios)
+    ratios["file"] = info.ratio
+    prov = dict(audit.provenance)
+    prov.update({"archive": archive.name, "archive_created": info.created, "model_id": info.model_id,
+                 "method": info.method, "operator": info.operator,
+                 "measured_against": "reference series given on the command line" if reference else
+                 "original at archive time (stored audit)"})
+    card = _model_card_summary(info.model_id)
+    if card:
+        prov["model_card"] = card
+    audit = AuditResult(data_range=audit.data_range, fg_threshold=audit.fg_threshold, methods=audit.methods,
+                        ratios=ratios, provenance=prov)
+    phi = None
+    if include_phi and data.headers is not None:
+        h = data.header(0)
+        phi = {"PatientName": str(h.get("PatientName", "")), "PatientID": str(h.get("PatientID", ""))}
+    return write_report(audit, images, out_dir, phi=phi, floor=(info.audit or {}).get("floor"))
+
+
+def _model_card_summary(model_id: str) -> str:
+    from ..models import REGISTRY, ModelRef
+
+    name = ModelRef.from_record(model_id).name
+    entry = REGISTRY.get(name)
+    if entry is None:
+        return ""
+    card = entry.path.with_name(entry.card)
+    if not card.exists():
+        return f"{name} ({entry.kind})"
+    first = [l.strip() for l in card.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    return f"{name} ({entry.kind}): {first[0][:300] if first else ''}"

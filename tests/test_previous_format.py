@@ -1,0 +1,41 @@
+"""Archives written before the restructure (issue 15) restore bit-identically with today's code.
+
+tests/data/previous-format/ holds four small archives made by medsr at f2cf953 from the ``basic``
+fixture (bicubic; the default model with its self-ensemble; a lossless base with a per-slice floor
+stored as JPEG 2000; the lossy base with its own model) and the sha256 of the pixels that code
+restored from them (``make.py`` there says how they were made).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+import medsr
+
+DATA = Path(__file__).parent / "data" / "previous-format"
+EXPECTED = json.loads((DATA / "expected.json").read_text())["archives"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_an_archive_of_the_previous_format_restores_bit_identically(name, tmp_path):
+    want = EXPECTED[name]
+    arc = DATA / name
+    assert medsr.verify_archive(arc).ok
+
+    res = medsr.restore_archive(arc, tmp_path / "r", medsr.RestoreOptions(device="cpu"))
+    dss = sorted((pydicom.dcmread(f) for f in (tmp_path / "r").glob("*.dcm")), key=lambda ds: int(ds.InstanceNumber))
+    px = np.stack([ds.pixel_array for ds in dss])
+    assert (list(px.shape), str(px.dtype)) == (want["shape"], want["dtype"])
+    assert hashlib.sha256(px.tobytes()).hexdigest() == want["dicom_pixels_sha256"]
+    assert (res.method, res.model_id, res.ensemble) == (want["method"], want["model_id"], want["ensemble"])
+
+    medsr.restore_archive(arc, tmp_path / "r.nii.gz", medsr.RestoreOptions(device="cpu", format="nifti"))
+    nii = np.ascontiguousarray(np.asarray(nib.load(tmp_path / "r.nii.gz").dataobj))
+    assert (list(nii.shape), str(nii.dtype)) == (want["nifti_shape"], want["nifti_dtype"])
+    assert hashlib.sha256(nii.tobytes()).hexdigest() == want["nifti_pixels_sha256"]
