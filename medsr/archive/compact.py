@@ -112,7 +112,7 @@ def write_v2(f, attrs: dict, arrays: dict[str, np.ndarray], audit: dict | None) 
         f.create_dataset("headers", data=np.frombuffer(packed, dtype=np.uint8))
         meta["headers"] = {"parts": headers, "sha256": _sha(packed)}
     if audit is not None:
-        meta["audit"] = audit
+        meta["audit"] = audit.to_dict() if hasattr(audit, "to_dict") else audit  # a medsr.audit.Audit or its dict
     text = zlib.compress(json.dumps(meta, sort_keys=True, allow_nan=True, separators=(",", ":")).encode("utf-8"),
                          GZIP_LEVEL)
     f.create_dataset("meta", data=np.frombuffer(text, dtype=np.uint8))
