@@ -72,3 +72,14 @@ def test_a_nifti_entry_reads_as_the_stored_integers(shared_data_dir: Path, tmp_p
     raw = np.asanyarray(nib.load(str(tmp_path / "spine-generic-neck-mts" / e.member)).dataobj.get_unscaled())
     assert np.array_equal(v.data[3], raw[:, ::-1, 3].T)
     assert 0 <= v.data.min() and v.data.max() <= 4095
+
+
+def test_the_default_model_card_names_every_training_source_and_its_licence():
+    """Issue 14: model cards name every source the weights learned from, with its attribution."""
+    from medsr.models import REGISTRY
+
+    card = (Path(REGISTRY["medsr-srresnet-x4"].path).parent / "medsr-srresnet-x4.md").read_text()
+    for e in manifest.by_split(TRAIN):
+        assert e.source.split("-")[0] in card.lower(), e.source
+        licence = e.licence.split(" (")[0]  # e.g. "CC BY 4.0", "BSD-2-Clause"
+        assert licence.split(",")[0] in card, (e.source, licence)
