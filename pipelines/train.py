@@ -314,6 +314,32 @@ def evaluate(models: dict[str, nn.Module], series: list[EvalSeries], rt: Runtime
     return out
 
 
+def spread_slices(series: list[EvalSeries], total: int) -> list[EvalSeries]:
+    """About ``total`` slices spread over every held-out series (evenly spaced within each), so the
+    validation watched during training sees every validation source, not only the first one."""
+    if total <= 0 or not series:
+        return []
+    per = max(1, -(-total // len(series)))
+    out = []
+    for s in series:
+        n = s.hr.shape[0]
+        idx = np.unique(np.linspace(0, n - 1, min(per, n)).round().astype(int))
+        out.append(replace(s, hr=s.hr[idx], lr=s.lr[idx]))
+    return out
+
+
+def pooled_by_source(main: dict[str, dict[str, list[dict]]]) -> dict[str, dict]:
+    """Headline over several validation sources: per method, the mean of the per-source means
+    (each source weighs the same, whatever its slice count)."""
+    per_source = {src: summarise(per) for src, per in main.items()}
+    methods: dict[str, dict] = {}
+    for summ in per_source.values():
+        for method, m in summ.items():
+            methods.setdefault(method, []).append(m)
+    return {method: {k: float(np.mean([m[k] for m in ms])) for k in ms[0]} | {"n_sources": len(ms)}
+            for method, ms in methods.items()}
+
+
 def summarise(per_slice: dict[str, list[dict]]) -> dict[str, dict]:
     summ = {}
     for method, rows in per_slice.items():
@@ -559,12 +585,14 @@ def train(cfg: TrainConfig) -> dict:
         print(f"training slices: {n_train} from {', '.join(v.source for v in pack.split('train'))}", flush=True)
     log = Log(out, append=cfg.resume)
 
+    val_watch = spread_slices(val_main, cfg.val_slices)
+
     def validate(model: nn.Module) -> Callable[[], dict]:
         def run() -> dict:
             if not cfg.val_slices:
                 return {}
             was = model.training
-            res = evaluate({"g": model}, val_main, rt, dc=False, baseline=False, max_slices=cfg.val_slices)
+            res = evaluate({"g": model}, val_watch, rt, dc=False, baseline=False)
             if was:
                 train_mode(model, cfg.freeze_bn)
             rows = [r for per in res.values() for r in per.get("g", [])]
@@ -705,7 +733,8 @@ def finish(cfg: TrainConfig, rt: Runtime, pack: Pack, info: dict, t_start: float
                      "'+dc' = project_consistent onto the stored low-res data; bicubic = torch bicubic, "
                      "align_corners=False; metrics are means over slices"),
         "note": ("srgan is the perceptual model: a PSNR/SSIM audit prefers srresnet (fidelity)."),
-        "methods": summarise(main.get(pack.val_source, {})),
+        "methods": pooled_by_source(main),
+        "methods_note": "mean over validation sources of each source's mean over slices (see per_source)",
         "per_source": {src: summarise(per) for src, per in main.items()},
         "per_slice": {src: per for src, per in main.items()},
         "weights_sha256": weights,
@@ -721,10 +750,10 @@ def finish(cfg: TrainConfig, rt: Runtime, pack: Pack, info: dict, t_start: float
                                                                              "kept")}
                                                          for m in pack.meta["volumes"]]}
     write_json(out / "eval.json", result)
-    print(f"eval on {pack.val_source} (full slices, {info['eval_seconds']:.1f} s):", flush=True)
+    print(f"eval on the validation split, {len(main)} sources (full slices, {info['eval_seconds']:.1f} s):", flush=True)
     for method, m in result["methods"].items():
         print(f"  {method:12s} psnr {m['psnr']:.2f}  psnr_fg {m['psnr_fg']:.2f}  ssim {m['ssim']:.4f}  "
-              f"(fg {m['gain_psnr_fg_vs_bicubic']:+.2f} dB vs bicubic, n={m['n_slices']})", flush=True)
+              f"(fg {m['gain_psnr_fg_vs_bicubic']:+.2f} dB vs bicubic)", flush=True)
     for src, summ in result.get("extra_sources_not_anatomy", {}).items():
         txt = ", ".join(f"{k} fg {v['psnr_fg']:.2f}" for k, v in summ.items())
         print(f"  [{src}, not anatomy] {txt}", flush=True)

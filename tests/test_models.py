@@ -150,3 +150,5 @@ def test_the_previous_default_weights_stay_shipped():
 
     old = find_by_sha256("51374c8f3e99be085b0ff8fafba7f3eadeb780f537a60d19ae95e8732da8eb97")
     assert old is not None and old.name == "medsr-srresnet-x4-v1"
+    v2 = find_by_sha256("987c76525c068302e2a00c8f2eb1b6c9029d5fa2a281ec3c22a84ebcd0ee49ef")  # default until 2026-11-30
+    assert v2 is not None and v2.name == "medsr-srresnet-x4-v2"
