@@ -83,3 +83,12 @@ def test_a_case_is_reproducible(corpus, tmp_path):
     files = lambda root: {p.relative_to(root): p.read_bytes() for p in Path(root).rglob("*") if p.is_file()}
     assert files(Path(a["input"]).parent) .keys() == files(Path(b["input"]).parent).keys()
     assert json.dumps(a["mutations"]) == json.dumps(b["mutations"])
+
+
+@pytest.mark.parametrize("index", [667, 886])
+def test_a_sop_instance_uid_with_a_foreign_vr_is_a_clean_error(corpus, tmp_path, index):
+    """The 10,000-case run (seed 0) found two crashes: SOP Instance UID encoded as US (odd length)
+    and as 'XX', read by the duplicate-instance check before the VR check. Now one line naming it."""
+    case = fuzz.build_case(0, index, corpus, tmp_path / str(index))
+    outcome, detail = fuzz.run_case(case, tmp_path / str(index), fuzz._phi_markers())
+    assert outcome == "error" and "(0008,0018)" in detail and "not standard" in detail

@@ -289,7 +289,12 @@ def _drop_duplicate_instances(members):
     first: dict[str, tuple[Path, bytes]] = {}
     kept, notes = [], []
     for f, raw, ds in members:
-        uid = str(ds.get("SOPInstanceUID", "") or "")
+        _check_vrs(f, ds)  # a non-standard VR is a one-line error before the UID is compared
+        try:
+            uid = str(ds.get("SOPInstanceUID", "") or "")
+        except Exception as e:  # a value pydicom cannot convert (e.g. an odd length for its VR)
+            raise InputError(f"{_tag_name(0x00080018)} cannot be read ({type(e).__name__}): the file is not "
+                             "standard", path=f) from None
         if uid and uid in first:
             other, other_raw = first[uid]
             shown = _shown(uid, _UID_RE)
@@ -360,7 +365,7 @@ def _check_vrs(f: Path, ds) -> None:
 
     for kw in _CHECKED_VRS:
         if kw in ds:
-            vr = ds[kw].VR
+            vr = ds.get_item(tag_for_keyword(kw)).VR  # read without converting the value (an 'XX' VR cannot be)
             if vr not in dictionary_VR(kw).split(" or "):
                 raise InputError(f"{_tag_name(tag_for_keyword(kw))} has VR {vr!s:.4}, not "
                                  f"{dictionary_VR(kw)}: the file is not standard", path=f)
