@@ -366,6 +366,8 @@ def _check_vrs(f: Path, ds) -> None:
     for kw in _CHECKED_VRS:
         if kw in ds:
             vr = ds.get_item(tag_for_keyword(kw)).VR  # read without converting the value (an 'XX' VR cannot be)
+            if vr is None:  # implicit VR: pydicom takes the dictionary's VR when it converts
+                vr = ds[kw].VR
             if vr not in dictionary_VR(kw).split(" or "):
                 raise InputError(f"{_tag_name(tag_for_keyword(kw))} has VR {vr!s:.4}, not "
                                  f"{dictionary_VR(kw)}: the file is not standard", path=f)
