@@ -40,7 +40,7 @@ from ..errors import ArchiveError
 from ..io.atomic import atomic_file
 from .headers import PackedHeaders, pack_headers, unpack_header
 from .checks import check_arrays, check_headers, check_info, check_open
-from .digest import GZIP_LEVEL, names_sha as _names_sha, sha_array as _sha
+from .digest import names_sha as _names_sha, sha_array as _sha
 from .memfile import hdf5_via_memory
 
 FORMAT = "medsr-archive"
@@ -141,16 +141,6 @@ class ArchiveData:
         return unpack_header(self.headers, i)
 
 
-def _put(group, name: str, data: np.ndarray, *, chunks=None, compress=True):
-    kw = {}
-    if compress and data.size:
-        kw = dict(compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
-        kw["chunks"] = chunks if chunks is not None else True
-    dset = group.create_dataset(name, data=data, **kw)
-    dset.attrs["sha256"] = _names_sha(data) if data.dtype.kind == "O" else _sha(data)
-    return dset
-
-
 def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: str, scale: int,
                   pad: tuple[int, int], method: str, model=None,
                   audit: dict | None, below_threshold: bool = False, force: bool = False,
@@ -169,7 +159,8 @@ def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: s
         format=FORMAT, format_version=FORMAT_VERSION, medsr_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         operator=operator, scale=scale, method=method, model_id=model.id if model else method,
-        model_sha256=model.sha256 if model else "", model_ensemble=int(model.ensemble) if model else 1, kind=series.kind, series_uid=series.series_uid,
+        model_sha256=model.sha256 if model else "", model_ensemble=int(model.ensemble) if model else 1,
+        kind=series.kind, series_uid=series.series_uid,
         rows=series.shape[0], cols=series.shape[1],
         pad_rows=pad[0], pad_cols=pad[1], dtype=str(series.pixels.dtype), bits_stored=series.bits_stored,
         pixel_representation=series.pixel_representation, window_lo=window.lo, window_hi=window.hi,

@@ -8,7 +8,7 @@ def stored_pixel_bytes(lowres: np.ndarray) -> int:
     """Exact compressed size of the low-res dataset with the archive's filters (in-memory HDF5)."""
     import h5py
 
-    from .format import GZIP_LEVEL
+    from .digest import GZIP_LEVEL
 
     with h5py.File("mem.h5", "w", driver="core", backing_store=False) as f:
         d = f.create_dataset("x", data=lowres, chunks=(1,) + lowres.shape[1:], compression="gzip",
