@@ -61,7 +61,7 @@ def _panel_images(s, variants, device):
     """The median-foreground slice of a series, restored by bicubic and each model."""
     from ..codec import crop_to, downsample, intensity_window, pad_to_multiple
     from ..engine import EngineConfig, bicubic_upsample, restore_stack
-    from .pipeline import _resolve_model
+    from .restoring import resolve_model as _resolve_model
 
     fg = (s.pixels > 0.05 * np.percentile(s.pixels, 99.5)).mean(axis=(1, 2))
     idx = int(np.argsort(fg)[len(fg) // 2 + len(fg) // 4]) if len(fg) > 1 else 0

@@ -11,14 +11,17 @@ import numpy as np
 
 from ..audit import Audit
 from ..archive import ArchiveData, ArchiveInfo, VerifyResult, read_archive, read_info, verify_archive, write_archive
-from ..codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
-from ..engine import EngineConfig, select_device, to_stored
+from ..codec import downsample, get_operator, intensity_window, pad_to_multiple
+from ..engine import EngineConfig, select_device
 from ..errors import ArchiveError, MedsrError, QualityGateError
 from ..io import Series, read_series
 from ..archive.sizes import base_stored_bytes as _base_stored_bytes  # noqa: F401
 from ..archive.sizes import stored_pixel_bytes as _stored_pixel_bytes  # noqa: F401
 from ..io.atomic import _test_hook, preflight_output  # _test_hook: crash-test stage markers (no-op)
 from .options import check_archive_options, check_restore_options
+from .restoring import applied_consistency as _consistency, archive_engine as _archive_engine  # noqa: F401
+from .restoring import resolve_model as _resolve_model, restore_pixels_stored as _restore_pixels  # noqa: F401
+from .restoring import stored_batches as _stored_batches  # noqa: F401
 
 log = logging.getLogger("medsr")
 
@@ -47,6 +50,7 @@ class ArchiveOptions:
     floor_ssim: float | None = None  # per-slice floor: whole-slice SSIM every slice meets
     floor_fallback: str = "error"  # a slice no lossy representation meets: error (nothing written) | lossless
     ensemble: int | None = None  # model self-ensemble size (1, 2, 4, 8; medsr.models.ensemble); None: the model's default
+    ratio: float | None = None  # byte budget: pixel payload <= original pixel bytes / ratio; chooses scale + base (flow/budget.py)
 
     def __post_init__(self):
         check_archive_options(self)  # one set of checks for the CLI, the batch runner and the Orthanc plugin
@@ -88,6 +92,9 @@ class ArchiveResult:
             "below_threshold": self.info.below_threshold,
             "deleted_originals": len(self.deleted), "seconds": round(self.seconds, 3),
         }
+        bu = self.audit.get("budget")
+        if bu:
+            out["budget"] = bu
         fl = self.audit.get("floor")
         if fl:
             out["floor"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in fl.items() if k != "per_slice"}
@@ -142,62 +149,14 @@ def flat_audit(audit) -> dict:
 
 # --------------------------------------------------------------------------- models
 
-def _resolve_model(method: str, model: str | None, base: str | None = None, ensemble: int | None = None,
-                   device: str | None = None):
-    """-> (method, LoadedModel | None). ``auto`` uses the default shipped model for ``base`` (the
-    lossy-base tier for a lossy base, where shipped), else bicubic. ``ensemble``: self-ensemble
-    size (None: the model's registry default, capped on ``device`` 'cpu': models/ensemble_policy.py)."""
-    from ..models import REGISTRY, create_model, default_model_for
-    from ..models.ensemble_policy import default_passes
-
-    default = default_model_for(base)
-    if method == "auto":
-        if model is not None:
-            method = "model"
-        elif default in REGISTRY:
-            method, model = "model", default
-        else:
-            method = "bicubic"
-    if method == "model":
-        name = model or default
-        if ensemble is None and device is not None and name in REGISTRY:
-            ensemble = default_passes(REGISTRY[name].ensemble, device)
-        return method, create_model(name, ensemble=ensemble)
-    if method in ("bicubic", "nearest"):
-        return method, None
-    raise MedsrError(f"unknown method {method!r} (auto, model, bicubic)")
 
 
 # --------------------------------------------------------------------------- restore core
 
-def _stored_batches(lr: np.ndarray, *, window, scale: int, operator: str, rows: int, cols: int,
-                    dtype, value_range, engine: EngineConfig, module, floor=None):
-    """Yield (start, restored batch in the stored dtype, cropped): the one path archive audits and restore write.
-
-    ``floor`` (``medsr.floor.FloorData``): slices stored by another representation are rebuilt from it."""
-    from ..engine import iter_restore
-    from ..floor import apply_floor
-
-    for i, hr in iter_restore(lr, window, scale, config=engine, module=module, operator=operator):
-        yield i, apply_floor(i, to_stored(crop_to(hr, rows, cols), np.dtype(dtype), value_range), floor,
-                             value_range, dtype)
 
 
-def _restore_pixels(lr: np.ndarray, *, rows: int, cols: int, dtype, progress=None, **kw) -> np.ndarray:
-    out = np.empty((lr.shape[0], rows, cols), dtype=np.dtype(dtype))
-    for i, batch in _stored_batches(lr, rows=rows, cols=cols, dtype=dtype, **kw):
-        out[i:i + len(batch)] = batch
-        if progress:
-            progress(len(batch))
-    return out
 
 
-def _archive_engine(method: str, device: str, consistency: bool, base_meta) -> EngineConfig:
-    """The engine an archive-time restore uses: its projection bound comes from the base (``consistency_tolerance``)."""
-    from ..codec.base import consistency_tolerance
-
-    return EngineConfig(method=method, device=device, consistency=consistency,
-                        consistency_tolerance=consistency_tolerance(base_meta.base, base_meta.near))
 
 
 def _tick(progress: Progress | None, stage: str, total: int):
@@ -225,6 +184,8 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     preflight_output(output, force=options.force)
     if not isinstance(series, Series):
         series = read_series(series, series_uid=options.series_uid, allow_modalities=options.allow_modalities)
+    if options.ratio is not None:
+        return _archive_to_ratio(series, output, options, progress, t0)
     op = get_operator(options.operator)
     rows, cols = series.shape
     padded, pad = pad_to_multiple(series.pixels, op.scale)
@@ -235,7 +196,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     base = prepare_base(exact, options.base, options.base_near)  # None: the default base (docs/base-codec.md)
     lowres = base.decoded  # restore, audit and bicubic see exactly what a later restore decodes
     method, loaded = _resolve_model(options.method, options.model, base.meta.base, options.ensemble,
-                                    device=select_device(options.device))
+                                    device=select_device(options.device), operator=op.id)
     if loaded is not None:
         loaded.check_operator(op.id, op.scale)
     ensemble = loaded.ensemble if loaded else 1
@@ -274,6 +235,35 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     deleted: tuple[Path, ...] = ()
     if options.delete_original:
         deleted = _delete_verified_originals(output, series)
+    return ArchiveResult(archive=output, info=info, audit=audit, deleted=deleted, seconds=time.perf_counter() - t0)
+
+
+def _archive_to_ratio(series: Series, output: Path, options: ArchiveOptions, progress: Progress | None,
+                      t0: float) -> ArchiveResult:
+    """``archive_series`` with ``options.ratio``: measure the candidates (``medsr.flow.budget``), store the best."""
+    from ..floor import FLOOR_ID
+    from .audit import build_audit
+    from .budget import plan_budget
+
+    plan = plan_budget(series, options.ratio, method=options.method, model=options.model, device=options.device,
+                       consistency=options.consistency, ensemble=options.ensemble, progress=progress)
+    c = plan.chosen
+    op = get_operator(c.operator)
+    stored = c.base.coded_bytes + (int(c.floor.data.size) if c.floor is not None else 0)
+    prov = c.base.provenance()
+    if c.j2k_slices == series.n_slices:
+        prov["base_description"] = "none: every slice is stored as JPEG 2000 of the full slice"
+    audit = build_audit(series, lowres=c.lowres, restored=c.restored, scale=op.scale, operator=op.id,
+                        stored_pixel_bytes=stored, method=c.method, model_id=c.model_id, with_j2k=options.baselines,
+                        consistency=_consistency(options.consistency, op.id), device=select_device(options.device),
+                        base=prov, ensemble=c.ensemble, progress=_tick(progress, "audit", series.n_slices))
+    audit = audit.with_budget(plan.summary(series.original_pixel_bytes))
+    below = _check_gates(audit, options, series)
+    info = write_archive(output, series=series, lowres=c.base.decoded, window=c.window, operator=op.id,
+                         scale=op.scale, pad=c.pad, method=c.method, model=c.loaded.ref if c.loaded else None,
+                         audit=audit, below_threshold=below, force=options.force, base=c.base,
+                         floor=c.floor, floor_attrs={"floor_id": FLOOR_ID, "floor_source": "ratio"} if c.floor is not None else None)
+    deleted = _delete_verified_originals(output, series) if options.delete_original else ()
     return ArchiveResult(archive=output, info=info, audit=audit, deleted=deleted, seconds=time.perf_counter() - t0)
 
 
@@ -384,12 +374,6 @@ class _RestorePlan:
         return self.model.label if self.model is not None else self.method
 
 
-def _consistency(requested: bool, operator: str) -> bool:
-    """Data consistency as applied: only the area operators have an exact projection (say so, never silently)."""
-    if requested and not get_operator(operator).exact_projection:
-        log.warning(f"operator {operator} has no exact projection: data consistency is not applied")
-        return False
-    return requested
 
 
 def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:

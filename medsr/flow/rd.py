@@ -62,7 +62,7 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
 
     ``floors``: foreground-PSNR floors (dB), each a ``floor-fg<DB>`` row on the archive's default base.
     ``ensemble``: the models' self-ensemble size (None: each model's own, as an archive would use)."""
-    from .pipeline import _resolve_model
+    from .restoring import resolve_model as _resolve_model
     from ..audit import measure, series_data_range
     from ..codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
     from ..codec.base import (BASE_LOSSY, consistency_tolerance)
@@ -188,7 +188,8 @@ def _floor_rows(series, floors, *, lowres, window, op, requested, model, ensembl
     """One ``floor-fg<DB>`` row per floor: exactly what ``medsr archive --floor-psnr-fg DB`` (default base)
     would plan and store. Planned with ``--floor-fallback lossless`` so a row always exists; ``lossless``
     slices (only the fallback stores them) mean the archive needs that option (``needs_fallback_lossless``)."""
-    from .pipeline import _archive_engine, _resolve_model, _restore_pixels
+    from .restoring import archive_engine as _archive_engine, resolve_model as _resolve_model
+    from .restoring import restore_pixels_stored as _restore_pixels
     from ..audit import measure
     from ..codec.base import prepare_base
     from ..floor import FLOOR_ID, check_floor

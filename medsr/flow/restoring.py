@@ -1,0 +1,80 @@
+"""The one restore path: which model restores, the engine an archive-time restore uses, and the restored stack in
+the stored dtype. Archive audits (``pipeline``, ``budget``), ``medsr rd``, ``medsr eval`` and restore all call these,
+so what an audit measured is what a restore writes."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..codec import crop_to, get_operator
+from ..engine import EngineConfig, to_stored
+from ..errors import MedsrError
+
+log = logging.getLogger("medsr")
+
+
+def resolve_model(method: str, model: str | None, base: str | None = None, ensemble: int | None = None,
+                  device: str | None = None, operator: str = "area4-v1"):
+    """-> (method, LoadedModel | None). ``auto`` uses the default shipped model for ``base`` (the
+    lossy-base tier for a lossy base, where shipped), else bicubic. ``ensemble``: self-ensemble
+    size (None: the model's registry default, capped on ``device`` 'cpu': models/ensemble_policy.py)."""
+    from ..models import REGISTRY, create_model, default_model_for
+    from ..models.ensemble_policy import default_passes
+
+    default = default_model_for(base, operator)
+    if method == "auto":
+        if model is not None:
+            method = "model"
+        elif default in REGISTRY:
+            method, model = "model", default
+        else:
+            method = "bicubic"
+    if method == "model":
+        name = model or default
+        if name is None:
+            raise MedsrError(f"no shipped model restores operator {operator}: pass --model, or --method bicubic")
+        if ensemble is None and device is not None and name in REGISTRY:
+            ensemble = default_passes(REGISTRY[name].ensemble, device)
+        return method, create_model(name, ensemble=ensemble)
+    if method in ("bicubic", "nearest"):
+        return method, None
+    raise MedsrError(f"unknown method {method!r} (auto, model, bicubic)")
+
+
+def stored_batches(lr: np.ndarray, *, window, scale: int, operator: str, rows: int, cols: int,
+                    dtype, value_range, engine: EngineConfig, module, floor=None):
+    """Yield (start, restored batch in the stored dtype, cropped): the one path archive audits and restore write.
+
+    ``floor`` (``medsr.floor.FloorData``): slices stored by another representation are rebuilt from it."""
+    from ..engine import iter_restore
+    from ..floor import apply_floor
+
+    for i, hr in iter_restore(lr, window, scale, config=engine, module=module, operator=operator):
+        yield i, apply_floor(i, to_stored(crop_to(hr, rows, cols), np.dtype(dtype), value_range), floor,
+                             value_range, dtype)
+
+
+def restore_pixels_stored(lr: np.ndarray, *, rows: int, cols: int, dtype, progress=None, **kw) -> np.ndarray:
+    out = np.empty((lr.shape[0], rows, cols), dtype=np.dtype(dtype))
+    for i, batch in stored_batches(lr, rows=rows, cols=cols, dtype=dtype, **kw):
+        out[i:i + len(batch)] = batch
+        if progress:
+            progress(len(batch))
+    return out
+
+
+def archive_engine(method: str, device: str, consistency: bool, base_meta) -> EngineConfig:
+    """The engine an archive-time restore uses: its projection bound comes from the base (``consistency_tolerance``)."""
+    from ..codec.base import consistency_tolerance
+
+    return EngineConfig(method=method, device=device, consistency=consistency,
+                        consistency_tolerance=consistency_tolerance(base_meta.base, base_meta.near))
+
+
+def applied_consistency(requested: bool, operator: str) -> bool:
+    """Data consistency as applied: only the area operators have an exact projection (say so, never silently)."""
+    if requested and not get_operator(operator).exact_projection:
+        log.warning(f"operator {operator} has no exact projection: data consistency is not applied")
+        return False
+    return requested
