@@ -54,7 +54,7 @@ from medsr.transforms.pipeline import AugmentConfig, SliceSource, foreground_thr
     volume_window
 from pipelines.prepare_data import Pack, PackVolume, load_pack
 
-OPERATOR = "area4-v1"
+OPERATOR = "area4-v1"  # the default; --operator area2-v1 trains the x2 tier
 FILES = {"srresnet": "srresnet.safetensors", "srgan": "srgan.safetensors"}
 LOG_FIELDS = ["phase", "step", "elapsed_s", "it_s", "lr", "loss", "content", "adv", "d_loss", "data_wait",
               "val_psnr", "val_psnr_fg", "val_ssim"]
@@ -98,6 +98,7 @@ class TrainConfig:
     save_optimizer: bool = False
     resume: bool = False
     init_weights: Path | None = None
+    operator: str = OPERATOR  # down-sampling operator (area4-v1: x4 tier, area2-v1: x2 tier)
     eval_only: bool = False
     eval_extra: bool = True  # also evaluate the "val-extra" (phantom) series
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -110,7 +111,7 @@ class TrainConfig:
         return LOSSY_NEAR_FRACTION if self.augment.base_near_fraction else None
 
     def generator_config(self) -> SRResNetConfig:
-        return SRResNetConfig(blocks=self.blocks, channels=self.channels, scale=get_operator(OPERATOR).scale)
+        return SRResNetConfig(blocks=self.blocks, channels=self.channels, scale=get_operator(self.operator).scale)
 
     def discriminator_config(self) -> DiscriminatorConfig:
         return DiscriminatorConfig(crop_size=self.augment.crop_size, base_channels=self.disc_channels,
@@ -189,7 +190,7 @@ def train_loader(pack: Pack, cfg: TrainConfig, rt: Runtime):
 
     items: list[dict] = []
     for v in pack.split("train"):
-        items += slice_items(SliceSource(v.name, v.data, v.axes, dict(v.keep)), cfg.augment.crop_size, OPERATOR) * v.repeat
+        items += slice_items(SliceSource(v.name, v.data, v.axes, dict(v.keep)), cfg.augment.crop_size, cfg.operator) * v.repeat
     ds = training_dataset(items, cfg.augment, min_length=max(200_000, 50 * cfg.batch_size))
     g = torch.Generator().manual_seed(cfg.seed)
     nw = resolve_workers(cfg, rt)
@@ -232,22 +233,23 @@ class EvalSeries:
     data_range: float
     fg_threshold: float
     dtype: np.dtype
+    operator: str = OPERATOR
 
 
-def eval_series(v: PackVolume, base_near_fraction: float | None = None) -> EvalSeries:
+def eval_series(v: PackVolume, base_near_fraction: float | None = None, operator: str = OPERATOR) -> EvalSeries:
     """``base_near_fraction``: also code the low-res with the archive's lossy JPEG-LS base
     (NEAR = ``lossy_near(window width, fraction)``), as ``medsr archive --base lossy`` does."""
-    scale = get_operator(OPERATOR).scale
+    scale = get_operator(operator).scale
     padded, _ = pad_to_multiple(v.data, scale)
-    lr = downsample(padded, OPERATOR)
-    window = volume_window(v.data, OPERATOR)
+    lr = downsample(padded, operator)
+    window = volume_window(v.data, operator)
     if base_near_fraction:
         from medsr.codec.base import BASE_NEAR_LOSSLESS, lossy_near, prepare_base
 
         lr = prepare_base(lr, BASE_NEAR_LOSSLESS, lossy_near(window.width, base_near_fraction)).decoded
     keep = np.asarray(v.keep.get(0, np.arange(v.data.shape[0])), dtype=int)
     return EvalSeries(v.name, v.source, v.split, v.data[keep], lr[keep], window,
-                      float(v.data.max()) - float(v.data.min()), foreground_threshold(v.data), v.data.dtype)
+                      float(v.data.max()) - float(v.data.min()), foreground_threshold(v.data), v.data.dtype, operator)
 
 
 def bicubic(lr: np.ndarray, scale: int) -> np.ndarray:
@@ -288,7 +290,6 @@ def slice_metrics(ref: np.ndarray, pred: np.ndarray, data_range: float, fg: np.n
 def evaluate(models: dict[str, nn.Module], series: list[EvalSeries], rt: Runtime, *, dc: bool = True,
              baseline: bool = True, max_slices: int | None = None) -> dict[str, dict[str, list[dict]]]:
     """Per source, per method: a list of per-slice metric dicts on FULL slices."""
-    scale = get_operator(OPERATOR).scale
     out: dict[str, dict[str, list[dict]]] = {}
     left = max_slices if max_slices is not None else 1 << 30
     for s in series:
@@ -297,13 +298,13 @@ def evaluate(models: dict[str, nn.Module], series: list[EvalSeries], rt: Runtime
         s = replace(s, hr=s.hr[:left], lr=s.lr[:left]) if s.hr.shape[0] > left else s
         left -= s.hr.shape[0]
         h, w = s.hr.shape[1:]
-        preds = {"bicubic": bicubic(s.lr, scale)} if baseline else {}
+        preds = {"bicubic": bicubic(s.lr, get_operator(s.operator).scale)} if baseline else {}
         for name, m in models.items():
             m.eval()
             y = upscale(m, s, rt)
             preds[name] = y
             if dc:
-                preds[name + "+dc"] = project_consistent(y, s.lr, OPERATOR)
+                preds[name + "+dc"] = project_consistent(y, s.lr, s.operator)
         per = out.setdefault(s.source, {})
         for method, p in preds.items():
             p = to_stored(p[:, :h, :w], s.dtype)
@@ -435,7 +436,7 @@ def save_generator(g: nn.Module, cfg: TrainConfig, path: Path, *, phase: str, st
                    n_train: int) -> str:
     kind = "perceptual" if phase == "srgan" else "fidelity"
     loss = cfg.loss if phase == "srresnet" else f"{cfg.content}+{cfg.adv_weight:g}*adversarial"
-    return save_weights(g, path, architecture="srresnet", config=cfg.generator_config().to_dict(), operator=OPERATOR,
+    return save_weights(g, path, architecture="srresnet", config=cfg.generator_config().to_dict(), operator=cfg.operator,
                         extra={"phase": phase, "kind": kind, "loss": loss, "step": step, "complete": complete,
                                "train_data": "sag-anon (MIT), colin27 (mricron-data, BSD-style)",
                                "train_slices": n_train, "trainer": "pipelines/train.py"})
@@ -553,6 +554,25 @@ def read_checkpoint(out: Path) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
+def load_init_weights(g: nn.Module, path: Path) -> None:
+    """Warm start: the whole generator when the shapes agree; across scales (x4 weights into an x2 generator)
+    every tensor whose name and shape agree (head, residual body, first upsampling stage, tail), and the
+    remaining ones stay at their initialisation. Names what was not loaded."""
+    from safetensors.torch import load_file
+
+    src = load_file(str(path), device="cpu")
+    own = g.state_dict()
+    if set(src) == set(own) and all(src[k].shape == own[k].shape for k in own):
+        load_weights(g, path)
+        return
+    same = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+    g.load_state_dict(same, strict=False)
+    fresh = sorted(k for k in own if k not in same)
+    unused = sorted(k for k in src if k not in same)
+    print(f"init weights {path.name}: {len(same)}/{len(own)} tensors loaded; initialised fresh: "
+          f"{', '.join(fresh) or 'none'}; not used: {', '.join(unused) or 'none'}", flush=True)
+
+
 def train(cfg: TrainConfig) -> dict:
     t_start = time.perf_counter()
     out = cfg.out
@@ -561,7 +581,7 @@ def train(cfg: TrainConfig) -> dict:
     np.random.seed(cfg.seed)
     rt = make_runtime(cfg)
     pack = load_pack(cfg.pack)
-    val_main = [eval_series(v, cfg.val_base_fraction) for v in pack.split("val")]
+    val_main = [eval_series(v, cfg.val_base_fraction, cfg.operator) for v in pack.split("val")]
     if not val_main:
         raise SystemExit(f"error: {cfg.pack} has no 'val' volumes")
     print(f"device {device_name(rt)}, bf16 autocast {rt.bf16}, channels_last {rt.channels_last}, "
@@ -572,7 +592,7 @@ def train(cfg: TrainConfig) -> dict:
 
     g = SRResNet(cfg.generator_config())
     if cfg.init_weights:
-        load_weights(g, Path(cfg.init_weights))
+        load_init_weights(g, Path(cfg.init_weights))
     g = rt.prepare(g)
     g_run = torch.compile(g) if cfg.compile else g
     n_train = 0
@@ -692,7 +712,7 @@ def train(cfg: TrainConfig) -> dict:
             save_generator(g, cfg, p2_path, phase="srgan", step=step, complete=complete, n_train=n_train)
             if cfg.save_discriminator or cfg.save_optimizer:
                 save_weights(d, out / "discriminator.safetensors", architecture="srgan-discriminator",
-                             config=cfg.discriminator_config().to_dict(), operator=OPERATOR)
+                             config=cfg.discriminator_config().to_dict(), operator=cfg.operator)
             if cfg.save_optimizer:
                 torch.save({"g": opt_g.state_dict(), "d": opt_d.state_dict()}, optim_state_path())
             write_json(out / "checkpoint.json", {"phase": "srgan", "step": step, "srresnet_complete": True,
@@ -721,11 +741,11 @@ def finish(cfg: TrainConfig, rt: Runtime, pack: Pack, info: dict, t_start: float
         if p.exists():
             models[name] = rt.prepare(create_model(p).module)
             weights[fname] = file_sha256(p)
-    series = [eval_series(v, cfg.val_base_fraction) for v in pack.split("val")]
+    series = [eval_series(v, cfg.val_base_fraction, cfg.operator) for v in pack.split("val")]
     main = evaluate(models, series, rt)
     result = {
         "val_source": pack.val_source,
-        "operator": OPERATOR,
+        "operator": cfg.operator,
         "protocol": ("full slices; LR = medsr.codec.downsample of the padded slice; network input window = "
                      "intensity_window of the whole low-res series; outputs rounded and clipped to the stored dtype; "
                      "PSNR data_range = series max - min; foreground = original > 5% of the series' 99.5th "
@@ -740,7 +760,7 @@ def finish(cfg: TrainConfig, rt: Runtime, pack: Pack, info: dict, t_start: float
         "weights_sha256": weights,
     }
     if cfg.eval_extra and pack.split("val-extra"):
-        extra = evaluate(models, [eval_series(v, cfg.val_base_fraction) for v in pack.split("val-extra")], rt)
+        extra = evaluate(models, [eval_series(v, cfg.val_base_fraction, cfg.operator) for v in pack.split("val-extra")], rt)
         result["extra_sources_not_anatomy"] = {src: summarise(per) for src, per in extra.items()}
     info["eval_seconds"] = time.perf_counter() - t0
     info["total_seconds"] = time.perf_counter() - t_start
@@ -815,6 +835,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--noise-prob", type=float, default=d.augment.noise_prob)
     a("--remap-prob", type=float, default=d.augment.remap_prob,
       help="probability of a random non-monotone contrast remap of a crop (T2/PD/FLAIR-like from T1; 0 = off)")
+    a("--operator", default=d.operator, choices=["area4-v1", "area2-v1"],
+      help="down-sampling operator: area4-v1 (x4 tier) or area2-v1 (x2 tier; --init-weights from an x4 model "
+           "loads every tensor but the second upsampling stage)")
     a("--base-near-fraction", default=None, metavar="LO,HI",
       help="lossy-base tier: code every low-res crop with the archive's JPEG-LS base, NEAR a fraction of the "
            "window width drawn from [LO, HI] (e.g. 0.005,0.035); validation then uses the default lossy base")
@@ -832,7 +855,7 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
     if a.crop_size < 32 or a.crop_size % 4:
         raise SystemExit(f"--crop-size: need a multiple of 4, at least 32 (got {a.crop_size})")
     aug = replace(AugmentConfig(), crop_size=a.crop_size, fg_prob=a.fg_prob, gamma_prob=a.gamma_prob, noise_prob=a.noise_prob,
-                  remap_prob=a.remap_prob, base_near_fraction=frac)
+                  remap_prob=a.remap_prob, base_near_fraction=frac, op_id=a.operator)
     return TrainConfig(
         pack=a.pack, out=a.out, device=a.device, precision=a.precision, channels_last=a.channels_last,
         compile=a.compile, seed=a.seed,
@@ -844,7 +867,7 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
         val_every=a.val_every, val_slices=a.val_slices, log_every=a.log_every,
         checkpoint_seconds=a.checkpoint_seconds, save_discriminator=a.save_discriminator,
         save_optimizer=a.save_optimizer, resume=a.resume, init_weights=a.init_weights, eval_only=a.eval_only,
-        eval_extra=not a.no_eval_extra, augment=aug)
+        eval_extra=not a.no_eval_extra, augment=aug, operator=a.operator)
 
 
 def main(argv: list[str] | None = None) -> int:
