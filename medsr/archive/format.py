@@ -373,6 +373,8 @@ def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
             if "audit" in f:
                 _checked(f["audit"], path, "audit")
             floor = _read_floor(f, path, info.n_slices) if "floor" in f else None
+            if info.base != "lossless":
+                _check_empty_base(f["lowres_coded_offsets"][()], floor, path)
         except ArchiveError:
             raise
         except KeyError as e:
@@ -411,6 +413,17 @@ def _read_floor(f, path: Path, n: int):
     if why:
         raise ArchiveError(f"floor is damaged: {why}", path=path)
     return floor
+
+
+def _check_empty_base(offsets, floor, path: Path) -> None:
+    """A slice may have an empty base codestream only when the floor holds it whole (``--ratio`` archives)."""
+    from .floor import FULL_SLICE
+
+    empty = np.flatnonzero(np.diff(np.asarray(offsets, dtype=np.int64)) == 0)
+    for i in empty:
+        if floor is None or floor.kind(int(i)) not in FULL_SLICE:
+            raise ArchiveError(f"slice {int(i)} has no stored low-res base and is not stored whole: the archive is "
+                               "damaged", path=path)
 
 
 def _decode_base(f, info: ArchiveInfo, path: Path, check: bool) -> np.ndarray:

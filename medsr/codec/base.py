@@ -194,7 +194,8 @@ def encode_base(lowres: np.ndarray, kind: str = DEFAULT_BASE, near: int | None =
 
 def decode_base(codestreams, meta: BaseMeta) -> np.ndarray:
     """Inverse of ``encode_base`` for the coded bases (near-lossless, lossy): codestreams (list or
-    ``pack_codestreams`` output) -> the decoded ``(n, h, w)`` stack in ``meta.dtype``."""
+    ``pack_codestreams`` output) -> the decoded ``(n, h, w)`` stack in ``meta.dtype``. An empty codestream
+    (a slice an archive holds whole, ``medsr.codec.rate.without_slices``) decodes to ``meta.vmin``."""
     if meta.base not in CODED_BASES:
         raise BaseCodecError(f"decode_base decodes the JPEG-LS bases only (got {meta.base!r})")
     if isinstance(codestreams, tuple) and len(codestreams) == 2 and isinstance(codestreams[0], np.ndarray):
@@ -205,6 +206,9 @@ def decode_base(codestreams, meta: BaseMeta) -> np.ndarray:
     dt = np.dtype(meta.dtype)
     out = np.empty((n, h, w), dtype=dt)
     for i, c in enumerate(codestreams):
+        if not len(c):  # a slice held whole elsewhere (the archive's floor): no base; its reader rebuilds it
+            out[i] = np.asarray(meta.vmin).astype(dt)
+            continue
         try:
             pix = decode_jpegls(c, (h, w))
         except BaseCodecError as e:

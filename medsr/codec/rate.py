@@ -1,0 +1,100 @@
+"""Rate control of the lossy JPEG-LS base: code a low-res stack to a byte budget (pure functions).
+
+``base_to_budget(lowres, budget)`` finds the smallest JPEG-LS NEAR ``k`` whose codestreams fit
+the budget (bisection over 1..``MAX_NEAR``; the bytes fall as NEAR grows), then spends what is
+left by coding slices, one after another, at ``k - 1`` while the total still fits. Every slice is
+within +-its own NEAR of the exact low-res values, so within +-``k`` (the stored ``base_near``, the
+bound restore's projection uses; ``BaseMeta.near``). A codestream carries its own NEAR, so a reader
+decodes a mixed stack exactly as a uniform one (``decode_base``). Used by ``medsr archive --ratio``
+(``medsr.flow.budget``) and ``medsr rd --ratios``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import BASE_LOSSY, MAX_NEAR, BaseCodecError, PreparedBase, decode_base, encode_base, pack_codestreams
+
+
+@dataclass(frozen=True)
+class BudgetedBase:
+    """A base coded to a budget: the ``PreparedBase`` to store, each slice's NEAR, and whether it fits."""
+
+    base: PreparedBase
+    nears: tuple[int, ...]  # per slice
+    budget: float
+    fits: bool  # False: even NEAR = MAX_NEAR exceeds the budget (the base is then at MAX_NEAR)
+
+    @property
+    def nbytes(self) -> int:
+        return self.base.coded_bytes
+
+
+def base_to_budget(lowres: np.ndarray, budget: float, kind: str = BASE_LOSSY) -> BudgetedBase:
+    """Code ``lowres`` (n, h, w) with JPEG-LS so its codestreams total at most ``budget`` bytes, as close
+    to it as one NEAR step of one slice allows. Raises ``BaseCodecError`` for data JPEG-LS cannot code."""
+    if not budget > 0:
+        raise BaseCodecError(f"a byte budget must be > 0 (got {budget})")
+    cache: dict[int, tuple[list[bytes], object]] = {}
+
+    def coded(k: int):
+        if k not in cache:
+            cache[k] = encode_base(lowres, kind, k)
+        return cache[k]
+
+    def total(k: int) -> int:
+        return sum(len(c) for c in coded(k)[0])
+
+    lo, hi = 1, MAX_NEAR
+    if total(hi) > budget:
+        k, fits = hi, False
+    elif total(lo) <= budget:
+        k, fits = lo, True
+    else:  # total(lo) > budget >= total(hi): the smallest k that fits
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if total(mid) <= budget:
+                hi = mid
+            else:
+                lo = mid
+        k, fits = hi, True
+    streams = list(coded(k)[0])
+    meta = coded(k)[1]
+    nears = [k] * len(streams)
+    if fits and k > 1:  # spend the rest: slices at k - 1 while the total fits
+        finer = coded(k - 1)[0]
+        spent = sum(len(c) for c in streams)
+        for i, c in enumerate(finer):
+            extra = len(c) - len(streams[i])
+            if extra <= 0 or spent + extra <= budget:
+                streams[i], nears[i] = c, k - 1
+                spent += extra
+    return BudgetedBase(_prepared(streams, meta, lowres, nears), tuple(nears), float(budget), fits)
+
+
+def _prepared(streams: list[bytes], meta, lowres: np.ndarray, nears: list[int]) -> PreparedBase:
+    data, offsets = pack_codestreams(streams)
+    decoded = decode_base(streams, meta)
+    err = np.abs(decoded.astype(np.int64) - np.asarray(lowres).astype(np.int64)).reshape(len(streams), -1)
+    worst = err.max(axis=1) if err.size else np.zeros(len(streams), dtype=np.int64)
+    bad = np.flatnonzero(worst > np.asarray(nears))
+    if bad.size:  # the standard guarantees it; never store a base that breaks its recorded bound
+        i = int(bad[0])
+        raise BaseCodecError(f"JPEG-LS NEAR={nears[i]} decoded slice {i} with error {int(worst[i])}")
+    return PreparedBase(meta, decoded, data, offsets)
+
+
+def without_slices(prepared: PreparedBase, drop: np.ndarray) -> PreparedBase:
+    """The base with the codestreams of slices ``drop`` (bool mask) left empty: slices an archive holds whole
+    (``medsr.archive.floor.FULL_SLICE``) need no base; a reader rebuilds their low-res from the whole slice.
+    The other slices' codestreams are untouched (so they decode exactly as before)."""
+    from .base import unpack_codestreams
+
+    if prepared.data is None:
+        raise BaseCodecError("only a coded base can leave slices empty")
+    streams = unpack_codestreams(prepared.data, prepared.offsets)
+    streams = [b"" if d else s for s, d in zip(streams, np.asarray(drop, dtype=bool))]
+    data, offsets = pack_codestreams(streams)
+    decoded = decode_base(streams, prepared.meta)
+    return PreparedBase(prepared.meta, decoded, data, offsets, note=prepared.note)
