@@ -232,6 +232,22 @@ def test_archive_batch_passes_the_floor_and_base_to_every_series(cluster, tmp_pa
     assert rc != 0 and not (tmp_path / "bad").exists()
 
 
+def test_archive_batch_passes_the_ratio_to_every_series(cluster, tmp_path, capsys):
+    """``--ratio`` (issue #19): every archive of the batch keeps the byte budget and records its choice."""
+    root = tmp_path / "root"
+    build_series(root / "a", _spec(1))
+    build_series(root / "b", _spec(2, rows=70, cols=61))
+    out = tmp_path / "out"
+    rc = cli_main(["archive-batch", str(root), "-o", str(out), "--scheduler", cluster, "--json", *FAST_ARGS,
+                   "--ratio", "30"])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0 and (d["ok"], d["failed"]) == (2, 0)
+    for r in _manifest(out / MANIFEST):
+        info = medsr.open_archive(out / r["archive"])
+        assert info.audit["budget"]["target_ratio"] == 30 and info.pixel_ratio >= 30
+        assert info.audit["budget"]["chosen"] in {c["candidate"] for c in info.audit["budget"]["candidates"]}
+
+
 def test_resume_after_sigkill(tmp_path, cluster):
     root = tmp_path / "root"
     for k in range(10):

@@ -210,7 +210,7 @@ def test_service_rejects_bad_ids_without_touching_orthanc_or_disk(tmp_path):
                  b'{"delete_original": "yes"}', b'{"timeout": 1e9}', b'{"base": "jpeg-xl"}',
                  b'{"base": "lossy", "base_near": 2.5}', b'{"base_near": 3}', b'{"floor_psnr_fg": -1}',
                  b'{"floor_ssim": 2}', b'{"floor_fallback": "lossless"}', b'{"floor_psnr_fg": 40, "floor_fallback": "x"}',
-                 b'{"ensemble": 3}'):
+                 b'{"ensemble": 3}', b'{"ratio": 1}', b'{"ratio": 100, "base": "lossy"}'):
         r = svc.handle("POST", f"/medsr/series/{sid}/archive", body=body)
         assert r.status == 400, (body, r)
     assert [p.name for p in (tmp_path / "store").iterdir()] == [".work"]
@@ -423,6 +423,11 @@ def test_plugin_archive_takes_the_base_and_a_floor(orthanc, basic_in_orthanc):
                      json={"method": "model", "baselines": False, "ensemble": 2})
     assert r.status_code == 200 and r.json()["ensemble"] == 2, r.text
     assert medsr.open_archive(Path(orthanc.store) / f"{r.json()['archive_id']}.medsr.h5").model_ensemble == 2
+    # a byte budget (issue #19): the route takes --ratio's choice, and the archive keeps its promise
+    r = orthanc.post(f"/medsr/series/{basic_in_orthanc}/archive", json={"method": "bicubic", "ratio": 40})
+    assert r.status_code == 200, r.text
+    info = medsr.open_archive(Path(orthanc.store) / f"{r.json()['archive_id']}.medsr.h5")
+    assert info.audit["budget"]["target_ratio"] == 40 and info.pixel_ratio >= 40
 
 
 @needs_orthanc

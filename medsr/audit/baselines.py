@@ -62,6 +62,7 @@ class J2KBaseline:
     target_bytes: float  # original pixel bytes / target ratio
     encoder_ratio: float  # the one ratio every slice was coded at (relative to BitsStored)
     slice_encodes: int  # encoder calls in all (n = one encode per slice)
+    codestreams: tuple[bytes, ...] = ()  # one per slice: what ``--ratio`` stores when full-slice JPEG 2000 wins
 
     def provenance(self) -> dict:
         return {"jpeg2000_target_bytes": round(self.target_bytes), "jpeg2000_bytes": self.nbytes,
@@ -138,4 +139,5 @@ def jpeg2000_baseline(stored_slices: np.ndarray, bits_stored: int, target_pixel_
         if d.shape != a.shape[1:]:
             raise ValueError(f"JPEG 2000 decode of slice {i} gave shape {d.shape}, expected {a.shape[1:]}")
         out[i] = d.astype(a.dtype, copy=False)
-    return J2KBaseline(out, int(sum(len(c) for c in coded)), float(target), float(r), encodes)
+    return J2KBaseline(out, int(sum(len(c) for c in coded)), float(target), float(r), encodes,
+                       tuple(bytes(c) for c in coded))

@@ -82,6 +82,17 @@ class Audit(Mapping[str, Any]):
                     out[metric + suffix] = round(float(v), 4)
         return out
 
+    @property
+    def budget(self) -> dict[str, Any] | None:
+        """``--ratio``: the budget, every candidate measured and why the stored one won (``medsr.flow.budget``)."""
+        return copy.deepcopy(self._data.get("budget"))
+
+    def with_budget(self, summary: Mapping[str, Any]) -> Audit:
+        """A new audit with the ``--ratio`` choice recorded."""
+        data = self.to_dict()
+        data["budget"] = dict(summary)
+        return Audit(data)
+
     def with_floor(self, summary: Mapping[str, Any], per_slice: list[Mapping[str, Any]]) -> Audit:
         """A new audit with the per-slice floor: its ``summary`` and, on each restored slice, the ``per_slice``
         fields (representation, bytes) in slice order."""

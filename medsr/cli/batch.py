@@ -63,6 +63,9 @@ def register_cli(subparsers) -> None:
                    help="per-slice quality floor on the foreground PSNR, for every series (as for `medsr archive`; "
                    "docs/floor.md). A series whose floor cannot be met fails with its error in the manifest")
     a.add_argument("--floor-ssim", type=float, metavar="S", help="per-slice quality floor on the whole-slice SSIM")
+    a.add_argument("--ratio", type=float, metavar="N",
+                   help="archive every series to a byte budget of 1/N of its pixel bytes, choosing scale and base by "
+                   "measurement (as for `medsr archive --ratio`; docs/ratio.md)")
     a.add_argument("--floor-fallback", default="error", choices=["error", "lossless"],
                    help="a slice no lossy representation meets: error (that series fails) or lossless")
     a.add_argument("--hashed-names", action="store_true", help="name archives by series-UID hash only (no folder names)")
@@ -122,7 +125,7 @@ def cmd_archive_batch(args) -> int:
         force=args.force, min_psnr=args.min_psnr, min_ssim=args.min_ssim, min_psnr_fg=args.min_psnr_fg,
         keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k, base=args.base,
         base_near=args.base_near, floor_psnr_fg=args.floor_psnr_fg, floor_ssim=args.floor_ssim,
-        floor_fallback=args.floor_fallback, ensemble=args.ensemble)
+        floor_fallback=args.floor_fallback, ensemble=args.ensemble, ratio=args.ratio)
     kw = dict(scheduler=args.scheduler, workers=args.workers, options=opts,
               progress=not args.quiet and sys.stderr.isatty(), names="hash" if args.hashed_names else "path")
     if (args.root is None) == (args.dicomweb is None):

@@ -45,7 +45,7 @@ def cmd_archive(args) -> int:
         min_psnr_fg=args.min_psnr_fg, keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k,
         base=args.base, base_near=args.base_near,
         floor_psnr_fg=args.floor_psnr_fg, floor_ssim=args.floor_ssim, floor_fallback=args.floor_fallback,
-        ensemble=args.ensemble,
+        ensemble=args.ensemble, ratio=args.ratio,
     )
     prog = _Progress(not args.quiet and sys.stderr.isatty())
     from ..pacs.sources import is_remote
@@ -73,6 +73,8 @@ def cmd_archive(args) -> int:
             f"  restore by {s['method']} ({s['model_id']}{_ens(s)}): PSNR {_fmt(s['psnr'])} dB (fg {_fmt(s['psnr_fg'])}), SSIM {_fmt(s['ssim'], 4)}\n"
             f"  bicubic baseline:     PSNR {_fmt(s['psnr_bicubic'])} dB (fg {_fmt(s['psnr_fg_bicubic'])}), SSIM {_fmt(s['ssim_bicubic'], 4)}\n"
             f"  JPEG 2000, same bytes: PSNR {_fmt(s['psnr_j2k'])} dB (fg {_fmt(s['psnr_fg_j2k'])}), SSIM {_fmt(s['ssim_j2k'], 4)}")
+    if s.get("budget"):
+        text += "\n" + _info_budget_text(s["budget"])
     if s.get("floor"):
         text += "\n" + _floor_text(s["floor"])
     if s["below_threshold"]:
@@ -142,6 +144,9 @@ def cmd_info(args) -> int:
 
         d["audit"] = flat_audit(info.audit)
     text = "\n".join(f"{k:>22}: {v}" for k, v in d.items() if k not in ("audit", "floor"))
+    budget = (info.audit or {}).get("budget")
+    if budget:
+        text += "\n" + _info_budget_text(budget)
     if d.get("floor"):
         text += "\n" + _info_floor_text(d["floor"], (info.audit or {}).get("floor") or {})
     if "audit" in d:
@@ -150,12 +155,29 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _info_budget_text(b: dict) -> str:
+    """``medsr info``/``archive``: the ``--ratio`` choice, one line per candidate measured."""
+    lines = [f"{'budget':>22}: 1/{b['target_ratio']:g} of the pixel bytes ({b['budget_bytes']:,} B); stored "
+             f"{b['chosen']}: {b['why']}"]
+    for c in b.get("candidates", []):
+        mark = "*" if c["candidate"] == b["chosen"] else " "
+        lines.append(f"{'':>22} {mark}{c['candidate']:<14} {c['pixel_ratio']:>8.1f}:1  fg PSNR {_fmt(c['psnr_fg'])} dB  "
+                     f"SSIM {_fmt(c['ssim'], 4)}  {c['model_id'].split('@')[0]}"
+                     + (f", {c['j2k_slices']} slices JPEG 2000" if c["j2k_slices"] else "")
+                     + ("" if c["fits"] else "  (over the budget)"))
+    if b.get("margin_psnr_fg_vs_j2k") is not None:
+        lines.append(f"{'':>22}  margin over full-slice JPEG 2000 at the budget: {b['margin_psnr_fg_vs_j2k']:+.2f} dB fg")
+    return "\n".join(lines)
+
+
 def _info_floor_text(fl: dict, audited: dict) -> str:
     """``medsr info``: the per-slice floor, one line per representation (``--json`` keeps the dict)."""
     what = [f"foreground PSNR >= {fl['floor_psnr_fg']:g} dB" for _ in [0] if fl.get("floor_psnr_fg") is not None]
     what += [f"SSIM >= {fl['floor_ssim']:g}" for _ in [0] if fl.get("floor_ssim") is not None]
     lines = [f"{'floor':>22}: every slice {' and '.join(what) or '(no value recorded)'}; "
              f"fallback {fl.get('floor_fallback', 'error')} ({fl.get('floor_id', 'medsr-floor-v1')})"]
+    if fl.get("floor_source") == "ratio":
+        lines = [f"{'slices':>22}: stored per slice as chosen by --ratio ({fl.get('floor_id', 'medsr-floor-v1')})"]
     for name, v in fl.get("representations", {}).items():
         lines.append(f"{'':>22}  {name:<9} {v['slices']:>5} slices {v['bytes']:>12,} B")
     tail = f"floor payloads {fl.get('floor_bytes', 0):,} B"
@@ -244,6 +266,12 @@ def _add_archive_parser(sub) -> None:
                    "model; see docs/base-codec.md and `medsr rd` to choose from numbers)")
     a.add_argument("--base-near", type=int, metavar="K",
                    help="JPEG-LS NEAR of --base near-lossless (default 2) or lossy (default 3%% of the window)")
+    a.add_argument("--ratio", type=float, metavar="N",
+                   help="archive to a byte budget: the pixel payload is at most the original pixel bytes / N. "
+                   "medsr measures, against the original, the x4 and x2 super-resolution tiers on a lossy JPEG-LS "
+                   "base coded to the budget (with JPEG 2000 for the slices where it restores better) and JPEG 2000 "
+                   "of every full slice, and stores the one with the best foreground PSNR; the audit lists every "
+                   "candidate. Chooses the scale and base itself (no --base/--operator/--floor-*). docs/ratio.md")
     a.add_argument("--floor-psnr-fg", type=float, metavar="DB",
                    help="per-slice quality floor: every slice must restore with a foreground PSNR of at least DB "
                    "(audit definitions, docs/audit.md). A slice whose restore misses it is stored instead by the "

@@ -33,6 +33,8 @@ def cmd_rd(args) -> int:
     series = read_series(args.series, series_uid=args.series_uid,
                          allow_modalities=("MR",) + tuple(m.upper() for m in args.allow_modality))
     prog = _Progress(not args.quiet and sys.stderr.isatty())
+    if args.ratios:
+        return _rd_ratios(args, series, out, prog)
     try:
         result = rate_distortion(series, method=args.method, model=args.model, device=args.device,
                                  operator=args.operator, nears=args.near, lossy=args.lossy,
@@ -49,6 +51,26 @@ def cmd_rd(args) -> int:
     else:
         print(format_table(result))
         print(f"rate-distortion: {json_path}\n  plot: {png_path}")
+    return 0
+
+
+def _rd_ratios(args, series, out: Path, prog) -> int:
+    """``medsr rd --ratios``: the ``--ratio`` candidates at every N (medsr.flow.rd_ratio)."""
+    from ..flow.rd_ratio import format_ratio_table, ratio_sweep, write_ratio_sweep
+
+    try:
+        result = ratio_sweep(series, args.ratios, method=args.method, model=args.model, device=args.device,
+                             consistency=not args.no_consistency, ensemble=args.ensemble, progress=prog)
+    finally:
+        prog.close()
+    json_path, png_path = write_ratio_sweep(result, out, force=args.force)
+    if args.json:
+        print(json.dumps({"rd_json": str(json_path), "rd_png": str(png_path), "ratios": [
+            {"target_ratio": r["target_ratio"], "chosen": r["chosen"], "margin_psnr_fg_vs_j2k": r.get("margin_psnr_fg_vs_j2k"),
+             "candidates": r["candidates"]} for r in result["ratios"]]}))
+    else:
+        print(format_ratio_table(result))
+        print(f"--ratio candidates: {json_path}\n  plot: {png_path}")
     return 0
 
 
@@ -79,6 +101,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--floors", type=lambda s: _numbers(s, float), default=DEFAULT_FLOORS, metavar="DB,DB,...",
                    help="per-slice floor modes: `medsr archive --floor-psnr-fg DB` on the default base, each next to "
                    "per-slice-rate JPEG 2000 meeting the same floor (default 35,40; empty: none; docs/floor.md)")
+    p.add_argument("--ratios", type=lambda s: _numbers(s, float), default=(), metavar="N,N,...",
+                   help="instead of the base modes: at each N, every `medsr archive --ratio N` candidate (x4 and x2 "
+                   "tiers on a JPEG-LS base coded to 1/N of the pixel bytes, their per-slice JPEG 2000 mixes, JPEG "
+                   "2000 of the full slices), measured as the archive would; the plot marks the one stored "
+                   "(e.g. 50,80,100,150,200; docs/ratio.md)")
     p.add_argument("--no-consistency", action="store_true", help="do not project restores onto the base")
     p.add_argument("--series-uid", help="pick one series when the folder holds several")
     p.add_argument("--allow-modality", action="append", default=[], metavar="MOD")

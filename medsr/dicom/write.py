@@ -19,12 +19,31 @@ def derivation_for(data: ArchiveData, *, method: str, model_id: str, model=None)
     info = data.info
     what = {"model": f"super-resolution model {model_id}", "bicubic": "bicubic interpolation",
             "nearest": "pixel replication"}.get(method, method)
+    budget = _budget_text(data)
+    floor = getattr(data, "floor", None)
+    if budget and floor is not None and len(floor.kinds) and all(floor.kind(i) == "j2k" for i in range(len(floor.kinds))):
+        desc = (f"medsr {info.medsr_version}: every slice stored as JPEG 2000 (lossy) of the original slice "
+                f"(pixel ratio {info.pixel_ratio:.1f}:1 = original pixel bytes / stored pixel bytes){budget}. "
+                "Lossy: not the original pixels.")
+        return DerivationInfo(series_uid=new_series_uid(), description=desc, ratio=info.pixel_ratio,
+                              method_term="ISO_15444_1", series_suffix=" [medsr JPEG 2000]")
     desc = (f"medsr {info.medsr_version}: stored at 1/{info.scale} resolution per axis by operator {info.operator} "
-            f"(pixel ratio {info.pixel_ratio:.1f}:1 = original pixel bytes / stored pixel bytes), "
+            f"(pixel ratio {info.pixel_ratio:.1f}:1 = original pixel bytes / stored pixel bytes){budget}, "
             f"{_base_text(info)}restored by {what}. Lossy: not the original pixels.")
     return DerivationInfo(series_uid=new_series_uid(), description=desc, ratio=info.pixel_ratio,
+                          method_term=f"MEDSR_SR{info.scale}", series_suffix=f" [medsr x{info.scale} restore]",
                           model_name=model.name if model is not None else "",
                           model_sha256=model.sha256 if model is not None else "")
+
+
+def _budget_text(data) -> str:
+    """``--ratio`` archives: the budget and that the representation was chosen by measurement."""
+    audit = data.info.audit if isinstance(data.info.audit, dict) or hasattr(data.info.audit, "get") else None
+    b = audit.get("budget") if audit is not None else None
+    if not b:
+        return ""
+    return (f"; representation {b.get('chosen')} chosen by measurement against the original for a byte budget of "
+            f"1/{float(b.get('target_ratio', 0)):g} of the original pixel bytes")
 
 
 def _base_text(info) -> str:
@@ -49,14 +68,21 @@ FLOOR_TEXT = {
 }
 
 
+RATIO_J2K_TEXT = ("This slice is stored instead as JPEG 2000 (lossy) of the original slice: at the archive's byte "
+                  "budget it measured better than the super-resolution restore.")
+
+
 def _slice_derivation(deriv: DerivationInfo, data: ArchiveData, i: int) -> DerivationInfo:
-    """The series' derivation, plus how this slice was stored when the per-slice floor replaced the restore."""
+    """The series' derivation, plus how this slice was stored when the per-slice floor (or the ``--ratio`` choice)
+    replaced the restore."""
     floor = getattr(data, "floor", None)
-    if floor is None or floor.kind(i) == "sr":
+    if floor is None or floor.kind(i) == "sr" or deriv.method_term == "ISO_15444_1":
         return deriv
     from dataclasses import replace
 
-    return replace(deriv, description=f"{deriv.description} {FLOOR_TEXT[floor.kind(i)]}")
+    ratio = bool((getattr(data.info, "floor", None) or {}).get("floor_source") == "ratio")
+    text = RATIO_J2K_TEXT if ratio and floor.kind(i) == "j2k" else FLOOR_TEXT[floor.kind(i)]
+    return replace(deriv, description=f"{deriv.description} {text}")
 
 
 def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[int, np.ndarray]] | np.ndarray, *,

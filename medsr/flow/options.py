@@ -23,6 +23,16 @@ def check_archive_options(o) -> None:
         from ..codec.base import check_base
 
         check_base(o.base, o.base_near)
+    if o.ratio is not None:
+        from .budget import check_ratio
+
+        check_ratio(o.ratio)
+        clash = [flag for flag, bad in (("--base", o.base is not None), ("--base-near", o.base_near is not None),
+                                        ("--operator", o.operator != "area4-v1"),
+                                        ("--floor-psnr-fg", o.floor_psnr_fg is not None),
+                                        ("--floor-ssim", o.floor_ssim is not None)) if bad]
+        if clash:
+            raise MedsrError(f"--ratio chooses the scale and the base itself: drop {', '.join(clash)}")
     if o.floor_psnr_fg is not None or o.floor_ssim is not None or o.floor_fallback != "error":
         from ..floor import check_floor
 

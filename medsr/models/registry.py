@@ -61,13 +61,16 @@ REGISTRY: dict[str, PretrainedModel] = _load_registry()
 DEFAULT_MODEL = "medsr-srresnet-x4"
 
 
-def default_model_for(base: str | None) -> str:
-    """The default (fidelity) model for an archive base: the shipped tier trained on that base,
-    else ``DEFAULT_MODEL``."""
+def default_model_for(base: str | None, operator: str = "area4-v1") -> str | None:
+    """The default (fidelity) model for an archive base and operator: the shipped tier trained on that base
+    for that operator, else (x4) ``DEFAULT_MODEL``; None when no shipped model restores ``operator``'s
+    scale (an x2 archive then restores by bicubic)."""
     for m in REGISTRY.values():
-        if base and m.base == base and m.kind == "fidelity":
+        if base and m.base == base and m.kind == "fidelity" and m.operator == operator:
             return m.name
-    return DEFAULT_MODEL
+    if operator == "area4-v1":
+        return DEFAULT_MODEL
+    return next((m.name for m in REGISTRY.values() if m.operator == operator and m.kind == "fidelity"), None)
 
 
 def find_by_sha256(sha256: str | None) -> PretrainedModel | None:

@@ -1,0 +1,116 @@
+"""The per-series table of ``medsr archive --ratio N`` (issue #19): what is stored, and its margin over JPEG 2000.
+
+    python -m pipelines.bench_ratio --out docs/figures/ratio --ratios 80,100,150 ROLE=SERIES [ROLE=SERIES ...]
+
+Every row is ``medsr.flow.budget.plan_budget`` (the code ``medsr archive --ratio N`` runs, restore method
+``auto``: the shipped lossy-base tiers) on one series at one N: each candidate coded to 1/N of the original
+pixel bytes, restored, and measured with the audit's definitions. ROLE says what the series was to the
+models (``evaluation``: never used to train or choose anything; ``validation``: used to choose), so a
+reader never mistakes one for the other. Writes OUT.json, OUT.md and OUT.png (margin over full-slice JPEG
+2000 against N, per series). ``make ratio-table`` runs it on the project's series.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _row(name: str, role: str, r: dict) -> dict:
+    cands = {c["candidate"]: c for c in r["candidates"]}
+    chosen = cands[r["chosen"]]
+    j2k = cands.get("j2k", {})
+    return {"series": name, "role": role, "target_ratio": r["target_ratio"], "chosen": r["chosen"],
+            "pixel_ratio": chosen["pixel_ratio"], "psnr_fg": chosen["psnr_fg"], "ssim": chosen["ssim"],
+            "model_id": chosen["model_id"], "j2k_psnr_fg": j2k.get("psnr_fg"), "j2k_ratio": j2k.get("pixel_ratio"),
+            "margin_psnr_fg_vs_j2k": r.get("margin_psnr_fg_vs_j2k"),
+            "best_sr": max((c for c in r["candidates"] if c["candidate"] != "j2k" and c["fits"]),
+                           key=lambda c: c["psnr_fg"], default={}).get("candidate"),
+            "x4_psnr_fg": cands.get("x4-jpegls", {}).get("psnr_fg"), "x2_psnr_fg": cands.get("x2-jpegls", {}).get("psnr_fg"),
+            "ratio_hit": round(chosen["pixel_ratio"] / r["target_ratio"], 4)}
+
+
+def _markdown(rows: list[dict], meta: dict) -> str:
+    def f(v, d=2):
+        return "" if v is None else f"{v:.{d}f}"
+
+    out = [f"Machine: {meta['machine']}; restore method auto ({', '.join(meta['models'])}); "
+           f"{meta['seconds']:.0f} s. Command: `{meta['command']}`.", "",
+           "| series | role | N | stored | achieved ratio | fg PSNR | SSIM | JPEG 2000 fg (ratio) | margin fg | "
+           "x4 tier fg | x2 tier fg |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['series']} | {r['role']} | {r['target_ratio']:g} | {r['chosen']} | {r['pixel_ratio']:.1f} | "
+                   f"{f(r['psnr_fg'])} | {f(r['ssim'], 4)} | {f(r['j2k_psnr_fg'])} ({f(r['j2k_ratio'], 1)}) | "
+                   f"{'' if r['margin_psnr_fg_vs_j2k'] is None else format(r['margin_psnr_fg_vs_j2k'], '+.2f')} | "
+                   f"{f(r['x4_psnr_fg'])} | {f(r['x2_psnr_fg'])} |")
+    return "\n".join(out) + "\n"
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for k, name in enumerate(dict.fromkeys(r["series"] for r in rows)):
+        pts = [(r["target_ratio"], r["margin_psnr_fg_vs_j2k"], r["chosen"]) for r in rows if r["series"] == name]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=f"C{k}", label=name)
+        for x, y, c in pts:
+            ax.annotate(c, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=f"C{k}")
+    ax.axhline(0, color="0.3", linewidth=1)
+    ax.set_xlabel("ratio N (pixel payload <= original pixel bytes / N)")
+    ax.set_ylabel("stored minus JPEG 2000 at the same budget, fg PSNR (dB)")
+    ax.set_title("medsr archive --ratio N: margin over full-slice JPEG 2000", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(str(path), format="png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipelines.bench_ratio", description=__doc__.split("\n\n")[0])
+    p.add_argument("series", nargs="+", metavar="ROLE=SERIES", help="role (evaluation or validation) = folder or .nii.gz")
+    p.add_argument("--out", type=Path, required=True, help="output stem: OUT.json, OUT.md, OUT.png")
+    p.add_argument("--ratios", default="80,100,150")
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from medsr.engine import select_device
+    from medsr.flow.rd_ratio import ratio_sweep
+    from medsr.io import read_series
+
+    ratios = [float(x) for x in a.ratios.split(",") if x.strip()]
+    t0 = time.perf_counter()
+    rows, models = [], set()
+    for spec in a.series:
+        role, _, path = spec.partition("=")
+        if role not in ("evaluation", "validation") or not path:
+            raise SystemExit(f"expected evaluation=PATH or validation=PATH, got {spec!r}")
+        series = read_series(path)
+        name = Path(path.rstrip("/")).name.removesuffix(".gz").removesuffix(".nii")
+        res = ratio_sweep(series, ratios, device=a.device)
+        for r in res["ratios"]:
+            rows.append(_row(name, role, r))
+            models |= {c["model_id"] for c in r["candidates"]}
+            print(json.dumps(rows[-1]), flush=True)
+    dev = select_device(a.device)
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {dev}",
+            "models": sorted(models), "seconds": time.perf_counter() - t0,
+            "command": "python -m pipelines.bench_ratio " + " ".join(argv if argv is not None else sys.argv[1:])}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    a.out.with_suffix(".md").write_text(_markdown(rows, meta))
+    _plot(rows, a.out.with_suffix(".png"))
+    print(_markdown(rows, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
