@@ -115,11 +115,16 @@ def test_restore_writes_what_the_audit_measured_and_says_what_was_stored(xa30_10
     assert dciodvfy(files[0]) <= dciodvfy(src)
 
 
-def test_info_lists_the_candidates(xa30_100):
-    _, arc, _ = xa30_100
+def test_info_and_the_report_list_the_candidates(xa30_100, tmp_path):
+    summary, arc, _ = xa30_100
     proc = _cli("info", arc)
     assert proc.returncode == 0, proc.stderr
     assert "budget: 1/100" in proc.stdout and "x2-jpegls" in proc.stdout and "j2k" in proc.stdout
+    proc = _cli("audit", arc, "-o", tmp_path / "rep")
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "Byte budget (--ratio 100)" in page and f"<b>{summary['budget']['chosen']}</b>" in page
+    assert all(c["candidate"] in page for c in summary["budget"]["candidates"])
 
 
 def test_a_high_ratio_on_a_real_brain_keeps_its_promise(sag_anon, tmp_path):

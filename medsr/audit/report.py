@@ -171,6 +171,27 @@ def _floor_section(floor: Mapping[str, Any]) -> str:
             f"</tr>{rows}</table><table class='floor-facts'>{kv}</table>")
 
 
+def _budget_section(budget: Mapping[str, Any]) -> str:
+    """``--ratio``: every candidate measured at the byte budget, the stored one marked, and why it won."""
+    head = ("<tr><th class='k'>candidate</th><th>ratio</th><th>pixel bytes</th><th>fg PSNR (dB)</th><th>PSNR (dB)</th>"
+            "<th>SSIM</th><th>JPEG 2000 slices</th><th>restored by</th></tr>")
+    rows = "".join(
+        f"<tr{' class=chosen' if c['candidate'] == budget.get('chosen') else ''}><td class='k'>"
+        f"{'&#9733; ' if c['candidate'] == budget.get('chosen') else ''}{html.escape(str(c['candidate']))}</td>"
+        f"<td>{_ratio(float(c['pixel_ratio']))}{'' if c.get('fits', True) else ' (over the budget)'}</td>"
+        f"<td>{int(c['pixel_bytes']):,}</td><td>{_fmt(c.get('psnr_fg'), 2)}</td><td>{_fmt(c.get('psnr'), 2)}</td>"
+        f"<td>{_fmt(c.get('ssim'), 4)}</td><td>{int(c.get('j2k_slices', 0))}</td>"
+        f"<td>{html.escape(str(c.get('model_id', '')))}</td></tr>" for c in budget.get("candidates", []))
+    margin = budget.get("margin_psnr_fg_vs_j2k")
+    tail = (f" Margin of the stored one over JPEG 2000 of the full slices at the budget: {margin:+.2f} dB foreground."
+            if margin is not None else "")
+    return (f"<h2>Byte budget (--ratio {_fmt(budget.get('target_ratio'))})</h2><p>Pixel payload at most "
+            f"{int(budget.get('budget_bytes', 0)):,} bytes. Every candidate was coded to the budget, restored as a "
+            f"restore would, and measured against the original (docs/ratio.md). Stored: "
+            f"<b>{html.escape(str(budget.get('chosen')))}</b>: {html.escape(str(budget.get('why', '')))}.{tail}</p>"
+            f"<table class='floor'>{head}{rows}</table>")
+
+
 def _crop_box(orig: np.ndarray, threshold: float) -> tuple[int, int, int]:
     """Top-left corner and size of the foreground window with the most edge energy."""
     from scipy.ndimage import sobel, uniform_filter
@@ -278,13 +299,15 @@ def _kv_table(d: Mapping[str, Any], cls: str) -> str:
 
 def write_report(audit: AuditResult, images: ImageSource, out_dir: str | os.PathLike[str], *,
                  phi: Mapping[str, Any] | None = None, rank_by: str = RESTORED,
-                 floor: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+                 floor: Mapping[str, Any] | None = None,
+                 budget: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.html`` into ``out_dir`` (created if needed), atomically.
 
     Panels show the worst, median and best slices by ``rank_by`` foreground PSNR
     (``select_slices``); ``images`` must hold those slices for each method shown.
     ``phi`` (patient data, only with --include-phi) is added to both files when given.
-    ``floor`` (the audit's ``floor`` object, medsr.floor) adds the representation table and plot markers.
+    ``floor`` (the audit's ``floor`` object, medsr.floor) adds the representation table and plot markers;
+    ``budget`` (the audit's ``budget`` object, ``--ratio``) the candidates measured and the one stored.
     Returns (json_path, html_path).
     """
     out = Path(out_dir)
@@ -328,6 +351,7 @@ def write_report(audit: AuditResult, images: ImageSource, out_dir: str | os.Path
         f"{_fmt(audit.fg_threshold)}; PSNR capped at 100 dB. Definitions: docs/audit.md (medsr-metrics-v1).</p>",
         "<h2>Compression ratios</h2>",
         _kv_table({RATIO_LABELS.get(k, k): _ratio(v) for k, v in audit.ratios.items()}, "ratios"),
+        _budget_section(budget) if budget else "",
         _floor_section(floor) if floor else "",
         "<h2>Per-slice PSNR</h2>", f"<img alt='per-slice PSNR' src='{_psnr_plot(audit, floor)}'>" if audit.methods else "",
         f"<h2>Slices (by {html.escape(rank_by)} foreground PSNR)</h2>",

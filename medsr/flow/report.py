@@ -52,7 +52,8 @@ def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | 
     if include_phi and data.headers is not None:
         h = data.header(0)
         phi = {"PatientName": str(h.get("PatientName", "")), "PatientID": str(h.get("PatientID", ""))}
-    return write_report(audit, images, out_dir, phi=phi, floor=(info.audit or {}).get("floor"))
+    return write_report(audit, images, out_dir, phi=phi, floor=(info.audit or {}).get("floor"),
+                        budget=(info.audit or {}).get("budget"))
 
 
 def _model_card_summary(model_id: str) -> str:
