@@ -161,9 +161,11 @@ class _Context:
         return measure(self.original, test, data_range=self.dr, name=name)
 
 
-def _model_for(op, method: str, model: str | None, ensemble, device: str, notes: list[str]):
-    """(method, LoadedModel | None) restoring ``op``'s scale: ``model`` where it has that scale, else the shipped
-    lossy-base tier for ``op`` (bicubic where none is shipped)."""
+def _models_for(op, method: str, model: str | None, ensemble, device: str, notes: list[str]) -> list[tuple]:
+    """[(method, LoadedModel | None)] that may restore ``op``'s scale: ``model`` where it has that scale; else the
+    shipped lossy-base tier for ``op`` and the shipped default model for ``op`` (trained on the exact and
+    near-lossless bases: better where the budget buys a small NEAR), both measured; bicubic where none is
+    shipped, or with ``method`` bicubic."""
     from ..codec.base import BASE_LOSSY
     from ..engine import select_device
     from ..models import default_model_for
@@ -171,19 +173,22 @@ def _model_for(op, method: str, model: str | None, ensemble, device: str, notes:
 
     dev = select_device(device)
     if method == "bicubic":
-        return "bicubic", None
+        return [("bicubic", None)]
     if model is not None:
         m, loaded = _resolve_model("model", model, BASE_LOSSY, ensemble, device=dev, operator=op.id)
         if loaded.scale == op.scale:
             loaded.check_operator(op.id, op.scale)
-            return m, loaded
-    if default_model_for(BASE_LOSSY, op.id) is None:
+            return [(m, loaded)]
+    names = list(dict.fromkeys(n for n in (default_model_for(BASE_LOSSY, op.id), default_model_for(None, op.id)) if n))
+    if not names:
         notes.append(f"no shipped model restores {op.id} (x{op.scale}): its candidates restore by bicubic")
-        return "bicubic", None
-    m, loaded = _resolve_model("auto", None, BASE_LOSSY, ensemble, device=dev, operator=op.id)
-    if loaded is not None:
+        return [("bicubic", None)]
+    out = []
+    for name in names:
+        m, loaded = _resolve_model("model", name, BASE_LOSSY, ensemble, device=dev, operator=op.id)
         loaded.check_operator(op.id, op.scale)
-    return m, loaded
+        out.append((m, loaded))
+    return out
 
 
 def _sr_candidate(ctx: _Context, op_id: str, *, method, model, device, consistency, ensemble,
@@ -204,21 +209,28 @@ def _sr_candidate(ctx: _Context, op_id: str, *, method, model, device, consisten
     except BaseCodecError as e:
         notes.append(f"{op.id}: the JPEG-LS base cannot code this series ({e})")
         return None
-    m, loaded = _model_for(op, method, model, ensemble, device, notes)
     cons = _consistency(consistency, op.id)
-    engine = _archive_engine(m, select_device(device) if m == "model" else "cpu", cons, bb.base.meta)
     window = intensity_window(exact)
     rows, cols = s.shape
-    restored = _restore_pixels(bb.base.decoded, window=window, scale=op.scale, operator=op.id, rows=rows, cols=cols,
-                               dtype=s.pixels.dtype, value_range=s.value_range, engine=engine,
-                               module=loaded.module if loaded else None)
     name = f"x{op.scale}-jpegls"
+    tried = []
+    for m, loaded in _models_for(op, method, model, ensemble, device, notes):
+        engine = _archive_engine(m, select_device(device) if m == "model" else "cpu", cons, bb.base.meta)
+        restored = _restore_pixels(bb.base.decoded, window=window, scale=op.scale, operator=op.id, rows=rows,
+                                   cols=cols, dtype=s.pixels.dtype, value_range=s.value_range, engine=engine,
+                                   module=loaded.module if loaded else None)
+        tried.append(Candidate(name, op.id, m, loaded.model_id if loaded else m, bb.nbytes,
+                               ctx.measure(restored, name), near=bb.base.meta.near, fits=bb.fits, base=bb.base,
+                               restored=restored, lowres=bb.base.decoded, window=window, pad=pad, loaded=loaded,
+                               ensemble=loaded.ensemble if loaded else 1))
+    best = max(tried, key=lambda c: _fg(c))
+    if len(tried) > 1:
+        notes.append(f"{name} (NEAR {bb.base.meta.near}): " + ", ".join(
+            f"{c.model_id.split('@')[0]} {_fg(c):.2f} dB" for c in tried) + f"; kept {best.model_id.split('@')[0]}")
     ctx.tick(name)
     if not bb.fits:
         notes.append(f"{name}: even JPEG-LS NEAR={bb.base.meta.near} exceeds the budget")
-    return Candidate(name, op.id, m, loaded.model_id if loaded else m, bb.nbytes, ctx.measure(restored, name),
-                     near=bb.base.meta.near, fits=bb.fits, base=bb.base, restored=restored, lowres=bb.base.decoded,
-                     window=window, pad=pad, loaded=loaded, ensemble=loaded.ensemble if loaded else 1)
+    return best
 
 
 def _slice_j2k(a: np.ndarray, bits: int, nbytes: int) -> bytes | None:
@@ -310,12 +322,15 @@ def _j2k_candidate(ctx: _Context) -> Candidate:
                      lowres=lowres, window=intensity_window(exact), pad=pad)
 
 
+def _fg(c: Candidate) -> float:
+    """A candidate's foreground PSNR (its whole-image PSNR when nothing is foreground)."""
+    v = float(c.metrics.psnr_fg)
+    return v if np.isfinite(v) else float(c.metrics.psnr)
+
+
 def _choose(cands: list[Candidate]) -> tuple[Candidate, str]:
     eligible = [c for c in cands if c.fits] or cands
-
-    def fg(c: Candidate) -> float:
-        v = float(c.metrics.psnr_fg)
-        return v if np.isfinite(v) else float(c.metrics.psnr)
+    fg = _fg
 
     best = max(eligible, key=fg)
     tied = [c for c in eligible if fg(best) - fg(c) <= TIE_DB]
