@@ -90,9 +90,9 @@ def _read_job_series(job: SeriesJob, options: ArchiveOptions):
 
         return read_series(job.source)
     # exactly this series' files (read_series(folder) would also read other series' files below it)
-    from ..io.series import _read_dicom_files
+    from ..io.series import read_dicom_files
 
-    return _read_dicom_files(Path(job.source), [Path(f) for f in job.files], None,
+    return read_dicom_files(Path(job.source), [Path(f) for f in job.files], None,
                              tuple(m.upper() for m in options.allow_modalities))
 
 
