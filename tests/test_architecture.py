@@ -37,6 +37,33 @@ def test_star_import_gives_exactly_the_api_the_readme_lists():
     assert set(medsr.__all__) == _readme_api()
 
 
+def test_the_api_loads_each_name_from_the_module_that_lint_imports_sees_it_imported_from():
+    """medsr.api imports its names lazily (``_EXPORTS``); the ``TYPE_CHECKING`` imports are what lint-imports
+    reads. Both must name the same object for every public name."""
+    import ast
+    import importlib
+
+    import medsr.api as api
+
+    tree = ast.parse((REPO / "medsr" / "api" / "__init__.py").read_text())
+    (block,) = [n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING"]
+    declared = {a.asname or a.name: ("." * imp.level + imp.module, a.name)
+                for imp in block.body if isinstance(imp, ast.ImportFrom) for a in imp.names}
+    assert declared == api._EXPORTS
+    assert set(api.__all__) == set(api._EXPORTS) >= set(medsr.__all__) - {"__version__"} - set(dir(medsr.errors))
+    for name, (module, attr) in api._EXPORTS.items():
+        assert getattr(api, name) is getattr(importlib.import_module(module, "medsr.api"), attr), name
+
+
+def test_the_cli_parser_builds_without_torch():
+    """``medsr --help`` (every subcommand's parser, including rd's and jobs' defaults taken from medsr.api)."""
+    code = ("import sys\nfrom medsr.cli.main import build_parser\nbuild_parser().format_help()\n"
+            "print(sorted(m for m in ('torch', 'pydicom', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_medsr_installs_alone_and_its_commands_run_from_the_install(tmp_path, fixture_path):
     """``pip install .`` (a wheel, not editable) into a fresh venv: only ``medsr`` at top level, and
     ``medsr --help``, ``archive``, ``restore`` and ``eval`` run from it, outside the repository. The fresh venv

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from ..api import record_manifest_row
 from ..errors import MedsrError
-from ..io.ledger import record_row
 from .manifest import Manifest
 from .tasks import probe_worker
 
@@ -139,7 +139,7 @@ def run_tasks(client, jobs: list, fn: Callable, args: tuple, manifest: Manifest,
             rows.append(row)
             manifest.put(row)
             if ledger is not None:
-                record_row(ledger, row)
+                record_manifest_row(ledger, row)
             failed += row.get("status") == "failed"
             bar.update(1)
             if failed:

@@ -51,7 +51,7 @@ class Manifest:
             self.write()
 
     def write(self) -> None:
-        from ..io.atomic import atomic_file
+        from ..api import atomic_file
 
         t0 = time.monotonic()
         with atomic_file(self.path, force=True, mode=0o600) as tmp:

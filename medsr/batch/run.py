@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, MedsrError, OutputError
-from ..io.ledger import JobLedger
 from .cluster import check_workers, connect, run_tasks
 from .jobs import ARCHIVE_SUFFIX, BatchSummary
 from .lock import outdir_lock
@@ -72,8 +71,7 @@ def archive_batch(root: str | Path, outdir: str | Path, *, scheduler=None, worke
     ``names``: "path" (relative folder + UID hash) or "hash" (UID hash only).
     Returns the counts of this run; ``outdir/manifest.jsonl`` holds every row.
     """
-    from ..api import ArchiveOptions
-    from ..io.atomic import clean_stale_temps
+    from ..api import ArchiveOptions, JobLedger, clean_stale_temps
 
     t0 = time.perf_counter()
     options = options or ArchiveOptions()  # options check themselves when made: one error before any work
@@ -121,8 +119,7 @@ def restore_batch(archives: str | Path, outdir: str | Path, *, scheduler=None, w
     "auto" (the default here) picks NIfTI for archives made from NIfTI and DICOM otherwise.
     Existing complete outputs are skipped; ``outdir/restore-manifest.jsonl`` holds every row.
     """
-    from ..api import RestoreOptions
-    from ..io.atomic import clean_stale_temps
+    from ..api import RestoreOptions, clean_stale_temps
 
     t0 = time.perf_counter()
     options = options or RestoreOptions(format="auto")  # options check themselves (medsr.flow.options)

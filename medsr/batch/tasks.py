@@ -65,7 +65,7 @@ def _metrics_from_info(info) -> dict:
 
 def check_existing_archive(path: Path, job: SeriesJob):
     """-> (True, info) when ``path`` verifies and holds this job's series, else (False, problem)."""
-    from ..archive import read_info, verify_archive
+    from ..api import read_archive_info, verify_archive
 
     try:
         res = verify_archive(path)
@@ -75,7 +75,7 @@ def check_existing_archive(path: Path, job: SeriesJob):
     if not res.ok:
         return False, (f"existing archive fails verification ({'; '.join(res.problems)}); "
                        "move it away or rerun with --force")
-    info = read_info(path)
+    info = read_archive_info(path)
     if job.series_uid and info.series_uid != job.series_uid:
         return False, f"{path}: existing archive holds series {info.series_uid}, not {job.series_uid}"
     if job.kind == "dicom" and info.n_slices != len(job.files):
@@ -86,13 +86,13 @@ def check_existing_archive(path: Path, job: SeriesJob):
 
 def _read_job_series(job: SeriesJob, options: ArchiveOptions):
     if job.kind == "nifti":
-        from ..io import read_series
+        from ..api import read_series
 
         return read_series(job.source)
     # exactly this series' files (read_series(folder) would also read other series' files below it)
-    from ..io.series import _read_dicom_files
+    from ..api import read_dicom_files
 
-    return _read_dicom_files(Path(job.source), [Path(f) for f in job.files], None,
+    return read_dicom_files(Path(job.source), [Path(f) for f in job.files], None,
                              tuple(m.upper() for m in options.allow_modalities))
 
 
@@ -154,8 +154,7 @@ def restore_job(job: RestoreJob, outdir: str, options: RestoreOptions) -> dict:
     """Restore one archive under ``outdir``; never raises: returns its manifest row."""
     import warnings
 
-    from ..api import restore_archive
-    from ..archive import read_info
+    from ..api import read_archive_info, restore_archive
 
     _quiet_worker()
     t0 = time.perf_counter()
@@ -165,7 +164,7 @@ def restore_job(job: RestoreJob, outdir: str, options: RestoreOptions) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                info = read_info(Path(job.archive))
+                info = read_archive_info(Path(job.archive))
             except MedsrError:
                 raise
             except Exception as e:  # h5py may raise on a damaged file

@@ -4,13 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..flow.evaluate import __doc__ as evaluate_doc
-from ..flow.evaluate import evaluate, write_outputs
+from ..api import EVAL_DESCRIPTION, evaluate, write_eval_outputs
 from .common import add_ensemble_arg
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="medsr eval", description=evaluate_doc,
+    ap = argparse.ArgumentParser(prog="medsr eval", description=EVAL_DESCRIPTION,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("series", nargs="+", help="series folders, single DICOM files or NIfTI files")
     ap.add_argument("-o", "--output", required=True)
@@ -22,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     res = evaluate([Path(s) for s in args.series], args.models, j2k=not args.no_j2k, device=args.device,
                    ensembles=args.ensemble)
-    md, js, png = write_outputs(res, Path(args.output))
+    md, js, png = write_eval_outputs(res, Path(args.output))
     print(md.read_text())
     print(f"wrote {md}, {js}" + (f", {png}" if png else ""))
     return 0

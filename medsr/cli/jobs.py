@@ -1,4 +1,4 @@
-"""``medsr jobs ROOT``: the jobs recorded in ROOT/jobs.sqlite (:mod:`medsr.io.ledger`).
+"""``medsr jobs ROOT``: the jobs recorded in ROOT/jobs.sqlite (``medsr.api.JobLedger``).
 
 ROOT is the Orthanc plugin's archive store or an ``archive-batch`` OUTDIR. States: queued,
 running, done, failed (with the one-line error), interrupted (the process was stopped while
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from ..io.ledger import STATES, JobLedger
+from ..api import JOB_STATES, JobLedger
 
 
 def cmd_jobs(args) -> int:
@@ -36,7 +36,7 @@ def register_cli(subparsers) -> None:
                               description="List the jobs in ROOT/jobs.sqlite (queued, running, done, failed with "
                               "the error, interrupted by a restart, resumed). See docs/pacs.md.")
     j.add_argument("root", metavar="ROOT", help="the plugin's archive store, or an archive-batch OUTDIR")
-    j.add_argument("--state", choices=STATES, help="only jobs in this state")
+    j.add_argument("--state", choices=JOB_STATES, help="only jobs in this state")
     _common(j)
     j.set_defaults(func=cmd_jobs)
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..flow.rd import DEFAULT_FLOORS, DEFAULT_LOSSY, DEFAULT_LOSSY_FRACTIONS, DEFAULT_NEARS, format_table
+from ..api import RD_DEFAULT_FLOORS, RD_DEFAULT_LOSSY, RD_DEFAULT_LOSSY_FRACTIONS, RD_DEFAULT_NEARS, format_rd_table
 from .common import Progress as _Progress
 from .common import add_common_args as _common
 from .common import add_ensemble_arg
@@ -20,11 +20,7 @@ def _numbers(text: str, cast) -> tuple:
 
 
 def cmd_rd(args) -> int:
-    from ..floor import check_floor
-    from ..flow.rd import rate_distortion, write_rd
-    from ..io import read_series
-    from ..io.atomic import preflight_output
-
+    from ..api import check_floor, preflight_output, rate_distortion, read_series, write_rd
 
     for db in args.floors:
         check_floor(db, None, "lossless")  # a bad --floors value: one error before anything is read
@@ -49,14 +45,14 @@ def cmd_rd(args) -> int:
                                    "representations", "per_slice_j2k_floor") if k in r}
             for r in result["modes"]]}, default=str))
     else:
-        print(format_table(result))
+        print(format_rd_table(result))
         print(f"rate-distortion: {json_path}\n  plot: {png_path}")
     return 0
 
 
 def _rd_ratios(args, series, out: Path, prog) -> int:
     """``medsr rd --ratios``: the ``--ratio`` candidates at every N (medsr.flow.rd_ratio)."""
-    from ..flow.rd_ratio import format_ratio_table, ratio_sweep, write_ratio_sweep
+    from ..api import format_ratio_table, ratio_sweep, write_ratio_sweep
 
     try:
         result = ratio_sweep(series, args.ratios, method=args.method, model=args.model, device=args.device,
@@ -91,14 +87,14 @@ def register_cli(subparsers) -> None:
     add_ensemble_arg(p, help="model self-ensemble size (default: each model's own, as an archive uses)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--operator", default="area4-v1", help="down-sampling operator id")
-    p.add_argument("--near", type=lambda s: _numbers(s, int), default=DEFAULT_NEARS, metavar="K,K,...",
+    p.add_argument("--near", type=lambda s: _numbers(s, int), default=RD_DEFAULT_NEARS, metavar="K,K,...",
                    help="JPEG-LS NEAR values of the near-lossless modes (default 2,3,4; empty: none)")
-    p.add_argument("--lossy", type=lambda s: _numbers(s, float), default=DEFAULT_LOSSY, metavar="F,F,...",
+    p.add_argument("--lossy", type=lambda s: _numbers(s, float), default=RD_DEFAULT_LOSSY, metavar="F,F,...",
                    help="lossy JPEG 2000 low-res bases at 1/F of the lossless bytes (default 2,4,8; empty: none)")
-    p.add_argument("--lossy-near", type=lambda s: _numbers(s, float), default=DEFAULT_LOSSY_FRACTIONS,
+    p.add_argument("--lossy-near", type=lambda s: _numbers(s, float), default=RD_DEFAULT_LOSSY_FRACTIONS,
                    metavar="P,P,...", help="`--base lossy` modes: JPEG-LS NEAR as fractions of the low-res window "
                    "(default 0.02,0.03,0.05; the archive's default is 0.03), restored by the lossy-base model")
-    p.add_argument("--floors", type=lambda s: _numbers(s, float), default=DEFAULT_FLOORS, metavar="DB,DB,...",
+    p.add_argument("--floors", type=lambda s: _numbers(s, float), default=RD_DEFAULT_FLOORS, metavar="DB,DB,...",
                    help="per-slice floor modes: `medsr archive --floor-psnr-fg DB` on the default base, each next to "
                    "per-slice-rate JPEG 2000 meeting the same floor (default 35,40; empty: none; docs/floor.md)")
     p.add_argument("--ratios", type=lambda s: _numbers(s, float), default=(), metavar="N,N,...",

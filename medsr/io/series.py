@@ -199,11 +199,15 @@ def read_series(path: str | Path, *, series_uid: str | None = None,
     from .conformance import quiet_values
 
     with quiet_values():  # over-long values are reported once per series by tag (conformance.py), not by pydicom
-        return _read_dicom_files(p, files, series_uid, tuple(m.upper() for m in allow_modalities))
+        return read_dicom_files(p, files, series_uid, tuple(m.upper() for m in allow_modalities))
 
 
-def _read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
-                      allow: tuple[str, ...]) -> Series:
+def read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
+                     allow: tuple[str, ...]) -> Series:
+    """Read exactly ``files`` (DICOM, found under ``root``) into a Series: one series, modality in ``allow``.
+
+    ``read_series`` on a folder reads every file below it; the batch runner reads one series' files with this.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 

@@ -322,7 +322,7 @@ def restore_into_orthanc(access: OrthancAccess, archive_path: Path, options=None
 def _mkdtemp(near: Path) -> str:
     import tempfile
 
-    from ..io.atomic import temp_prefix
+    from ..api import temp_prefix
 
     base = near if near.is_dir() and os.access(near, os.W_OK) else None
     return tempfile.mkdtemp(prefix=temp_prefix("pacs"), dir=base)  # owner-aware: see clean_stale_temps
@@ -393,7 +393,7 @@ class ArchiveStore:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    from ..io.atomic import temp_prefix
+    from ..api import temp_prefix
 
     tmp = path.with_name(f"{temp_prefix()}{uuid.uuid4().hex}")
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
@@ -630,7 +630,7 @@ class MedsrService:
         self.config = config
         self.store = ArchiveStore(config.archive_store)
         self._log = log or (lambda msg: None)
-        from ..io.ledger import JobLedger
+        from ..api import JobLedger
 
         ledger = JobLedger(self.store.root)  # <store>/jobs.sqlite: job states survive a restart
         interrupted = ledger.mark_interrupted()

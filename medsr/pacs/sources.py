@@ -74,7 +74,7 @@ def _fetch(arg: str, folder: Path, *, connection, dimse, allow_modalities) -> So
 
 def check_archived_everything(result, fetched: FetchedInstances) -> None:
     """The verified archive holds every fetched file (sha256 for sha256), or raise."""
-    from ..archive import read_archive
+    from ..api import read_archive
 
     try:  # every archive format (2: the compact container keeps them in /meta), checksums verified
         stored = set(read_archive(result.archive).source_sha256)
@@ -100,7 +100,7 @@ def archive_remote(arg: str, output, options=None, *, connection: Connection | N
     options = options or ArchiveOptions()
     if delete_original and arg.lower().startswith("dimse://"):
         raise InputError("DIMSE has no delete service: --delete-original works for DICOMweb sources only")
-    from ..io.atomic import preflight_output
+    from ..api import preflight_output
 
     preflight_output(Path(output), force=options.force)  # an output that cannot be written: before any transfer
     with resolve_source(arg, connection=connection, dimse=dimse, allow_modalities=options.allow_modalities,

@@ -72,7 +72,7 @@ def private_folder(parent: Path | None = None) -> Path:
     """A new owner-only temporary folder (under ``parent`` if given, else the system temp folder)."""
     import tempfile
 
-    from ..io.atomic import temp_prefix
+    from ..api import temp_prefix
 
     base = str(parent) if parent is not None and Path(parent).is_dir() and os.access(parent, os.W_OK) else None
     path = Path(tempfile.mkdtemp(prefix=temp_prefix("pacs"), dir=base))
