@@ -82,6 +82,7 @@ def test_safetensors_round_trip(tmp_path):
 # ---------------------------------------------------------------- shipped weights
 
 def test_shipped_models_load_from_safetensors_with_checked_sha256():
+    from medsr.codec import get_operator
     from medsr.models import REGISTRY, create_model
     from medsr.models.registry import file_sha256
 
@@ -91,7 +92,8 @@ def test_shipped_models_load_from_safetensors_with_checked_sha256():
         assert file_sha256(entry.path) == entry.sha256
         assert entry.path.with_name(entry.card).exists(), f"model card missing for {name}"
         loaded = create_model(name)
-        assert loaded.scale == 4 and loaded.model_id.startswith(name + "@")
+        assert loaded.scale == entry.config.scale and loaded.model_id.startswith(name + "@")
+        assert get_operator(entry.operator).scale == loaded.scale  # an x2 tier is trained on area2-v1
 
 
 def test_default_model_restores_a_fixture_above_bicubic(fixture_path, tmp_path):
