@@ -121,29 +121,50 @@ def test_forged_huge_archives_are_refused_before_reading(small_archive, tmp_path
     assert not (tmp_path / "r").exists()
 
 
-def test_dicom_restore_streams_instead_of_holding_the_volume(small_archive, tmp_path, monkeypatch):
+_STREAM_PROBE = """
+import json, sys, tracemalloc
+from pathlib import Path
+import pydicom
+import medsr
+import medsr.dicom.write as writers
+small, arc, out = map(Path, sys.argv[1:4])
+medsr.restore_archive(small, out / "warm-up")  # imports (torch...) are not the restore's memory
+seen = []
+
+class Derived:
+    def __init__(self, i):
+        self.SOPInstanceUID = f"1.2.3.{i}"
+
+writers.derive_instance = lambda header, px, d: seen.append(px.shape) or Derived(len(seen))
+pydicom.dcmwrite = lambda path, ds, **kw: Path(path).write_bytes(b"x")
+tracemalloc.start()
+res = medsr.restore_archive(arc, out / "r", medsr.RestoreOptions(device="cpu"))
+peak = tracemalloc.get_traced_memory()[1]
+print(json.dumps({"peak": peak, "slices": res.slices, "seen": len(seen), "shapes": sorted({str(s) for s in seen})}))
+"""
+
+
+def test_dicom_restore_streams_instead_of_holding_the_volume(small_archive, tmp_path):
     """2000 slices of 64x64: the restored volume is 16 MB; a streaming restore holds a few batches.
 
     Building and writing each derived instance is stubbed (it is per slice, not per volume):
-    what is measured is the engine, the writer pool and restore_archive around them.
+    what is measured is the engine, the writer pool and restore_archive around them, in a fresh
+    process (tracemalloc counts every thread's allocations: threads other tests leave behind in this
+    one would be counted too).
     """
+    import json
+    import subprocess
+
     sys.path.insert(0, str(REPO))
-    import medsr.dicom.write as writers
     from pipelines.memory_bench import write_bench_archive
 
     arc = tmp_path / "long.medsr.h5"
     write_bench_archive(arc, 2000, 64, "bicubic")
     volume = 2000 * 64 * 64 * 2
-
-    class Derived:
-        def __init__(self, i):
-            self.SOPInstanceUID = f"1.2.3.{i}"
-
-    medsr.restore_archive(small_archive, tmp_path / "warm-up")  # imports (torch...) are not the restore's memory
-    seen = []
-    monkeypatch.setattr(writers, "derive_instance", lambda header, px, d: seen.append(px.shape) or Derived(len(seen)))
-    monkeypatch.setattr(pydicom, "dcmwrite", lambda path, ds, **kw: Path(path).write_bytes(b"x"))
-    out, peak = _peak(lambda: medsr.restore_archive(arc, tmp_path / "r", medsr.RestoreOptions(device="cpu")))
-    assert not isinstance(out, Exception), out
-    assert out.slices == 2000 and len(seen) == 2000 and set(seen) == {(64, 64)}
+    proc = subprocess.run([sys.executable, "-c", _STREAM_PROBE, str(small_archive), str(arc), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    d = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert d["slices"] == 2000 and d["seen"] == 2000 and d["shapes"] == ["(64, 64)"]
+    peak = d["peak"]
     assert peak < volume / 2, f"peak {peak / MB:.1f} MB for a {volume / MB:.1f} MB volume"
