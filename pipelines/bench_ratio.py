@@ -33,6 +33,8 @@ def _row(name: str, role: str, r: dict) -> dict:
             "best_sr": max((c for c in r["candidates"] if c["candidate"] != "j2k" and c["fits"]),
                            key=lambda c: c["psnr_fg"], default={}).get("candidate"),
             "x4_psnr_fg": cands.get("x4-jpegls", {}).get("psnr_fg"), "x2_psnr_fg": cands.get("x2-jpegls", {}).get("psnr_fg"),
+            "x4_fits": cands.get("x4-jpegls", {}).get("fits"), "x2_fits": cands.get("x2-jpegls", {}).get("fits"),
+            "x4_ratio": cands.get("x4-jpegls", {}).get("pixel_ratio"), "x2_ratio": cands.get("x2-jpegls", {}).get("pixel_ratio"),
             "ratio_hit": round(chosen["pixel_ratio"] / r["target_ratio"], 4)}
 
 
@@ -48,8 +50,16 @@ def _markdown(rows: list[dict], meta: dict) -> str:
         out.append(f"| {r['series']} | {r['role']} | {r['target_ratio']:g} | {r['chosen']} | {r['pixel_ratio']:.1f} | "
                    f"{f(r['psnr_fg'])} | {f(r['ssim'], 4)} | {f(r['j2k_psnr_fg'])} ({f(r['j2k_ratio'], 1)}) | "
                    f"{'' if r['margin_psnr_fg_vs_j2k'] is None else format(r['margin_psnr_fg_vs_j2k'], '+.2f')} | "
-                   f"{f(r['x4_psnr_fg'])} | {f(r['x2_psnr_fg'])} |")
+                   f"{_tier(r, 'x4')} | {_tier(r, 'x2')} |")
     return "\n".join(out) + "\n"
+
+
+def _tier(r: dict, k: str) -> str:
+    """A tier's fg PSNR; where even JPEG-LS NEAR 255 exceeds the budget, at the ratio it reached (not eligible)."""
+    v = r.get(f"{k}_psnr_fg")
+    if v is None:
+        return ""
+    return f"{v:.2f}" if r.get(f"{k}_fits", True) else f"({v:.2f} at {r[f'{k}_ratio']:.0f}:1, over)"
 
 
 def _plot(rows: list[dict], path: Path) -> None:

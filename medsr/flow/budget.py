@@ -273,7 +273,7 @@ def _mixed_candidate(ctx: _Context, sr: Candidate) -> Candidate | None:
     better = (_per_slice(ctx.measure(trial, "j2k-slices")) > _per_slice(sr.metrics)) & \
         np.array([p is not None for p in payloads])
     ctx.tick(f"{sr.name}+j2k")
-    if not better.any():
+    if not better.any() or better.all():  # all JPEG 2000: the `j2k` candidate, at fewer bytes than the budget
         return None
     kinds = ["j2k" if b else "sr" for b in better]
     floor = FloorData.from_payloads(kinds, [payloads[i] if b else b"" for i, b in enumerate(better)])
