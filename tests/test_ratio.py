@@ -17,7 +17,7 @@ from independent import original_and_restored, series_psnr
 from medsr.archive.format import open_logical
 from medsr.codec import downsample, pad_to_multiple
 from medsr.codec.base import decode_base, unpack_codestreams
-from medsr.codec.rate import base_to_budget, without_slices
+from medsr.codec.rate import base_to_budget, j2k_base_to_budget, without_slices
 from medsr.io import read_series
 
 
@@ -76,7 +76,7 @@ def test_every_candidate_is_measured_and_the_best_foreground_psnr_is_stored(xa30
     summary, _, _ = xa30_100
     b = summary["budget"]
     names = {c["candidate"] for c in b["candidates"]}
-    assert {"x4-jpegls", "x2-jpegls", "j2k"} <= names
+    assert {"x4-jpegls", "x2-jpegls", "x4-j2kbase", "x2-j2kbase", "j2k"} <= names
     fits = [c for c in b["candidates"] if c["fits"]]
     chosen = next(c for c in b["candidates"] if c["candidate"] == b["chosen"])
     assert chosen["fits"] and chosen["psnr_fg"] >= max(c["psnr_fg"] for c in fits) - 0.005
@@ -213,3 +213,24 @@ def test_rd_ratios_draws_every_candidate_and_marks_what_an_archive_stores(sag_an
     proc = _cli("archive", sag_anon, "-o", arc, "--ratio", 300, "--method", "bicubic", "--json", "--no-j2k")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["budget"]["chosen"] == saved["ratios"][1]["chosen"]
+
+
+def test_a_jpeg2000_low_res_base_fits_the_budget_and_reads_back_as_coded(sag_anon, tmp_path):
+    """The ``j2kbase`` candidates' base: JPEG 2000 of each low-res slice within the budget, its recorded bound the
+    largest error measured, and an archive holding it decodes to exactly what was measured."""
+    from medsr.archive import read_archive, write_archive
+    from medsr.codec import intensity_window
+
+    series = read_series(sag_anon)
+    padded, pad = pad_to_multiple(series.pixels, 2)
+    lowres = downsample(padded, "area2-v1")
+    budget = series.pixels.nbytes / 120
+    bb = j2k_base_to_budget(lowres, budget)
+    assert bb.fits and 0.95 * budget <= bb.nbytes <= budget
+    err = np.abs(bb.base.decoded.astype(np.int64) - lowres.astype(np.int64)).max()
+    assert bb.base.meta.base == "lossy-j2k" and bb.base.meta.near == max(1, err)
+    arc = tmp_path / "j.medsr.h5"
+    write_archive(arc, series=series, lowres=bb.base.decoded, window=intensity_window(lowres), operator="area2-v1",
+                  scale=2, pad=pad, method="bicubic", model=None, audit=None, base=bb.base)
+    data = read_archive(arc)
+    assert data.info.base == "lossy-j2k" and np.array_equal(data.lowres, bb.base.decoded)

@@ -247,7 +247,7 @@ def _attr(f, key, cast=str):
     return cast(v)
 
 
-KNOWN_BASES = ("lossless", "near-lossless", "lossy")
+KNOWN_BASES = ("lossless", "near-lossless", "lossy", "lossy-j2k")
 
 
 def _base_of(f, path) -> tuple[str, int]:

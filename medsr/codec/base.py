@@ -33,9 +33,11 @@ from ..errors import MedsrError
 BASE_LOSSLESS = "lossless"
 BASE_NEAR_LOSSLESS = "near-lossless"
 BASE_LOSSY = "lossy"  # JPEG-LS with a large NEAR (LOSSY_NEAR_FRACTION of the window): preview-quality ratios
-BASES = (BASE_LOSSLESS, BASE_NEAR_LOSSLESS, BASE_LOSSY)
-CODED_BASES = (BASE_NEAR_LOSSLESS, BASE_LOSSY)  # stored as JPEG-LS codestreams in /lowres_coded
+BASE_LOSSY_J2K = "lossy-j2k"  # JPEG 2000 (irreversible) of each low-res slice, rate set by --ratio (codec/rate.py)
+BASES = (BASE_LOSSLESS, BASE_NEAR_LOSSLESS, BASE_LOSSY)  # what --base offers
+CODED_BASES = (BASE_NEAR_LOSSLESS, BASE_LOSSY, BASE_LOSSY_J2K)  # stored as codestreams in /lowres_coded
 JPEGLS_NEAR_ID = "charls-jpegls-near-v1"
+J2K_BASE_ID = "openjpeg-j2k-lossy-v1"
 DEFAULT_BASE = BASE_NEAR_LOSSLESS  # measured: docs/base-codec.md
 DEFAULT_NEAR = 2  # measured: docs/base-codec.md
 LOSSY_NEAR_FRACTION = 0.03  # lossy base: NEAR = 3% of the low-res window width (docs/base-codec.md)
@@ -64,12 +66,15 @@ class BaseMeta:
         if self.base == BASE_LOSSY:
             return (f"lossy, preview quality (JPEG-LS NEAR={self.near}: every low-res value within "
                     f"+-{self.near})")
+        if self.base == BASE_LOSSY_J2K:
+            return (f"lossy, JPEG 2000 of each low-res slice (every low-res value within +-{self.near}, "
+                    "measured when it was coded)")
         return "lossless"
 
     def to_dict(self) -> dict:
         d = {"base": self.base, "base_near": int(self.near)}
         if self.base in CODED_BASES:
-            d["base_codec"] = JPEGLS_NEAR_ID
+            d["base_codec"] = J2K_BASE_ID if self.base == BASE_LOSSY_J2K else JPEGLS_NEAR_ID
         return d
 
 
@@ -126,7 +131,7 @@ def consistency_tolerance(base: str, near: int) -> float:
     restore is projected onto that box instead of onto the coding noise (measured: +0.1 to +0.4 dB
     foreground with the lossy-base tier, docs/base-codec.md). Archive and restore both call this.
     """
-    return float(near) + 0.5 if base == BASE_LOSSY else 0.0
+    return float(near) + 0.5 if base in (BASE_LOSSY, BASE_LOSSY_J2K) else 0.0
 
 
 def check_base(kind: str, near: int | None = None, window_width: float | None = None) -> tuple[str, int]:
@@ -210,11 +215,22 @@ def decode_base(codestreams, meta: BaseMeta) -> np.ndarray:
             out[i] = np.asarray(meta.vmin).astype(dt)
             continue
         try:
-            pix = decode_jpegls(c, (h, w))
+            pix = decode_jpegls(c, (h, w)) if meta.base != BASE_LOSSY_J2K else _decode_j2k(c, (h, w))
         except BaseCodecError as e:
             raise BaseCodecError(f"slice {i}: {e}") from None
         out[i] = np.clip(pix + meta.vmin, meta.vmin, meta.vmax).astype(dt)
     return out
+
+
+def _decode_j2k(codestream: bytes, shape: tuple[int, int]) -> np.ndarray:
+    from .payload import J2K_SOC, decode
+
+    if bytes(codestream[:2]) != J2K_SOC:
+        raise BaseCodecError("not a JPEG 2000 codestream")
+    try:
+        return decode(codestream, shape)
+    except ValueError as e:
+        raise BaseCodecError(str(e)[:120]) from None
 
 
 def decode_jpegls(codestream: bytes, shape: tuple[int, int]) -> np.ndarray:

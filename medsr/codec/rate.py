@@ -98,3 +98,43 @@ def without_slices(prepared: PreparedBase, drop: np.ndarray) -> PreparedBase:
     data, offsets = pack_codestreams(streams)
     decoded = decode_base(streams, prepared.meta)
     return PreparedBase(prepared.meta, decoded, data, offsets, note=prepared.note)
+
+
+def j2k_base_to_budget(lowres: np.ndarray, budget: float) -> BudgetedBase:
+    """Code ``lowres`` (n, h, w) integers as JPEG 2000 (irreversible 9-7, the audit baseline's encoder) of each
+    low-res slice, one encoder ratio for the stack, totalling at most ``budget`` bytes (closest of a few
+    tries). The base records the largest low-res error measured after decoding (``BaseMeta.near``: the
+    bound restore's projection uses). Raises ``BaseCodecError`` for data it cannot code."""
+    from .base import BASE_LOSSY_J2K, BaseMeta, supports_near_lossless
+    from .payload import bits_for, j2k_encode
+
+    a = np.asarray(lowres)
+    why = supports_near_lossless(a)
+    if why:
+        raise BaseCodecError(f"a JPEG 2000 base needs integer data within 16 bits: {why}")
+    if not budget > 0:
+        raise BaseCodecError(f"a byte budget must be > 0 (got {budget})")
+    vmin, vmax = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    shifted = (a.astype(np.int64) - vmin).astype(np.uint16)
+    bits = max(1, bits_for(shifted))
+    r = max(1.0, shifted[0].size * bits / 8 * len(shifted) / budget)
+    best: list[bytes] | None = None
+    for _ in range(8):
+        streams = [j2k_encode(s, bits, r) for s in shifted]
+        total = sum(len(c) for c in streams)
+        if total <= budget and (best is None or total > sum(len(c) for c in best)):
+            best = streams
+        if total <= budget and total >= 0.98 * budget:
+            break
+        r_new = max(1.0, r * total / (0.995 * budget))
+        if r_new == r:
+            break
+        r = r_new
+    fits = best is not None
+    streams = best if fits else streams
+    meta = BaseMeta(BASE_LOSSY_J2K, 0, vmin, vmax, tuple(a.shape), str(a.dtype))
+    decoded = decode_base(streams, meta)
+    err = int(np.abs(decoded.astype(np.int64) - a.astype(np.int64)).max()) if a.size else 0
+    meta = BaseMeta(BASE_LOSSY_J2K, max(1, err), vmin, vmax, tuple(a.shape), str(a.dtype))
+    data, offsets = pack_codestreams(streams)
+    return BudgetedBase(PreparedBase(meta, decoded, data, offsets), (meta.near,) * len(streams), float(budget), fits)

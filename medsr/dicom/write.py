@@ -52,6 +52,9 @@ def _base_text(info) -> str:
     if base == "near-lossless":
         return (f"low-res base stored near-losslessly (JPEG-LS NEAR={info.base_near}: each low-res value "
                 f"within +-{info.base_near}), ")
+    if base == "lossy-j2k":
+        return (f"LOSSY low-res base: JPEG 2000 of each low-res slice (each low-res value within "
+                f"+-{info.base_near}), ")
     if base == "lossy":
         return (f"LOSSY low-res base, preview quality (JPEG-LS NEAR={info.base_near}: each low-res value "
                 f"within +-{info.base_near}), ")

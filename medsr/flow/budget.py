@@ -27,6 +27,7 @@ import numpy as np
 
 BUDGET_ID = "medsr-ratio-v1"
 SR_OPERATORS = ("area4-v1", "area2-v1")
+BASE_CODERS = ("jpegls", "j2kbase")  # the low-res base of an SR candidate: JPEG-LS NEAR search, or JPEG 2000
 TIE_DB = 0.005  # foreground PSNRs this close are a tie, decided by SSIM
 FULL_J2K = "j2k"
 MIN_RATIO = 2.0  # below this the budget holds more than a lossless base; use --base lossless
@@ -121,12 +122,12 @@ def plan_budget(series, ratio: float, *, method: str = "auto", model: str | None
         raise InputError("every pixel of the series has the same (rescaled) value: PSNR and SSIM are undefined, "
                          "so medsr cannot choose a representation", path=series.source)
     budget = series.original_pixel_bytes / ratio
-    ctx = _Context(series, original, dr, budget, progress, 2 * len(operators) + 1)
+    ctx = _Context(series, original, dr, budget, progress, 2 * len(operators) * len(BASE_CODERS) + 1)
     cands: list[Candidate] = []
     notes: list[str] = []
-    for op_id in operators:
+    for op_id, coder in ((o, c) for o in operators for c in BASE_CODERS):
         sr = _sr_candidate(ctx, op_id, method=method, model=model, device=device, consistency=consistency,
-                           ensemble=ensemble, notes=notes)
+                           ensemble=ensemble, notes=notes, coder=coder)
         if sr is None:
             continue
         cands.append(sr)
@@ -192,10 +193,10 @@ def _models_for(op, method: str, model: str | None, ensemble, device: str, notes
 
 
 def _sr_candidate(ctx: _Context, op_id: str, *, method, model, device, consistency, ensemble,
-                  notes: list[str]) -> Candidate | None:
+                  notes: list[str], coder: str = "jpegls") -> Candidate | None:
     from ..codec import downsample, get_operator, intensity_window, pad_to_multiple
     from ..codec.base import BaseCodecError
-    from ..codec.rate import base_to_budget
+    from ..codec.rate import base_to_budget, j2k_base_to_budget
     from ..engine import select_device
     from .restoring import applied_consistency as _consistency, archive_engine as _archive_engine
     from .restoring import restore_pixels_stored as _restore_pixels
@@ -205,14 +206,14 @@ def _sr_candidate(ctx: _Context, op_id: str, *, method, model, device, consisten
     padded, pad = pad_to_multiple(s.pixels, op.scale)
     exact = downsample(padded, op.id)
     try:
-        bb = base_to_budget(exact, ctx.budget)
+        bb = (base_to_budget if coder == "jpegls" else j2k_base_to_budget)(exact, ctx.budget)
     except BaseCodecError as e:
-        notes.append(f"{op.id}: the JPEG-LS base cannot code this series ({e})")
+        notes.append(f"{op.id} {coder}: the base cannot code this series ({e})")
         return None
     cons = _consistency(consistency, op.id)
     window = intensity_window(exact)
     rows, cols = s.shape
-    name = f"x{op.scale}-jpegls"
+    name = f"x{op.scale}-{coder}"
     tried = []
     for m, loaded in _models_for(op, method, model, ensemble, device, notes):
         engine = _archive_engine(m, select_device(device) if m == "model" else "cpu", cons, bb.base.meta)
@@ -229,7 +230,7 @@ def _sr_candidate(ctx: _Context, op_id: str, *, method, model, device, consisten
             f"{c.model_id.split('@')[0]} {_fg(c):.2f} dB" for c in tried) + f"; kept {best.model_id.split('@')[0]}")
     ctx.tick(name)
     if not bb.fits:
-        notes.append(f"{name}: even JPEG-LS NEAR={bb.base.meta.near} exceeds the budget")
+        notes.append(f"{name}: the base does not fit the budget even at its coarsest")
     return best
 
 
