@@ -119,15 +119,23 @@ def j2k_base_to_budget(lowres: np.ndarray, budget: float) -> BudgetedBase:
     bits = max(1, bits_for(shifted))
     r = max(1.0, shifted[0].size * bits / 8 * len(shifted) / budget)
     best: list[bytes] | None = None
-    for _ in range(8):
+    under, over = None, None  # encoder ratios known to fit / not to fit
+    for _ in range(14):
         streams = [j2k_encode(s, bits, r) for s in shifted]
         total = sum(len(c) for c in streams)
-        if total <= budget and (best is None or total > sum(len(c) for c in best)):
-            best = streams
-        if total <= budget and total >= 0.98 * budget:
-            break
-        r_new = max(1.0, r * total / (0.995 * budget))
-        if r_new == r:
+        if total <= budget:
+            under = r if under is None else min(under, r)
+            if best is None or total > sum(len(c) for c in best):
+                best = streams
+            if total >= 0.98 * budget:
+                break
+        else:
+            over = r if over is None else max(over, r)
+        if under is not None and over is not None:  # the encoder's rate control is coarse: bisect (log scale)
+            r_new = float(np.sqrt(under * over))
+        else:
+            r_new = max(1.0, r * total / (0.995 * budget))
+        if abs(r_new - r) < 1e-6 * r:
             break
         r = r_new
     fits = best is not None

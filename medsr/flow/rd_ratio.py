@@ -45,8 +45,12 @@ def ratio_sweep(series, ratios: Sequence[float] = DEFAULT_RATIOS, *, method: str
 
 STYLES = {"x4-jpegls": ("o", "C0", "x4 tier, lossy JPEG-LS base"),
           "x2-jpegls": ("s", "C1", "x2 tier, lossy JPEG-LS base"),
-          "x4-jpegls+j2k": ("o", "C2", "x4 tier + JPEG 2000 slices where better"),
-          "x2-jpegls+j2k": ("s", "C3", "x2 tier + JPEG 2000 slices where better"),
+          "x4-j2kbase": ("o", "C4", "x4 tier, JPEG 2000 base"),
+          "x2-j2kbase": ("s", "C5", "x2 tier, JPEG 2000 base"),
+          "x4-jpegls+j2k": ("o", "C2", "x4 tier (JPEG-LS) + JPEG 2000 slices where better"),
+          "x2-jpegls+j2k": ("s", "C3", "x2 tier (JPEG-LS) + JPEG 2000 slices where better"),
+          "x4-j2kbase+j2k": ("o", "C6", "x4 tier (JPEG 2000 base) + JPEG 2000 slices"),
+          "x2-j2kbase+j2k": ("s", "C7", "x2 tier (JPEG 2000 base) + JPEG 2000 slices"),
           "j2k": ("x", "0.3", "JPEG 2000 of the full slices")}
 
 
@@ -55,7 +59,7 @@ def plot_ratio_sweep(result: dict, path: Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    fig = Figure(figsize=(12, 4.6), dpi=100)
+    fig = Figure(figsize=(13, 5), dpi=100)
     FigureCanvasAgg(fig)
     for ax, key, label in zip(fig.subplots(1, 2), ("psnr_fg", "ssim"), ("foreground PSNR (dB)", "SSIM")):
         for name, (mk, col, text) in STYLES.items():
@@ -78,7 +82,7 @@ def plot_ratio_sweep(result: dict, path: Path) -> None:
         ax.set_xlabel("ratio N (pixel payload <= original pixel bytes / N)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    fig.axes[0].legend(fontsize=8, loc="best", title="gold star: what --ratio N stores", title_fontsize=8)
+    fig.axes[0].legend(fontsize=7, loc="best", title="gold star: what --ratio N stores", title_fontsize=7)
     s = result["series"]
     fig.suptitle(f"medsr --ratio candidates: {s['slices']} x {s['rows']}x{s['cols']}, {s['bits_stored']}-bit "
                  f"(restore method {result['method']})", fontsize=10)
