@@ -351,10 +351,11 @@ def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
     try:
         info = check_info(_info_from(f, path), f)
         try:
+            floor = _read_floor(f, path, info.n_slices) if "floor" in f else None
             if info.base == "lossless":
                 lowres = _checked(f["lowres"], path, "lowres") if check else f["lowres"][()]
             else:
-                lowres = _decode_base(f, info, path, check)
+                lowres = _decode_base(f, info, path, check, floor)
             slope = _checked(f["slices/slope"], path, "slices/slope")
             intercept = _checked(f["slices/intercept"], path, "slices/intercept")
             positions = _checked(f["slices/position"], path, "slices/position") if "slices/position" in f else None
@@ -372,9 +373,6 @@ def read_archive(path: Path, *, check: bool = True) -> ArchiveData:
                 nhdr = _checked(f["nifti/header"], path, "nifti/header").tobytes()
             if "audit" in f:
                 _checked(f["audit"], path, "audit")
-            floor = _read_floor(f, path, info.n_slices) if "floor" in f else None
-            if info.base != "lossless":
-                _check_empty_base(f["lowres_coded_offsets"][()], floor, path)
         except ArchiveError:
             raise
         except KeyError as e:
@@ -426,13 +424,15 @@ def _check_empty_base(offsets, floor, path: Path) -> None:
                                "damaged", path=path)
 
 
-def _decode_base(f, info: ArchiveInfo, path: Path, check: bool) -> np.ndarray:
-    """Decode the near-lossless base (after its checksums) into the (n, h, w) low-res stack."""
+def _decode_base(f, info: ArchiveInfo, path: Path, check: bool, floor=None) -> np.ndarray:
+    """Decode the coded base (after its checksums) into the (n, h, w) low-res stack; an empty codestream must be
+    a slice ``floor`` holds whole."""
     from ..codec.base import BaseCodecError, decode_base
 
     coded = _checked(f["lowres_coded"], path, "lowres_coded") if check else f["lowres_coded"][()]
     offsets = (_checked(f["lowres_coded_offsets"], path, "lowres_coded_offsets") if check
                else f["lowres_coded_offsets"][()])
+    _check_empty_base(offsets, floor, path)
     try:
         return decode_base((np.asarray(coded), np.asarray(offsets)), _base_meta(f, info))
     except BaseCodecError as e:

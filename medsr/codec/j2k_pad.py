@@ -21,6 +21,17 @@ def pad_for_j2k(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.pad(a, ((0, ph - h), (0, pw - w)), mode="edge"))
 
 
+def decode_j2k(codestream: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """One JPEG 2000 codestream -> int64 (H, W): decoded by OpenJPEG and cropped back (``crop_from_j2k``);
+    ValueError when it does not decode to ``shape``."""
+    from openjpeg import decode
+
+    out = crop_from_j2k(np.asarray(decode(bytes(codestream))).astype(np.int64), tuple(shape))
+    if out.shape != tuple(shape):
+        raise ValueError(f"codestream decodes to {out.shape}, expected {tuple(shape)}")
+    return out
+
+
 def crop_from_j2k(decoded: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Undo ``pad_for_j2k``: crop a decoded padded slice to ``shape`` (any other shape is returned as is)."""
     if decoded.shape == padded_shape(shape) and decoded.shape != tuple(shape):

@@ -60,11 +60,9 @@ def jpegls_encode(a: np.ndarray) -> bytes | None:
 def decode(data: bytes, shape: tuple[int, int]) -> np.ndarray:
     """Decode a JPEG 2000 or JPEG-LS codestream -> int64 (H, W); ValueError on a wrong shape or codec."""
     if data[:2] == J2K_SOC:
-        from openjpeg import decode as j2k_decode
+        from .j2k_pad import decode_j2k
 
-        from .j2k_pad import crop_from_j2k
-
-        out = crop_from_j2k(np.asarray(j2k_decode(bytes(data))).astype(np.int64), tuple(shape))
+        out = decode_j2k(data, shape)
     elif data[:2] == JPEGLS_SOI:
         from .base import decode_jpegls
 

@@ -93,11 +93,24 @@ def without_slices(prepared: PreparedBase, drop: np.ndarray) -> PreparedBase:
 
     if prepared.data is None:
         raise BaseCodecError("only a coded base can leave slices empty")
-    streams = unpack_codestreams(prepared.data, prepared.offsets)
-    streams = [b"" if d else s for s, d in zip(streams, np.asarray(drop, dtype=bool))]
+    drop = np.asarray(drop, dtype=bool)
+    streams = [b"" if d else s for s, d in zip(unpack_codestreams(prepared.data, prepared.offsets), drop)]
     data, offsets = pack_codestreams(streams)
-    decoded = decode_base(streams, prepared.meta)
+    decoded = np.array(prepared.decoded, copy=True)  # what decode_base gives: the kept slices as they were,
+    decoded[drop] = np.asarray(prepared.meta.vmin).astype(decoded.dtype)  # the emptied ones at the minimum
     return PreparedBase(prepared.meta, decoded, data, offsets, note=prepared.note)
+
+
+def empty_base(lowres: np.ndarray) -> PreparedBase:
+    """A lossy base with every codestream empty: for an archive whose every slice is held whole (the ``j2k``
+    candidate of ``--ratio``); nothing is coded. Its range is the stack's, its NEAR ``MAX_NEAR``."""
+    from .base import BaseMeta
+
+    a = np.asarray(lowres)
+    vmin, vmax = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    meta = BaseMeta(BASE_LOSSY, MAX_NEAR, vmin, vmax, tuple(a.shape), str(a.dtype))
+    data, offsets = pack_codestreams([b""] * len(a))
+    return PreparedBase(meta, np.full(a.shape, vmin, dtype=a.dtype), data, offsets)
 
 
 def j2k_base_to_budget(lowres: np.ndarray, budget: float) -> BudgetedBase:

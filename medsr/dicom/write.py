@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Iterable
 
@@ -38,8 +39,8 @@ def derivation_for(data: ArchiveData, *, method: str, model_id: str, model=None)
 
 def _budget_text(data) -> str:
     """``--ratio`` archives: the budget and that the representation was chosen by measurement."""
-    audit = data.info.audit if isinstance(data.info.audit, dict) or hasattr(data.info.audit, "get") else None
-    b = audit.get("budget") if audit is not None else None
+    audit = data.info.audit
+    b = audit.get("budget") if isinstance(audit, Mapping) else None
     if not b:
         return ""
     return (f"; representation {b.get('chosen')} chosen by measurement against the original for a byte budget of "

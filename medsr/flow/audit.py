@@ -18,7 +18,7 @@ from ..audit import bicubic_upsample, jpeg2000_baseline
 from ..engine import to_stored
 
 
-def _rescale(stack: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+def rescale_stack(stack: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> np.ndarray:
     return stack.astype(np.float64) * slope[:, None, None] + intercept[:, None, None]
 
 
@@ -44,15 +44,15 @@ def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int,
     if not series_data_range(original) > 0:  # found by fuzzing: measure() raised ValueError
         raise InputError("every pixel of the series has the same (rescaled) value: PSNR and SSIM are undefined, "
                          "so medsr cannot audit it and does not archive it", path=series.source)
-    tests = {"restored": _rescale(restored, series.slope, series.intercept)}
+    tests = {"restored": rescale_stack(restored, series.slope, series.intercept)}
     bic = bicubic_restore(lowres, rows, cols, series.pixels.dtype, series.value_range)
-    tests["bicubic"] = _rescale(bic, series.slope, series.intercept)
+    tests["bicubic"] = rescale_stack(bic, series.slope, series.intercept)
     pixel_ratio = series.original_pixel_bytes / max(stored_pixel_bytes, 1)
     ratios = {"pixel": pixel_ratio}
     j2k_note = ""
     if with_j2k and np.issubdtype(series.pixels.dtype, np.integer) and series.bits_stored <= 16:
         j2k = jpeg2000_baseline(series.pixels, series.bits_stored, pixel_ratio)
-        tests["jpeg2000"] = _rescale(j2k.decoded, series.slope, series.intercept)
+        tests["jpeg2000"] = rescale_stack(j2k.decoded, series.slope, series.intercept)
         ratios["jpeg2000_pixel"] = series.original_pixel_bytes / max(j2k.nbytes, 1)
     elif with_j2k:
         j2k_note = f"JPEG 2000 baseline skipped: {series.pixels.dtype} data is not integer"

@@ -25,6 +25,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..codec import get_operator
+
 BUDGET_ID = "medsr-ratio-v1"
 SR_OPERATORS = ("area4-v1", "area2-v1")
 BASE_CODERS = ("jpegls", "j2kbase")  # the low-res base of an SR candidate: JPEG-LS NEAR search, or JPEG 2000
@@ -55,12 +57,15 @@ class Candidate:
     lowres: np.ndarray | None = None  # as read_archive gives it
     window: object = None
     pad: tuple[int, int] = (0, 0)
-    loaded: object = None
-    ensemble: int = 1
+    loaded: object = None  # LoadedModel of its SR slices (None: bicubic)
+
+    @property
+    def ensemble(self) -> int:
+        return self.loaded.ensemble if self.loaded is not None else 1
 
     def row(self, original_pixel_bytes: int) -> dict:
         m = self.metrics
-        return {"candidate": self.name, "operator": self.operator, "scale": int(self.operator[4]),
+        return {"candidate": self.name, "operator": self.operator, "scale": get_operator(self.operator).scale,
                 "method": self.method, "model_id": self.model_id, "base_near": int(self.near),
                 "j2k_slices": int(self.j2k_slices), "pixel_bytes": int(self.pixel_bytes),
                 "pixel_ratio": round(original_pixel_bytes / max(self.pixel_bytes, 1), 3), "fits": bool(self.fits),
@@ -156,10 +161,10 @@ class _Context:
 
     def measure(self, stored: np.ndarray, name: str):
         from ..audit import measure
+        from .audit import rescale_stack
 
         s = self.series
-        test = stored.astype(np.float64) * s.slope[:, None, None] + s.intercept[:, None, None]
-        return measure(self.original, test, data_range=self.dr, name=name)
+        return measure(self.original, rescale_stack(stored, s.slope, s.intercept), data_range=self.dr, name=name)
 
 
 def _models_for(op, method: str, model: str | None, ensemble, device: str, notes: list[str]) -> list[tuple]:
@@ -222,9 +227,8 @@ def _sr_candidate(ctx: _Context, op_id: str, *, method, model, device, consisten
                                    module=loaded.module if loaded else None)
         tried.append(Candidate(name, op.id, m, loaded.model_id if loaded else m, bb.nbytes,
                                ctx.measure(restored, name), near=bb.base.meta.near, fits=bb.fits, base=bb.base,
-                               restored=restored, lowres=bb.base.decoded, window=window, pad=pad, loaded=loaded,
-                               ensemble=loaded.ensemble if loaded else 1))
-    best = max(tried, key=lambda c: _fg(c))
+                               restored=restored, lowres=bb.base.decoded, window=window, pad=pad, loaded=loaded))
+    best = max(tried, key=_fg)
     if len(tried) > 1:
         notes.append(f"{name} (NEAR {bb.base.meta.near}): " + ", ".join(
             f"{c.model_id.split('@')[0]} {_fg(c):.2f} dB" for c in tried) + f"; kept {best.model_id.split('@')[0]}")
@@ -287,8 +291,7 @@ def _mixed_candidate(ctx: _Context, sr: Candidate) -> Candidate | None:
     name = sr.name + "+j2k"
     return Candidate(name, sr.operator, sr.method, sr.model_id, nbytes, ctx.measure(restored, name), near=sr.near,
                      j2k_slices=int(better.sum()), fits=nbytes <= ctx.budget, base=base, floor=floor,
-                     restored=restored, lowres=lowres, window=sr.window, pad=sr.pad, loaded=sr.loaded,
-                     ensemble=sr.ensemble)
+                     restored=restored, lowres=lowres, window=sr.window, pad=sr.pad, loaded=sr.loaded)
 
 
 def _j2k_candidate(ctx: _Context) -> Candidate:
@@ -296,8 +299,7 @@ def _j2k_candidate(ctx: _Context) -> Candidate:
     from ..archive.floor import FloorData, floor_lowres
     from ..audit import jpeg2000_baseline
     from ..codec import downsample, get_operator, intensity_window, pad_to_multiple
-    from ..codec.base import BASE_LOSSY, MAX_NEAR, prepare_base
-    from ..codec.rate import without_slices
+    from ..codec.rate import empty_base
 
     s = ctx.series
     target = s.original_pixel_bytes / ctx.budget * 1.01
@@ -312,7 +314,7 @@ def _j2k_candidate(ctx: _Context) -> Candidate:
     op = get_operator("area4-v1")
     padded, pad = pad_to_multiple(s.pixels, op.scale)
     exact = downsample(padded, op.id)
-    base = without_slices(prepare_base(exact, BASE_LOSSY, MAX_NEAR), np.ones(s.n_slices, dtype=bool))
+    base = empty_base(exact)
     floor = FloorData.from_payloads(["j2k"] * s.n_slices, list(j.codestreams))
     rows, cols = s.shape
     lowres = floor_lowres(base.decoded, floor, operator=op.id, rows=rows, cols=cols, value_range=s.value_range,
@@ -331,17 +333,15 @@ def _fg(c: Candidate) -> float:
 
 def _choose(cands: list[Candidate]) -> tuple[Candidate, str]:
     eligible = [c for c in cands if c.fits] or cands
-    fg = _fg
-
-    best = max(eligible, key=fg)
-    tied = [c for c in eligible if fg(best) - fg(c) <= TIE_DB]
+    best = max(eligible, key=_fg)
+    tied = [c for c in eligible if _fg(best) - _fg(c) <= TIE_DB]
     chosen = max(tied, key=lambda c: float(c.metrics.ssim))
-    others = sorted((c for c in eligible if c is not chosen), key=fg, reverse=True)
-    why = f"best foreground PSNR within the budget: {fg(chosen):.2f} dB"
+    others = sorted((c for c in eligible if c is not chosen), key=_fg, reverse=True)
+    why = f"best foreground PSNR within the budget: {_fg(chosen):.2f} dB"
     if len(tied) > 1:
         why = f"foreground PSNR tied within {TIE_DB} dB; best SSIM {float(chosen.metrics.ssim):.4f}"
     if others:
-        why += f" (next: {others[0].name} {fg(others[0]):.2f} dB)"
+        why += f" (next: {others[0].name} {_fg(others[0]):.2f} dB)"
     excluded = [c.name for c in cands if not c.fits]
     if excluded:
         why += f"; over the budget: {', '.join(excluded)}"

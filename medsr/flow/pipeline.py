@@ -249,12 +249,11 @@ def _archive_to_ratio(series: Series, output: Path, options: ArchiveOptions, pro
                        consistency=options.consistency, ensemble=options.ensemble, progress=progress)
     c = plan.chosen
     op = get_operator(c.operator)
-    stored = c.base.coded_bytes + (int(c.floor.data.size) if c.floor is not None else 0)
     prov = c.base.provenance()
     if c.j2k_slices == series.n_slices:
         prov["base_description"] = "none: every slice is stored as JPEG 2000 of the full slice"
     audit = build_audit(series, lowres=c.lowres, restored=c.restored, scale=op.scale, operator=op.id,
-                        stored_pixel_bytes=stored, method=c.method, model_id=c.model_id, with_j2k=options.baselines,
+                        stored_pixel_bytes=c.pixel_bytes, method=c.method, model_id=c.model_id, with_j2k=options.baselines,
                         consistency=_consistency(options.consistency, op.id), device=select_device(options.device),
                         base=prov, ensemble=c.ensemble, progress=_tick(progress, "audit", series.n_slices))
     audit = audit.with_budget(plan.summary(series.original_pixel_bytes))

@@ -296,15 +296,16 @@ def plot_rd(result: dict, path: Path) -> None:
     fig.savefig(str(path), format="png")
 
 
-def write_rd(result: dict, out_dir: Path, *, force: bool = False) -> tuple[Path, Path]:
-    """Write ``rd.json`` and ``rd.png`` into ``out_dir`` (a new folder, atomically; ``force`` replaces it)."""
+def write_rd(result: dict, out_dir: Path, *, force: bool = False, plot=None) -> tuple[Path, Path]:
+    """Write ``rd.json`` and ``rd.png`` into ``out_dir`` (a new folder, atomically; ``force`` replaces it).
+    ``plot(result, png_path)`` draws the PNG (default ``plot_rd``; ``medsr rd --ratios`` passes its own)."""
     from ..audit.metrics import json_safe
     from ..io import atomic_dir
 
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, force=force) as tmp:
         (tmp / "rd.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
-        plot_rd(result, tmp / "rd.png")
+        (plot or plot_rd)(result, tmp / "rd.png")
     return out_dir / "rd.json", out_dir / "rd.png"
 
 

@@ -104,14 +104,7 @@ def format_ratio_table(result: dict) -> str:
 
 
 def write_ratio_sweep(result: dict, out_dir: Path, *, force: bool = False) -> tuple[Path, Path]:
-    """Write ``rd.json`` and ``rd.png`` into ``out_dir`` (a new folder, atomically; ``force`` replaces it)."""
-    import json
+    """Write ``rd.json`` and ``rd.png`` into ``out_dir`` (``medsr.flow.rd.write_rd`` with this plot)."""
+    from .rd import write_rd
 
-    from ..audit.metrics import json_safe
-    from ..io import atomic_dir
-
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir, force=force) as tmp:
-        (tmp / "rd.json").write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
-        plot_ratio_sweep(result, tmp / "rd.png")
-    return out_dir / "rd.json", out_dir / "rd.png"
+    return write_rd(result, out_dir, force=force, plot=plot_ratio_sweep)

@@ -7,7 +7,7 @@ from pathlib import Path
 from .pipeline import RestoreOptions, restore_pixels
 from ..archive import read_archive
 from ..audit import AuditResult, write_report
-from .audit import _rescale, audit_against_reference, bicubic_restore
+from .audit import audit_against_reference, bicubic_restore, rescale_stack
 from ..errors import OutputError
 
 
@@ -32,8 +32,8 @@ def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | 
     else:
         audit_dict = info.audit or {}
         vr = info.value_range
-        images = {"restored": _rescale(restored, data.slope, data.intercept),
-                  "bicubic": _rescale(bicubic_restore(data.lowres, info.rows, info.cols, info.dtype, vr),
+        images = {"restored": rescale_stack(restored, data.slope, data.intercept),
+                  "bicubic": rescale_stack(bicubic_restore(data.lowres, info.rows, info.cols, info.dtype, vr),
                                       data.slope, data.intercept)}
     audit = AuditResult.from_dict(audit_dict)
     ratios = dict(audit.ratios)
