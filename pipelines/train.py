@@ -55,6 +55,7 @@ from medsr.transforms.pipeline import AugmentConfig, SliceSource, foreground_thr
 from pipelines.prepare_data import Pack, PackVolume, load_pack
 
 OPERATOR = "area4-v1"  # the default; --operator area2-v1 trains the x2 tier
+VAL_J2K_RATIO = 100.0  # the JPEG 2000-base tier validates at the ratio its --ratio candidates meet most (docs/ratio.md)
 FILES = {"srresnet": "srresnet.safetensors", "srgan": "srgan.safetensors"}
 LOG_FIELDS = ["phase", "step", "elapsed_s", "it_s", "lr", "loss", "content", "adv", "d_loss", "data_wait",
               "val_psnr", "val_psnr_fg", "val_ssim"]
@@ -109,6 +110,11 @@ class TrainConfig:
         from medsr.codec.base import LOSSY_NEAR_FRACTION
 
         return LOSSY_NEAR_FRACTION if self.augment.base_near_fraction else None
+
+    @property
+    def val_j2k_ratio(self) -> float | None:
+        """JPEG 2000-base tier: validate on the ``lossy-j2k`` base coded to 1/``VAL_J2K_RATIO`` of the pixel bytes."""
+        return VAL_J2K_RATIO if self.augment.base_j2k_psnr else None
 
     def generator_config(self) -> SRResNetConfig:
         return SRResNetConfig(blocks=self.blocks, channels=self.channels, scale=get_operator(self.operator).scale)
@@ -236,9 +242,12 @@ class EvalSeries:
     operator: str = OPERATOR
 
 
-def eval_series(v: PackVolume, base_near_fraction: float | None = None, operator: str = OPERATOR) -> EvalSeries:
+def eval_series(v: PackVolume, base_near_fraction: float | None = None, operator: str = OPERATOR,
+                base_j2k_ratio: float | None = None) -> EvalSeries:
     """``base_near_fraction``: also code the low-res with the archive's lossy JPEG-LS base
-    (NEAR = ``lossy_near(window width, fraction)``), as ``medsr archive --base lossy`` does."""
+    (NEAR = ``lossy_near(window width, fraction)``), as ``medsr archive --base lossy`` does.
+    ``base_j2k_ratio``: code it with the ``lossy-j2k`` base to 1/ratio of the volume's 16-bit pixel
+    bytes, as ``medsr archive --ratio`` codes its JPEG 2000-base candidates (``codec.rate.j2k_base_to_budget``)."""
     scale = get_operator(operator).scale
     padded, _ = pad_to_multiple(v.data, scale)
     lr = downsample(padded, operator)
@@ -247,6 +256,10 @@ def eval_series(v: PackVolume, base_near_fraction: float | None = None, operator
         from medsr.codec.base import BASE_NEAR_LOSSLESS, lossy_near, prepare_base
 
         lr = prepare_base(lr, BASE_NEAR_LOSSLESS, lossy_near(window.width, base_near_fraction)).decoded
+    if base_j2k_ratio:
+        from medsr.codec.rate import j2k_base_to_budget
+
+        lr = j2k_base_to_budget(lr, v.data.size * 2 / base_j2k_ratio).base.decoded
     keep = np.asarray(v.keep.get(0, np.arange(v.data.shape[0])), dtype=int)
     return EvalSeries(v.name, v.source, v.split, v.data[keep], lr[keep], window,
                       float(v.data.max()) - float(v.data.min()), foreground_threshold(v.data), v.data.dtype, operator)
@@ -581,7 +594,7 @@ def train(cfg: TrainConfig) -> dict:
     np.random.seed(cfg.seed)
     rt = make_runtime(cfg)
     pack = load_pack(cfg.pack)
-    val_main = [eval_series(v, cfg.val_base_fraction, cfg.operator) for v in pack.split("val")]
+    val_main = [eval_series(v, cfg.val_base_fraction, cfg.operator, cfg.val_j2k_ratio) for v in pack.split("val")]
     if not val_main:
         raise SystemExit(f"error: {cfg.pack} has no 'val' volumes")
     print(f"device {device_name(rt)}, bf16 autocast {rt.bf16}, channels_last {rt.channels_last}, "
@@ -741,7 +754,7 @@ def finish(cfg: TrainConfig, rt: Runtime, pack: Pack, info: dict, t_start: float
         if p.exists():
             models[name] = rt.prepare(create_model(p).module)
             weights[fname] = file_sha256(p)
-    series = [eval_series(v, cfg.val_base_fraction, cfg.operator) for v in pack.split("val")]
+    series = [eval_series(v, cfg.val_base_fraction, cfg.operator, cfg.val_j2k_ratio) for v in pack.split("val")]
     main = evaluate(models, series, rt)
     result = {
         "val_source": pack.val_source,
@@ -760,7 +773,7 @@ def finish(cfg: TrainConfig, rt: Runtime, pack: Pack, info: dict, t_start: float
         "weights_sha256": weights,
     }
     if cfg.eval_extra and pack.split("val-extra"):
-        extra = evaluate(models, [eval_series(v, cfg.val_base_fraction, cfg.operator) for v in pack.split("val-extra")], rt)
+        extra = evaluate(models, [eval_series(v, cfg.val_base_fraction, cfg.operator, cfg.val_j2k_ratio) for v in pack.split("val-extra")], rt)
         result["extra_sources_not_anatomy"] = {src: summarise(per) for src, per in extra.items()}
     info["eval_seconds"] = time.perf_counter() - t0
     info["total_seconds"] = time.perf_counter() - t_start
@@ -841,6 +854,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--base-near-fraction", default=None, metavar="LO,HI",
       help="lossy-base tier: code every low-res crop with the archive's JPEG-LS base, NEAR a fraction of the "
            "window width drawn from [LO, HI] (e.g. 0.005,0.035); validation then uses the default lossy base")
+    a("--base-j2k-psnr", default=None, metavar="LO,HI",
+      help="JPEG 2000-base tier: code every low-res crop with the lossy-j2k base's encoder at a PSNR (dB, relative "
+           f"to the bit depth) drawn from [LO, HI] (e.g. 24,40); validation then codes the base at {VAL_J2K_RATIO:g}:1")
     return p
 
 
@@ -852,10 +868,18 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
         if not 0 < lo <= hi < 0.5:
             raise SystemExit(f"--base-near-fraction: need 0 < LO <= HI < 0.5 (got {a.base_near_fraction})")
         frac = (lo, hi)
+    psnr = None
+    if a.base_j2k_psnr:
+        lo, hi = (float(x) for x in a.base_j2k_psnr.split(","))
+        if not 10 <= lo <= hi <= 80:
+            raise SystemExit(f"--base-j2k-psnr: need 10 <= LO <= HI <= 80 dB (got {a.base_j2k_psnr})")
+        if frac:
+            raise SystemExit("--base-j2k-psnr and --base-near-fraction: one base per tier")
+        psnr = (lo, hi)
     if a.crop_size < 32 or a.crop_size % 4:
         raise SystemExit(f"--crop-size: need a multiple of 4, at least 32 (got {a.crop_size})")
     aug = replace(AugmentConfig(), crop_size=a.crop_size, fg_prob=a.fg_prob, gamma_prob=a.gamma_prob, noise_prob=a.noise_prob,
-                  remap_prob=a.remap_prob, base_near_fraction=frac, op_id=a.operator)
+                  remap_prob=a.remap_prob, base_near_fraction=frac, base_j2k_psnr=psnr, op_id=a.operator)
     return TrainConfig(
         pack=a.pack, out=a.out, device=a.device, precision=a.precision, channels_last=a.channels_last,
         compile=a.compile, seed=a.seed,

@@ -1,7 +1,10 @@
 """One 2-D integer slice <-> bytes: JPEG 2000 (OpenJPEG, as the audit's baseline) and JPEG-LS lossless.
 
 - ``j2k_encode(a, bits, ratio)``: irreversible 9-7 JPEG 2000 at ``compression_ratios=[ratio]``
-  (relative to ``bits``, as pydicom's encoder), or reversible 5-3 (lossless) with ``ratio`` None.
+  (relative to ``bits``, as pydicom's encoder), or reversible 5-3 (lossless) with ``ratio`` None;
+  ``j2k_encode(a, bits, psnr=dB)``: the same irreversible coding with OpenJPEG's rate control aimed
+  at a PSNR (relative to ``2**bits - 1``) instead of a ratio (training codes crops, whose bytes a
+  ratio cannot match to a whole slice's: ``medsr.transforms.degrade.RandJ2KBaseCode``).
   Signed arrays code as signed components.
 - ``jpegls_encode(a)``: JPEG-LS NEAR=0 (CharLS) of a non-negative slice; None for negative values.
 - ``decode(data)``: either codestream (JPEG 2000 starts FF4F, JPEG-LS starts FFD8) -> int64 array.
@@ -29,13 +32,15 @@ def _j2k_array(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.astype(np.uint16 if int(a.max()) < (1 << 16) else np.uint32))
 
 
-def j2k_encode(a: np.ndarray, bits: int, ratio: float | None = None) -> bytes:
+def j2k_encode(a: np.ndarray, bits: int, ratio: float | None = None, *, psnr: float | None = None) -> bytes:
     from openjpeg import encode
 
     from .j2k_pad import pad_for_j2k
 
     arr = pad_for_j2k(_j2k_array(a))  # OpenJPEG needs 32 px a side: small slices are coded padded
     bits = max(int(bits), bits_for(arr))
+    if psnr is not None:
+        return bytes(encode(arr, bits_stored=bits, photometric_interpretation=2, signal_noise_ratios=[float(psnr)]))
     if ratio is None:
         return bytes(encode(arr, bits_stored=bits, photometric_interpretation=2))
     return bytes(encode(arr, bits_stored=bits, photometric_interpretation=2, compression_ratios=[float(ratio)]))

@@ -162,3 +162,69 @@ class RandBaseCoded(Randomizable, MapTransform):
         for key in self.keys:
             d[key] = self.t(d[key], w, randomize=False)
         return d
+
+
+class RandJ2KBaseCode(Randomizable, Transform):
+    """Low-res stored integers -> what the archive's ``lossy-j2k`` base gives back after decoding.
+
+    With probability ``prob``, codes the slice as the base does (``medsr.codec.payload.j2k_encode``:
+    OpenJPEG irreversible 9-7, values shifted by their minimum) and decodes it with the base's
+    decoder (``medsr.codec.j2k_pad.decode_j2k``). The archive sets the rate by a ratio over whole
+    low-res slices; a training crop cannot hold a slice's header and context, so here the rate is
+    set by a PSNR target (relative to ``2**bits - 1``, ``bits`` covering the volume window), drawn
+    uniformly from ``psnr_db``: the same encoder and artefacts, at the error levels the archive's
+    ratios give (about 24-40 dB on whole brain slices at 60-200:1, measured in docs/ratio.md).
+    """
+
+    def __init__(self, psnr_db: tuple[float, float] = (24.0, 40.0), prob: float = 1.0, seed: int | None = None):
+        self.psnr_db, self.prob = psnr_db, prob
+        self.R = np.random.RandomState(seed)
+        self._psnr: float | None = None
+
+    def randomize(self, data: object = None) -> None:
+        lo, hi = self.psnr_db
+        self._psnr = float(self.R.uniform(lo, hi)) if self.R.rand() < self.prob else None
+
+    def __call__(self, lr: np.ndarray, window: IntensityWindow, randomize: bool = True) -> np.ndarray:
+        from medsr.codec.j2k_pad import decode_j2k
+        from medsr.codec.payload import bits_for, j2k_encode
+
+        if randomize:
+            self.randomize()
+        if self._psnr is None:
+            return lr
+        stack = lr[None] if lr.ndim == 2 else lr
+        out = np.empty_like(stack)
+        for i, s in enumerate(stack):
+            vmin = int(s.min())
+            shifted = (s.astype(np.int64) - vmin).astype(np.uint16)
+            bits = max(bits_for(shifted), int(max(1.0, window.hi - vmin)).bit_length())
+            dec = decode_j2k(j2k_encode(shifted, bits, psnr=self._psnr), s.shape) + vmin
+            info = np.iinfo(s.dtype) if np.issubdtype(s.dtype, np.integer) else None
+            out[i] = np.clip(dec, info.min, info.max) if info else dec
+        return out[0] if lr.ndim == 2 else out
+
+
+class RandJ2KBaseCoded(Randomizable, MapTransform):
+    """Dictionary twin of ``RandJ2KBaseCode`` on the low-res key (reads the window key)."""
+
+    def __init__(self, keys: str = "lr", psnr_db: tuple[float, float] = (24.0, 40.0), prob: float = 1.0,
+                 window_key: str = WINDOW_KEY):
+        MapTransform.__init__(self, keys)
+        self.t = RandJ2KBaseCode(psnr_db, prob)
+        self.window_key = window_key
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        self.t.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: object = None) -> None:
+        self.t.randomize()
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        self.randomize()
+        w = as_window(d[self.window_key])
+        for key in self.keys:
+            d[key] = self.t(d[key], w, randomize=False)
+        return d

@@ -9,6 +9,7 @@ Order per sample (all numpy, in DataLoader workers):
 4. ``RandQuantised``: back to stored integers (random amplitude);
 5. ``MakeLowResd``: ``medsr.codec.downsample`` itself, exactly as the archive;
    (lossy-base tier only) ``RandBaseCoded``: the archive's JPEG-LS base, coded and decoded;
+   (JPEG 2000-base tier only) ``RandJ2KBaseCoded``: the ``lossy-j2k`` base's encoder and decoder;
 6. ``RandNetworkRanged``: LR -> [0, 1], HR -> [-1, 1] with the jittered volume window.
 
 The window comes from ``intensity_window`` of the *whole low-res volume*, computed by
@@ -25,7 +26,7 @@ from monai.transforms import Compose, SelectItemsd
 
 from medsr.codec import IntensityWindow, downsample, get_operator, intensity_window, pad_to_multiple
 
-from .degrade import MakeLowResd, RandBaseCoded, RandQuantised
+from .degrade import MakeLowResd, RandBaseCoded, RandJ2KBaseCoded, RandQuantised
 from .intensity import RandContrastRemapd, RandGammad, RandMRNoised, RandNetworkRanged, ToUnitd
 from .spatial import RandFlipRot90d, RandForegroundCropd
 
@@ -48,6 +49,8 @@ class AugmentConfig:
     # lossy-base tier: code the low-res with the archive's JPEG-LS base, NEAR a fraction of the window
     base_near_fraction: tuple[float, float] | None = None
     base_prob: float = 1.0
+    # JPEG 2000-base tier: code the low-res with the lossy-j2k base's encoder, PSNR target (dB) drawn from [lo, hi]
+    base_j2k_psnr: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,6 +114,7 @@ def train_transforms(cfg: AugmentConfig = AugmentConfig()) -> Compose:
         RandQuantised("hr", cfg.amplitude),
         MakeLowResd("hr", "lr", cfg.op_id),
         *([RandBaseCoded("lr", cfg.base_near_fraction, cfg.base_prob)] if cfg.base_near_fraction else []),
+        *([RandJ2KBaseCoded("lr", cfg.base_j2k_psnr, cfg.base_prob)] if cfg.base_j2k_psnr else []),
         RandNetworkRanged("lr", "hr", jitter=cfg.window_jitter),
         SelectItemsd(("lr", "hr")),
     ])
