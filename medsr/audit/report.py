@@ -258,7 +258,7 @@ def _note(audit: AuditResult, prov: Mapping[str, Any]) -> str:
     if RESTORED in ms and BICUBIC in ms:
         g = ms[RESTORED].psnr_fg - ms[BICUBIC].psnr_fg
         parts.append(f"The restore is {g:+.2f} dB against bicubic from the same low-res data (foreground).")
-    if prov.get("base") == "lossy":
+    if _lossy_base(prov.get("base")):
         parts.append(f"LOSSY BASE, PREVIEW QUALITY: the low-res data themselves were stored lossily "
                      f"({html.escape(str(prov.get('base_description', 'lossy')))}), for a very high ratio; "
                      "not for primary diagnosis.")
@@ -367,3 +367,11 @@ def write_report(audit: AuditResult, images: ImageSource, out_dir: str | os.Path
     _atomic_write(json_path, json.dumps(data, indent=1, allow_nan=False))
     _atomic_write(html_path, page)
     return json_path, html_path
+
+
+def _lossy_base(base) -> bool:
+    """Whether the archive's low-res base itself is lossy (``medsr.codec.base`` says, per base)."""
+    from ..codec.base import BASE_CODECS
+
+    codec = BASE_CODECS.get(str(base)) if base else None
+    return bool(codec and codec.lossy)

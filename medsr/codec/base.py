@@ -34,8 +34,6 @@ BASE_LOSSLESS = "lossless"
 BASE_NEAR_LOSSLESS = "near-lossless"
 BASE_LOSSY = "lossy"  # JPEG-LS with a large NEAR (LOSSY_NEAR_FRACTION of the window): preview-quality ratios
 BASE_LOSSY_J2K = "lossy-j2k"  # JPEG 2000 (irreversible) of each low-res slice, rate set by --ratio (codec/rate.py)
-BASES = (BASE_LOSSLESS, BASE_NEAR_LOSSLESS, BASE_LOSSY)  # what --base offers
-CODED_BASES = (BASE_NEAR_LOSSLESS, BASE_LOSSY, BASE_LOSSY_J2K)  # stored as codestreams in /lowres_coded
 JPEGLS_NEAR_ID = "charls-jpegls-near-v1"
 J2K_BASE_ID = "openjpeg-j2k-lossy-v1"
 DEFAULT_BASE = BASE_NEAR_LOSSLESS  # measured: docs/base-codec.md
@@ -49,6 +47,75 @@ class BaseCodecError(MedsrError, ValueError):
 
 
 @dataclass(frozen=True)
+class BaseCodec:
+    """One way of storing the low-res slices, named by the archive's ``base`` attribute (its ``id``).
+
+    Everything that depends on the base asks its object (``get_base(id)``): whether it is coded
+    (codestreams in ``/lowres_coded``) and lossy, how far restore's projection may stray from the
+    decoded values (``tolerance``), how it is described (audit, report, DICOM Derivation
+    Description) and how one slice decodes. Coding itself: ``encode_base`` (JPEG-LS) and
+    ``medsr.codec.rate`` (rate searches, the JPEG 2000 base).
+    """
+
+    id: str
+    codec_id: str  # the coding standard's id recorded in the audit ("" = the /lowres dataset itself)
+    lossy: bool  # the decoded low-res values are only known within +-NEAR
+    offered: bool  # a ``--base`` choice (lossy-j2k is chosen by ``--ratio`` only)
+    how: str  # "JPEG-LS NEAR={near}" style phrase, {near} filled in
+
+    @property
+    def coded(self) -> bool:
+        return bool(self.codec_id)
+
+    def tolerance(self, near: int) -> float:
+        """``consistency_tolerance`` of this base (see there)."""
+        return float(near) + 0.5 if self.lossy else 0.0
+
+    def describe(self, near: int) -> str:
+        """One line for provenance (audit ``base_description``)."""
+        if not self.coded:
+            return "lossless"
+        quality = {BASE_NEAR_LOSSLESS: "near-lossless", BASE_LOSSY: "lossy, preview quality"}.get(self.id, "lossy")
+        return f"{quality} ({self.how.format(near=near)})"
+
+    def derivation(self, near: int) -> str:
+        """The DICOM Derivation Description's phrase for this base ("" for lossless)."""
+        if not self.coded:
+            return ""
+        if not self.lossy:
+            return f"low-res base stored near-losslessly ({self.how.format(near=near)}), "
+        preview = ", preview quality" if self.id == BASE_LOSSY else ""
+        return f"LOSSY low-res base{preview} ({self.how.format(near=near)}), "
+
+    def decode_slice(self, codestream: bytes, shape: tuple[int, int]) -> np.ndarray:
+        """One codestream of this base -> int64 (H, W), before the stack offset is added back."""
+        if not self.coded:
+            raise BaseCodecError(f"the {self.id} base stores no codestreams")
+        return _decode_j2k(codestream, shape) if self.codec_id == J2K_BASE_ID else decode_jpegls(codestream, shape)
+
+
+_JPEGLS_HOW = "JPEG-LS NEAR={near}: every low-res value within +-{near}"
+BASE_CODECS: dict[str, BaseCodec] = {c.id: c for c in (
+    BaseCodec(BASE_LOSSLESS, "", lossy=False, offered=True, how=""),
+    BaseCodec(BASE_NEAR_LOSSLESS, JPEGLS_NEAR_ID, lossy=False, offered=True, how=_JPEGLS_HOW),
+    BaseCodec(BASE_LOSSY, JPEGLS_NEAR_ID, lossy=True, offered=True, how=_JPEGLS_HOW),
+    BaseCodec(BASE_LOSSY_J2K, J2K_BASE_ID, lossy=True, offered=False,
+              how="JPEG 2000 of each low-res slice: every low-res value within +-{near}, measured when it was coded"),
+)}
+BASES = tuple(c.id for c in BASE_CODECS.values() if c.offered)  # what --base offers
+CODED_BASES = tuple(c.id for c in BASE_CODECS.values() if c.coded)  # stored as codestreams in /lowres_coded
+KNOWN_BASES = tuple(BASE_CODECS)  # what a reader accepts
+
+
+def get_base(kind: str) -> BaseCodec:
+    """The base codec object of an archive ``base`` value; ``BaseCodecError`` for one this medsr does not know."""
+    try:
+        return BASE_CODECS[kind]
+    except (KeyError, TypeError):
+        raise BaseCodecError(f"unknown base {kind!r} (one of: {', '.join(KNOWN_BASES)})") from None
+
+
+@dataclass(frozen=True)
 class BaseMeta:
     """What a reader needs besides the codestreams (the archive stores these as root attributes)."""
 
@@ -59,22 +126,18 @@ class BaseMeta:
     shape: tuple[int, int, int] = (0, 0, 0)
     dtype: str = "uint16"
 
+    @property
+    def codec(self) -> BaseCodec:
+        return get_base(self.base)
+
     def describe(self) -> str:
-        """One line for provenance and the DICOM Derivation Description."""
-        if self.base == BASE_NEAR_LOSSLESS:
-            return f"near-lossless (JPEG-LS NEAR={self.near}: every low-res value within +-{self.near})"
-        if self.base == BASE_LOSSY:
-            return (f"lossy, preview quality (JPEG-LS NEAR={self.near}: every low-res value within "
-                    f"+-{self.near})")
-        if self.base == BASE_LOSSY_J2K:
-            return (f"lossy, JPEG 2000 of each low-res slice (every low-res value within +-{self.near}, "
-                    "measured when it was coded)")
-        return "lossless"
+        """One line for provenance (the audit's ``base_description``)."""
+        return self.codec.describe(self.near)
 
     def to_dict(self) -> dict:
         d = {"base": self.base, "base_near": int(self.near)}
-        if self.base in CODED_BASES:
-            d["base_codec"] = J2K_BASE_ID if self.base == BASE_LOSSY_J2K else JPEGLS_NEAR_ID
+        if self.codec.coded:
+            d["base_codec"] = self.codec.codec_id
         return d
 
 
@@ -131,14 +194,14 @@ def consistency_tolerance(base: str, near: int) -> float:
     restore is projected onto that box instead of onto the coding noise (measured: +0.1 to +0.4 dB
     foreground with the lossy-base tier, docs/base-codec.md). Archive and restore both call this.
     """
-    return float(near) + 0.5 if base in (BASE_LOSSY, BASE_LOSSY_J2K) else 0.0
+    return get_base(base).tolerance(near)
 
 
 def check_base(kind: str, near: int | None = None, window_width: float | None = None) -> tuple[str, int]:
     """Validate a (base, near) request -> (base, near). ``near`` None: ``DEFAULT_NEAR`` for
     near-lossless; for lossy, ``lossy_near(window_width)`` (at least ``DEFAULT_NEAR + 1``)."""
     if kind not in BASES:
-        raise BaseCodecError(f"unknown base {kind!r} (one of: {', '.join(BASES)})")
+        raise BaseCodecError(f"unknown base {kind!r} (one of: {', '.join(BASES)})")  # lossy-j2k: --ratio only
     if kind == BASE_LOSSLESS:
         return kind, 0
     if kind == BASE_LOSSY and near is None:
@@ -201,8 +264,9 @@ def decode_base(codestreams, meta: BaseMeta) -> np.ndarray:
     """Inverse of ``encode_base`` for the coded bases (near-lossless, lossy): codestreams (list or
     ``pack_codestreams`` output) -> the decoded ``(n, h, w)`` stack in ``meta.dtype``. An empty codestream
     (a slice an archive holds whole, ``medsr.codec.rate.without_slices``) decodes to ``meta.vmin``."""
-    if meta.base not in CODED_BASES:
-        raise BaseCodecError(f"decode_base decodes the JPEG-LS bases only (got {meta.base!r})")
+    codec = get_base(meta.base)
+    if not codec.coded:
+        raise BaseCodecError(f"decode_base decodes the coded bases only (got {meta.base!r})")
     if isinstance(codestreams, tuple) and len(codestreams) == 2 and isinstance(codestreams[0], np.ndarray):
         codestreams = unpack_codestreams(*codestreams)
     n, h, w = meta.shape
@@ -215,7 +279,7 @@ def decode_base(codestreams, meta: BaseMeta) -> np.ndarray:
             out[i] = np.asarray(meta.vmin).astype(dt)
             continue
         try:
-            pix = decode_jpegls(c, (h, w)) if meta.base != BASE_LOSSY_J2K else _decode_j2k(c, (h, w))
+            pix = codec.decode_slice(c, (h, w))
         except BaseCodecError as e:
             raise BaseCodecError(f"slice {i}: {e}") from None
         out[i] = np.clip(pix + meta.vmin, meta.vmin, meta.vmax).astype(dt)

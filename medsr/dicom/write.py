@@ -49,17 +49,9 @@ def _budget_text(data) -> str:
 
 def _base_text(info) -> str:
     """How the low-res base was stored, for the Derivation Description (empty for lossless)."""
-    base = getattr(info, "base", "lossless")
-    if base == "near-lossless":
-        return (f"low-res base stored near-losslessly (JPEG-LS NEAR={info.base_near}: each low-res value "
-                f"within +-{info.base_near}), ")
-    if base == "lossy-j2k":
-        return (f"LOSSY low-res base: JPEG 2000 of each low-res slice (each low-res value within "
-                f"+-{info.base_near}), ")
-    if base == "lossy":
-        return (f"LOSSY low-res base, preview quality (JPEG-LS NEAR={info.base_near}: each low-res value "
-                f"within +-{info.base_near}), ")
-    return ""
+    from ..codec.base import BASE_LOSSLESS, get_base
+
+    return get_base(getattr(info, "base", BASE_LOSSLESS)).derivation(int(getattr(info, "base_near", 0)))
 
 
 FLOOR_TEXT = {

@@ -19,9 +19,9 @@ def check_archive_options(o) -> None:
 
     get_operator(o.operator)
     _check_common(o.method, ARCHIVE_METHODS, o.device, o.ensemble)
-    if o.base is not None and (o.base != "lossy" or o.base_near is not None):  # lossy's default NEAR needs the window
-        from ..codec.base import check_base
+    from ..codec.base import BASE_LOSSY, check_base
 
+    if o.base is not None and (o.base != BASE_LOSSY or o.base_near is not None):  # lossy's default NEAR needs the window
         check_base(o.base, o.base_near)
     if o.ratio is not None:
         from .budget import check_ratio
