@@ -141,3 +141,12 @@ def test_not_an_archive(tmp_path, out_dir):
 def test_debug_shows_a_traceback(tmp_path, out_dir):
     r = medsr("restore", tmp_path / "missing.h5", "-o", out_dir / "r", "--debug")
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_eval_takes_debug_like_every_command(tmp_path, out_dir):
+    """`medsr eval` has its own parser: a missing series is one line, and --debug shows the traceback."""
+    missing = tmp_path / "missing-series"
+    plain = medsr("eval", missing, "-o", out_dir / "ev", "--no-j2k")
+    assert_clean_failure(plain, code=2, mentions=["missing-series"], out_dir=out_dir)
+    r = medsr("eval", missing, "-o", out_dir / "ev", "--no-j2k", "--debug")
+    assert r.returncode != 0 and "Traceback" in r.stderr and "unrecognized arguments" not in r.stderr, r.stderr

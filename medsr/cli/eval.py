@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
                      nargs="+")
     ap.add_argument("--no-j2k", action="store_true")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--debug", action="store_true", help="show a traceback on errors (read by `medsr`'s error handling)")
     args = ap.parse_args(argv)
     res = evaluate([Path(s) for s in args.series], args.models, j2k=not args.no_j2k, device=args.device,
                    ensembles=args.ensemble)
