@@ -583,7 +583,7 @@ RAW_ONLY = [(_m_file, 8), (_m_dup, 1), (_m_extra_files, 2)]
 
 ATTR_VALUES: dict[str, list] = {
     "format": ["x", "", b"medsr-archive", 1],
-    "format_version": [0, 2, -1, "x", 1.5, 2**40],
+    "format_version": [0, 2, 4, -1, "x", 1.5, 2**40],
     "rows": [0, -1, 1, 3, 60000, 2**40, "x", 1.5],
     "cols": [0, -1, 1, 3, 60000, 2**40, "x"],
     "scale": [0, 1, 2, 3, 8, -4, 1000, "x"],
@@ -594,7 +594,10 @@ ATTR_VALUES: dict[str, list] = {
     "pixel_representation": [2, -1, 1, 0],
     "window_lo": [float("nan"), float("inf"), -1e308, 1e308],
     "window_hi": [float("nan"), float("-inf"), 0.0, 1e308],
-    "operator": ["nope", "area2-v1", "gauss4-v1", ""],
+    "operator": ["nope", "area2-v1", "gauss4-v1", "", {"id": "nope", "scale": 4}, {"id": "area2-v1", "scale": 4},
+                 {"id": "area4-v1", "scale": "x"}, {}, None, [4]],  # format 3: a group {id, scale}
+    "model": [None, {}, "x", [1], {"name": "../x", "sha256": "x", "ensemble": 3},
+              {"name": "medsr-srresnet-x4", "sha256": "0" * 64, "ensemble": "x"}],  # format 3: {name, sha256, ensemble}
     "method": ["nope", "model", "nearest", "bicubic", ""],
     "model_id": ["", "../x@", "nope@123"],
     "model_sha256": ["", "0" * 64, "x"],

@@ -5,11 +5,13 @@ The import layers and cycles are checked by ``lint-imports`` and function sizes 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import sysconfig
+import zlib
 from pathlib import Path
 
 import pydicom
@@ -154,6 +156,37 @@ def test_model_ref_is_the_one_model_identity():
     assert info.model.name == "medsr-srresnet-x4" and info.model.id == info.model_id
     assert info.model.sha256 == info.model_sha256 and info.model.ensemble == info.model_ensemble == 2
     assert medsr.open_archive(OLD / "basic-bicubic.medsr.h5").model is None
+
+
+def test_an_archive_records_its_operator_and_its_model_as_one_group_each(fixture_path, tmp_path):
+    """Format 3: ``operator`` {id, scale} and ``model`` {name, sha256, ensemble} (null without a model); the
+    reader gives the same ``ArchiveInfo`` as for the flat attributes of formats 1 and 2; a malformed group is
+    one error."""
+    import h5py
+
+    from archive_edit import edit_meta
+    from medsr.errors import ArchiveError
+
+    res = medsr.archive_series(fixture_path("basic"), tmp_path / "m.medsr.h5",
+                               medsr.ArchiveOptions(method="model", ensemble=2, baselines=False, device="cpu"))
+    bic = medsr.archive_series(fixture_path("basic"), tmp_path / "b.medsr.h5",
+                               medsr.ArchiveOptions(method="bicubic", baselines=False))
+    with h5py.File(res.archive) as f:
+        attrs = json.loads(zlib.decompress(f["meta"][()].tobytes()))["attrs"]
+        assert int(f.attrs["format_version"]) == 3
+    model = medsr.open_archive(res.archive).model
+    assert attrs["operator"] == {"id": "area4-v1", "scale": 4} and attrs["method"] == "model"
+    assert attrs["model"] == {"name": model.name, "sha256": model.sha256, "ensemble": 2} and len(model.sha256) == 64
+    assert not {"scale", "model_id", "model_sha256", "model_ensemble"} & set(attrs)
+    info = medsr.open_archive(res.archive)
+    assert (info.operator, info.scale, info.model_id, info.model_ensemble) == ("area4-v1", 4, model.id, 2)
+    with h5py.File(bic.archive) as f:
+        assert json.loads(zlib.decompress(f["meta"][()].tobytes()))["attrs"]["model"] is None
+    b = medsr.open_archive(bic.archive)
+    assert (b.method, b.model_id, b.model_sha256, b.model) == ("bicubic", "bicubic", "", None)
+    edit_meta(bic.archive, lambda m: m["attrs"].update(operator="area4-v1"))  # a flat value where a group belongs
+    with pytest.raises(ArchiveError, match="attribute group 'operator' is malformed"):
+        medsr.open_archive(bic.archive)
 
 
 def test_a_model_trained_for_another_operator_is_a_clear_error(fixture_path, tmp_path):

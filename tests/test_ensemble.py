@@ -73,7 +73,7 @@ def test_archives_written_before_the_attribute_restore_with_one_pass(fixture_pat
     medsr.archive_series(src, arc, medsr.ArchiveOptions(method="model", ensemble=1, baselines=False))
     legacy = tmp_path / "legacy.medsr.h5"
     shutil.copy(arc, legacy)
-    edit_meta(legacy, lambda m: m["attrs"].pop("model_ensemble"))  # as written before the attribute existed
+    edit_meta(legacy, lambda m: m["attrs"]["model"].pop("ensemble"))  # as written before the attribute existed
     assert medsr.open_archive(legacy).model_ensemble == 1
     assert medsr.restore_archive(legacy, tmp_path / "r").ensemble == 1
 

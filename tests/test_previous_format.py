@@ -1,9 +1,11 @@
-"""Archives written before the restructure (issue 15) restore bit-identically with today's code.
+"""Archives written by earlier medsr restore bit-identically with today's code.
 
-tests/data/previous-format/ holds four small archives made by medsr at f2cf953 from the ``basic``
-fixture (bicubic; the default model with its self-ensemble; a lossless base with a per-slice floor
-stored as JPEG 2000; the lossy base with its own model) and the sha256 of the pixels that code
-restored from them (``make.py`` there says how they were made).
+tests/data/previous-format/ holds four small archives made by medsr at f2cf953 (before the restructure of
+issue 15; format version 1) from the ``basic`` fixture (bicubic; the default model with its self-ensemble; a
+lossless base with a per-slice floor stored as JPEG 2000; the lossy base with its own model) and the sha256
+of the pixels that code restored from them (``make.py`` there says how they were made). tests/data/format-v2/
+holds the same four and a ``--ratio 80`` archive made by medsr at 1cae0a5 (format version 2, before the
+operator and model attribute groups of format 3).
 """
 from __future__ import annotations
 
@@ -17,15 +19,19 @@ import pydicom
 import pytest
 
 import medsr
+from medsr.archive import read_info
 
-DATA = Path(__file__).parent / "data" / "previous-format"
-EXPECTED = json.loads((DATA / "expected.json").read_text())["archives"]
+DATA = Path(__file__).parent / "data"
+EXPECTED = {f"{folder}/{name}": want for folder in ("previous-format", "format-v2")
+            for name, want in json.loads((DATA / folder / "expected.json").read_text())["archives"].items()}
+VERSIONS = {"previous-format": 1, "format-v2": 2}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_an_archive_of_the_previous_format_restores_bit_identically(name, tmp_path):
     want = EXPECTED[name]
     arc = DATA / name
+    assert read_info(arc).format_version == VERSIONS[name.split("/")[0]]
     assert medsr.verify_archive(arc).ok
 
     res = medsr.restore_archive(arc, tmp_path / "r", medsr.RestoreOptions(device="cpu"))

@@ -1,12 +1,12 @@
-"""Format version 2: the same logical archive in four HDF5 objects (docs/archive-format.md).
+"""Format versions 2 and 3: the same logical archive in four HDF5 objects (docs/archive-format.md).
 
 Version 1 stored ~20 datasets and groups, each with its own object header, checksum
 attribute and (for chunked data) index: ~29 kB of HDF5 metadata per series, more than the
 coded pixels of a short near-lossless series. Version 2 keeps the logical content and
 names of version 1 but stores them as::
 
-    /              attrs: format, format_version = 2, meta_sha256 (sha256 of /meta's bytes)
-    /meta          uint8, contiguous: zlib-compressed UTF-8 JSON {"attrs": {every version-1 root attribute},
+    /              attrs: format, format_version = 3 (or 2), meta_sha256 (sha256 of /meta's bytes)
+    /meta          uint8, contiguous: zlib-compressed UTF-8 JSON {"attrs": {the root attributes},
                    "arrays": {logical name: {"dtype", "shape", "data" (a JSON list; bytes as base64)}},
                    "audit": the audit object, "headers": {part: [start, stop, dtype]}}
     /headers       uint8, contiguous: the packed header arrays, concatenated, zlib-compressed (index in /meta)
@@ -22,8 +22,16 @@ fixed-length strings (a variable-length string attribute costs a 4 kB global hea
 their own attribute, /headers' in /meta. Readable with h5py alone:
 ``json.loads(zlib.decompress(f["meta"][()].tobytes()))``.
 
-``LogicalFile`` presents a version-2 file under version 1's names (``f["slices/slope"]``,
-``f["headers"]["blob"]``, ``f.attrs["operator"]``), so one reader serves both versions.
+Version 3 records the operator and the model as one attribute group each (version 2: six flat
+version-1 attributes ``operator``, ``scale``, ``model_id`` = ``name@sha256[:12]``, ``model_sha256``,
+``model_ensemble``; ``method`` stays flat)::
+
+    "operator": {"id": "area4-v1", "scale": 4}
+    "model":    {"name": "medsr-srresnet-x4", "sha256": "<64 hex>", "ensemble": 2}   (null: no model)
+
+``LogicalFile`` presents a version-2 or -3 file under version 1's names (``f["slices/slope"]``,
+``f["headers"]["blob"]``, ``f.attrs["operator"]``, ``f.attrs["model_id"]``), so one reader serves
+every version.
 """
 from __future__ import annotations
 
@@ -38,7 +46,7 @@ import numpy as np
 from ..errors import ArchiveError
 from .digest import GZIP_LEVEL as LOWRES_LEVEL, names_sha, sha_array
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 HEADER_PARTS = ("blob", "blob_offsets", "element_ids", "slice_offsets", "meta", "meta_offsets")
 GZIP_LEVEL = 9  # the small blocks (/meta, /headers): best ratio, microseconds
 #: logical arrays whose bytes live in their own HDF5 dataset (physical name)
@@ -80,9 +88,44 @@ def _decode_array(d: dict) -> np.ndarray:
     return np.asarray(d["data"], dtype=dt).reshape(shape)
 
 
-def write_v2(f, attrs: dict, arrays: dict[str, np.ndarray], audit: dict | None) -> None:
-    """Write the logical archive (``attrs``: version-1 root attributes; ``arrays``: version-1
-    dataset names -> arrays) into the open, empty ``h5py.File`` ``f``."""
+def operator_group(operator: str, scale: int) -> dict:
+    """The ``operator`` attribute group of format 3."""
+    return {"id": str(operator), "scale": int(scale)}
+
+
+def model_group(model) -> dict | None:
+    """The ``model`` attribute group of format 3 from a ``medsr.models.ModelRef`` (None: no model ran)."""
+    if model is None:
+        return None
+    return {"name": str(model.name), "sha256": str(model.sha256), "ensemble": int(model.ensemble)}
+
+
+def flat_attributes(attrs: dict, path) -> dict:
+    """Format 3's attribute groups -> version 1's flat names (what the reader and its checks use).
+
+    A group that is not an object is one ``ArchiveError``; a member it lacks becomes a missing attribute
+    (the reader names it). Without a model the model id is the restore method, as versions 1 and 2 wrote it."""
+    from ..models.ref import ModelRef
+
+    out = dict(attrs)
+    op = out.pop("operator", None)
+    model = out.pop("model", None)
+    for name, group in (("operator", op), ("model", model)):
+        if group is not None and not isinstance(group, dict):
+            raise ArchiveError(f"archive attribute group {name!r} is malformed (not an object)", path=path)
+    if op is not None:
+        out.update({k: op[g] for k, g in (("operator", "id"), ("scale", "scale")) if g in op})
+    if model is None:
+        out.update(model_id=out.get("method", ""), model_sha256="", model_ensemble=1)
+    else:
+        ref = ModelRef(str(model.get("name", "")), str(model.get("sha256", "")), 1)
+        out.update(model_id=ref.id, model_sha256=ref.sha256, model_ensemble=model.get("ensemble", 1))
+    return out
+
+
+def write_compact(f, attrs: dict, arrays: dict[str, np.ndarray], audit: dict | None) -> None:
+    """Write the logical archive (``attrs``: the root attributes, format 3's groups included; ``arrays``:
+    version-1 dataset names -> arrays) into the open, empty ``h5py.File`` ``f``."""
 
     small: dict[str, dict] = {}
     headers: dict[str, list] = {}
@@ -180,7 +223,7 @@ class _Group:
 
 
 class LogicalFile:
-    """A version-2 archive seen under version 1's names. ``/meta`` is checked against its
+    """A version-2 or -3 archive seen under version 1's names. ``/meta`` is checked against its
     sha256 here (a mismatch or undecodable JSON: ``ArchiveError``); ``/headers`` when first read."""
 
     def __init__(self, f, path):
@@ -205,10 +248,11 @@ class LogicalFile:
         self._meta = meta
         self._parts = parts
         self._header_arrays: dict[str, _Array] | None = None
-        self.attrs = _Attrs(meta["attrs"])
+        version = int(f.attrs.get("format_version"))
+        self.attrs = _Attrs(flat_attributes(meta["attrs"], path) if version >= 3 else meta["attrs"])
         fmt = f.attrs.get("format")
         self.attrs["format"] = fmt.decode() if isinstance(fmt, bytes) else fmt
-        self.attrs["format_version"] = int(f.attrs.get("format_version"))
+        self.attrs["format_version"] = version
         self._audit = None
         if "audit" in meta:
             self._audit = np.frombuffer(json.dumps(meta["audit"], sort_keys=True, allow_nan=True).encode("utf-8"),

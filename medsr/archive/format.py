@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..codec.base import BASE_LOSSLESS, KNOWN_BASES
 from ..errors import ArchiveError
 from ..io.atomic import atomic_file
 from .headers import PackedHeaders, pack_headers, unpack_header
@@ -44,8 +45,8 @@ from .digest import names_sha as _names_sha, sha_array as _sha
 from .memfile import hdf5_via_memory
 
 FORMAT = "medsr-archive"
-FORMAT_VERSION = 2  # written; READS: every version this medsr reads (1: before the compact container)
-READS = (1, 2)
+FORMAT_VERSION = 3  # written; READS: every version this medsr reads (1: before the compact container;
+READS = (1, 2, 3)  # 2: before the operator and model attribute groups)
 @dataclass(frozen=True)
 class ArchiveInfo:
     path: Path
@@ -152,14 +153,13 @@ def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: s
     ``floor``: a ``medsr.floor.FloorData`` (with ``floor_attrs``: its root attributes) or None.
     """
 
-    from .compact import write_v2
+    from .compact import model_group, operator_group, write_compact
 
     path = Path(path)
     attrs = dict(
         format=FORMAT, format_version=FORMAT_VERSION, medsr_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        operator=operator, scale=scale, method=method, model_id=model.id if model else method,
-        model_sha256=model.sha256 if model else "", model_ensemble=int(model.ensemble) if model else 1,
+        operator=operator_group(operator, scale), method=method, model=model_group(model),
         kind=series.kind, series_uid=series.series_uid,
         rows=series.shape[0], cols=series.shape[1],
         pad_rows=pad[0], pad_cols=pad[1], dtype=str(series.pixels.dtype), bits_stored=series.bits_stored,
@@ -168,13 +168,13 @@ def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: s
         below_threshold=bool(below_threshold),
     )
     arrays: dict[str, np.ndarray] = {}  # version 1's dataset names (compact.py stores them in few objects)
-    if base is not None and base.meta.base != "lossless":
+    if base is not None and base.meta.base != BASE_LOSSLESS:
         m = base.meta
         attrs.update(dict(base=m.base, base_near=int(m.near), base_min=int(m.vmin), base_max=int(m.vmax)))
         arrays["lowres_coded"] = np.asarray(base.data, dtype=np.uint8)
         arrays["lowres_coded_offsets"] = base.offsets.astype("<i8")
     else:
-        attrs.update(dict(base="lossless", base_near=0))
+        attrs.update(dict(base=BASE_LOSSLESS, base_near=0))
         arrays["lowres"] = np.ascontiguousarray(lowres).astype(lowres.dtype.newbyteorder("<"), copy=False)
     arrays["slices/slope"] = series.slope.astype(np.float64)
     arrays["slices/intercept"] = series.intercept.astype(np.float64)
@@ -199,7 +199,7 @@ def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: s
         arrays["floor/offsets"] = np.asarray(floor.offsets).astype("<i8")
     with atomic_file(path, force=force) as tmp:
         with hdf5_via_memory(tmp, libver="latest") as f:  # a full disk -> one clean OSError (see memfile.py)
-            write_v2(f, attrs, arrays, audit)
+            write_compact(f, attrs, arrays, audit)
     return read_info(path)
 
 
@@ -227,7 +227,7 @@ def _open(path: Path):
         f.close()
         raise ArchiveError(f"archive format version {ver} is not supported by this medsr (reads "
                            f"{', '.join(map(str, READS))})", path=path)
-    if ver == 2:  # the compact container, seen under version 1's names (compact.py)
+    if ver >= 2:  # the compact container, seen under version 1's names (compact.py)
         from .compact import LogicalFile
 
         try:
@@ -247,7 +247,6 @@ def _attr(f, key, cast=str):
     return cast(v)
 
 
-KNOWN_BASES = ("lossless", "near-lossless", "lossy", "lossy-j2k")
 
 
 def _base_of(f, path) -> tuple[str, int]:

@@ -1,7 +1,8 @@
 """``ModelRef``: which weights restore a series, as one value (name, sha256, self-ensemble size).
 
-An archive records it as three attributes (``model_id`` = ``name@sha256[:12]``, ``model_sha256``,
-``model_ensemble``; docs/archive-format.md); this is the one place that id is built or split.
+An archive records it as one attribute group ``model`` {name, sha256, ensemble} (format 3; formats 1
+and 2 as ``model_id`` = ``name@sha256[:12]``, ``model_sha256``, ``model_ensemble``; docs/archive-format.md);
+this is the one place that id is built or split.
 """
 from __future__ import annotations
 
