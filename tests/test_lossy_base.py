@@ -11,7 +11,7 @@ from medsr.codec.base import (BASE_LOSSY, DEFAULT_NEAR, LOSSY_NEAR_FRACTION, Bas
                               prepare_base)
 from medsr.io import read_series
 from medsr.models import DEFAULT_MODEL, REGISTRY, default_model_for
-from medsr.transforms import RandBaseCode
+from medsr.transforms import RandBaseCode, RandJ2KBaseCode
 
 from independent import block_means, original_and_restored, series_psnr
 
@@ -53,6 +53,31 @@ def test_training_codes_the_low_res_with_the_archive_base(fixture_path):
     np.testing.assert_array_equal(out, prepare_base(lr, BASE_LOSSY, k).decoded[0])
     one = lr[0]
     assert RandBaseCode(prob=0.0)(one, w) is one  # prob 0: untouched
+
+
+def test_training_codes_the_low_res_with_the_jpeg2000_base_coder(fixture_path):
+    """RandJ2KBaseCode: the lossy-j2k base's encoder (OpenJPEG 9-7 on values shifted by their minimum) and decoder,
+    its rate set by a PSNR target relative to the window's bit depth; the error follows the target."""
+    from medsr.codec.j2k_pad import decode_j2k
+    from medsr.codec.payload import j2k_encode
+
+    lr = _lowres(fixture_path)[0]
+    w = intensity_window(lr[None])
+    peak = 2 ** max(int(lr.max() - lr.min()).bit_length(), int(w.hi - lr.min()).bit_length()) - 1
+    errs = []
+    for target in (26.0, 32.0, 38.0):
+        t = RandJ2KBaseCode(psnr_db=(target, target), prob=1.0)
+        out = t(lr, w)
+        assert out.dtype == lr.dtype and out.shape == lr.shape
+        shifted = (lr.astype(np.int64) - lr.min()).astype(np.uint16)
+        bits = max(int(shifted.max()).bit_length(), int(w.hi - lr.min()).bit_length())
+        want = np.clip(decode_j2k(j2k_encode(shifted, bits, psnr=target), lr.shape) + lr.min(), 0, 65535)
+        np.testing.assert_array_equal(out, want)  # exactly the base's coder and decoder
+        rmse = np.sqrt(np.mean((out.astype(float) - lr) ** 2))
+        errs.append(rmse)
+        assert abs(20 * np.log10(peak / rmse) - target) < 1.5, (target, rmse)
+    assert errs[0] > errs[1] > errs[2]
+    assert RandJ2KBaseCode(prob=0.0)(lr, w) is lr  # prob 0: untouched
 
 
 def test_box_projection_keeps_block_means_within_the_bound():

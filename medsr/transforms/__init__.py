@@ -6,7 +6,7 @@ with a dictionary twin named ``...d``; random ones own a ``RandomState`` and dra
 Sample dictionaries carry ``hr`` (a 2D slice of stored integers), ``window``
 ((lo, hi) of the volume's low-res window) and ``fg_threshold`` (stored units).
 """
-from .degrade import MakeLowRes, MakeLowResd, RandBaseCode, RandBaseCoded, RandQuantise, RandQuantised
+from .degrade import MakeLowRes, MakeLowResd, RandBaseCode, RandJ2KBaseCode, RandJ2KBaseCoded, RandBaseCoded, RandQuantise, RandQuantised
 from .intensity import (RandContrastRemap, RandContrastRemapd, RandGamma, RandGammad, RandMRNoise, RandMRNoised, RandNetworkRange, RandNetworkRanged,
                         ToUnit, ToUnitd)
 from .pipeline import (AugmentConfig, SliceSource, foreground_threshold, kept_slices, slice_items,
@@ -14,7 +14,7 @@ from .pipeline import (AugmentConfig, SliceSource, foreground_threshold, kept_sl
 from .spatial import RandFlipRot90, RandFlipRot90d, RandForegroundCrop, RandForegroundCropd
 
 __all__ = [
-    "MakeLowRes", "MakeLowResd", "RandBaseCode", "RandBaseCoded", "RandQuantise", "RandQuantised", "RandGamma", "RandGammad", "RandMRNoise",
+    "MakeLowRes", "MakeLowResd", "RandBaseCode", "RandBaseCoded", "RandJ2KBaseCode", "RandJ2KBaseCoded", "RandQuantise", "RandQuantised", "RandGamma", "RandGammad", "RandMRNoise",
     "RandContrastRemap", "RandContrastRemapd",
     "RandMRNoised", "RandNetworkRange", "RandNetworkRanged", "ToUnit", "ToUnitd", "AugmentConfig", "SliceSource",
     "foreground_threshold", "kept_slices", "slice_items", "train_transforms", "training_dataset", "volume_window",
