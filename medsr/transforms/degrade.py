@@ -139,13 +139,13 @@ class RandBaseCode(Randomizable, Transform):
         return out[0] if lr.ndim == 2 else out
 
 
-class RandBaseCoded(Randomizable, MapTransform):
-    """Dictionary twin of ``RandBaseCode`` on the low-res key (reads the window key)."""
+class _LowResCoded(Randomizable, MapTransform):
+    """Dictionary twin of a low-res base coder ``t`` (``t(lr, window, randomize=False)``) on the low-res key:
+    reads the window key, draws once per sample."""
 
-    def __init__(self, keys: str = "lr", near_fraction: tuple[float, float] = (0.005, 0.035), prob: float = 1.0,
-                 window_key: str = WINDOW_KEY):
+    def __init__(self, keys: str, t, window_key: str = WINDOW_KEY):
         MapTransform.__init__(self, keys)
-        self.t = RandBaseCode(near_fraction, prob)
+        self.t = t
         self.window_key = window_key
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
@@ -162,6 +162,14 @@ class RandBaseCoded(Randomizable, MapTransform):
         for key in self.keys:
             d[key] = self.t(d[key], w, randomize=False)
         return d
+
+
+class RandBaseCoded(_LowResCoded):
+    """Dictionary twin of ``RandBaseCode`` on the low-res key (reads the window key)."""
+
+    def __init__(self, keys: str = "lr", near_fraction: tuple[float, float] = (0.005, 0.035), prob: float = 1.0,
+                 window_key: str = WINDOW_KEY):
+        super().__init__(keys, RandBaseCode(near_fraction, prob), window_key)
 
 
 class RandJ2KBaseCode(Randomizable, Transform):
@@ -205,26 +213,9 @@ class RandJ2KBaseCode(Randomizable, Transform):
         return out[0] if lr.ndim == 2 else out
 
 
-class RandJ2KBaseCoded(Randomizable, MapTransform):
+class RandJ2KBaseCoded(_LowResCoded):
     """Dictionary twin of ``RandJ2KBaseCode`` on the low-res key (reads the window key)."""
 
     def __init__(self, keys: str = "lr", psnr_db: tuple[float, float] = (24.0, 40.0), prob: float = 1.0,
                  window_key: str = WINDOW_KEY):
-        MapTransform.__init__(self, keys)
-        self.t = RandJ2KBaseCode(psnr_db, prob)
-        self.window_key = window_key
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        self.t.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        self.t.randomize()
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        self.randomize()
-        w = as_window(d[self.window_key])
-        for key in self.keys:
-            d[key] = self.t(d[key], w, randomize=False)
-        return d
+        super().__init__(keys, RandJ2KBaseCode(psnr_db, prob), window_key)
