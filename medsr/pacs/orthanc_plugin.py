@@ -33,7 +33,8 @@ try:  # first, before pydicom loads it: bind pyjpegls' CharLS to itself, not to 
 except Exception as e:  # near-lossless archives then fail with a clear error instead of crashing Orthanc
     orthanc.LogWarning(f"medsr: JPEG-LS not isolated from DCMTK's CharLS: {e}")
 try:
-    from medsr.pacs.service import CallableAccess, service_from_orthanc
+    from medsr.pacs.orthanc_access import CallableAccess
+    from medsr.pacs.service import service_from_orthanc
 
     SERVICE = service_from_orthanc(
         orthanc.GetConfiguration(),
