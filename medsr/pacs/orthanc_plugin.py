@@ -1,7 +1,7 @@
 """medsr routes for Orthanc, loaded by the orthanc-python plugin ("PythonScript" in Orthanc's config).
 
-This script only adapts Orthanc's Python callbacks to ``medsr.pacs.service``, where all
-the logic lives. The orthanc-python plugin is AGPL-3.0: if you distribute Orthanc with
+This script only adapts Orthanc's Python callbacks to ``medsr.pacs.service`` (the routes) and
+``medsr.pacs.orthanc_access`` (``CallableAccess``), where all the logic lives. The orthanc-python plugin is AGPL-3.0: if you distribute Orthanc with
 this script or offer it as a network service, the AGPL's source-disclosure terms apply
 to this script; keep it thin and free of site secrets. See docs/orthanc.md.
 
