@@ -1,9 +1,10 @@
 """medsr routes for Orthanc, loaded by the orthanc-python plugin ("PythonScript" in Orthanc's config).
 
 This script only adapts Orthanc's Python callbacks to ``medsr.pacs.service`` (the routes) and
-``medsr.pacs.orthanc_access`` (``CallableAccess``), where all the logic lives. The orthanc-python plugin is AGPL-3.0: if you distribute Orthanc with
-this script or offer it as a network service, the AGPL's source-disclosure terms apply
-to this script; keep it thin and free of site secrets. See docs/orthanc.md.
+``medsr.pacs.orthanc_access`` (``CallableAccess``), where all the logic lives. The
+orthanc-python plugin is AGPL-3.0: if you distribute Orthanc with this script or offer it
+as a network service, the AGPL's source-disclosure terms apply to this script; keep it
+thin and free of site secrets. See docs/orthanc.md.
 
 Routes (all under /medsr, all JSON except the report):
   POST /medsr/series/{orthanc-series-id}/archive   body: {"delete_original", "min_psnr", "model", ...}
