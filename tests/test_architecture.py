@@ -135,7 +135,8 @@ def test_restore_options_check_themselves_when_made(kw, what):
 
 
 def test_the_orthanc_plugin_answers_400_with_the_options_own_checks(tmp_path):
-    from medsr.pacs.service import BadRequest, MedsrService, ServiceConfig
+    from medsr.pacs.errors import BadRequest
+    from medsr.pacs.service import MedsrService, ServiceConfig
 
     svc = MedsrService(access=None, config=ServiceConfig(archive_store=tmp_path / "store"))
     with pytest.raises(BadRequest, match="self-ensemble size"):  # the message of ArchiveOptions(ensemble=3)

@@ -201,7 +201,7 @@ class _FakeOrthanc:
 
 @pytest.mark.parametrize("damage", [False, True])
 def test_orthanc_series_deleted_only_after_verification(fixture_path, tmp_path, monkeypatch, damage):
-    from medsr.pacs.service import archive_orthanc_series
+    from medsr.pacs.orthanc_access import archive_orthanc_series
 
     pacs = _FakeOrthanc(fixture_path("basic"))
     if damage:

@@ -31,7 +31,10 @@ import medsr
 from medsr.errors import InputError, MedsrError
 from medsr.cli import orthanc as orthanc_cli
 from medsr.pacs import launcher
-from medsr.pacs.service import ArchiveStore, MedsrService, ServiceConfig, UnknownResource, is_orthanc_id
+from medsr.pacs.archive_store import ArchiveStore
+from medsr.pacs.errors import UnknownResource
+from medsr.pacs.orthanc_access import is_orthanc_id
+from medsr.pacs.service import MedsrService, ServiceConfig
 from orthanc_util import enter_private_netns, free_port, loopback_up, stop  # tests/orthanc_util.py
 
 requests = pytest.importorskip("requests")
@@ -385,7 +388,7 @@ def test_remote_mode_requires_the_password(orthanc, cases, tmp_path):
         assert s.get(url + "/medsr/archives", auth=("pacs", "wrong"), timeout=5).status_code == 401
         assert s.get(url + "/medsr/archives", auth=("pacs", "pw-for-test"), timeout=5).json()["count"] == 0
         from medsr.pacs import upload_series
-        from medsr.pacs.service import OrthancCallError
+        from medsr.pacs.errors import OrthancCallError
 
         with pytest.raises(OrthancCallError, match="401"):
             upload_series(url, cases["basic"], session=s)

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 _CLIENT = ("archive_from_orthanc", "restore_to_orthanc", "upload_series", "RestAccess")
 _SOURCES = ("archive_remote", "restore_to", "resolve_source", "is_remote")
-_SERVICE = ("PacsError", "BadRequest", "UnknownResource", "OrthancCallError", "Busy", "MedsrService",
-            "ServiceConfig", "ArchiveStore")
+_SERVICE = {"PacsError": ".errors", "BadRequest": ".errors", "UnknownResource": ".errors",
+            "OrthancCallError": ".errors", "Busy": ".errors", "MedsrService": ".service",
+            "ServiceConfig": ".service", "ArchiveStore": ".archive_store"}
 
 
 def __getattr__(name):  # lazy: `requests` is only needed by the client
@@ -33,8 +34,8 @@ def __getattr__(name):  # lazy: `requests` is only needed by the client
     if name == "Connection":
         return importlib.import_module(".credentials", __name__).Connection
     if name in _SERVICE:
-        return getattr(importlib.import_module(".service", __name__), name)
+        return getattr(importlib.import_module(_SERVICE[name], __name__), name)
     raise AttributeError(f"module 'medsr.pacs' has no attribute {name!r}")
 
 
-__all__ = list(_CLIENT + _SOURCES + _SERVICE) + ["Connection"]
+__all__ = list(_CLIENT + _SOURCES + tuple(_SERVICE)) + ["Connection"]

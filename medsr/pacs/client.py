@@ -20,12 +20,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import InputError, MedsrError
-from .service import (OrthancCallError, UnknownResource, archive_orthanc_series, is_orthanc_id, restore_into_orthanc,
-                      upload_files)
+from .errors import OrthancCallError, UnknownResource
+from .orthanc_access import archive_orthanc_series, is_orthanc_id, restore_into_orthanc, upload_files
 
 
 class RestAccess:
-    """:class:`medsr.pacs.service.OrthancAccess` over Orthanc's REST API with ``requests``."""
+    """:class:`medsr.pacs.orthanc_access.OrthancAccess` over Orthanc's REST API with ``requests``."""
 
     def __init__(self, url: str, *, auth: Any = None, session=None, timeout: float = 120.0):
         import requests

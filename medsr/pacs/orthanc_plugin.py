@@ -1,9 +1,10 @@
 """medsr routes for Orthanc, loaded by the orthanc-python plugin ("PythonScript" in Orthanc's config).
 
-This script only adapts Orthanc's Python callbacks to ``medsr.pacs.service``, where all
-the logic lives. The orthanc-python plugin is AGPL-3.0: if you distribute Orthanc with
-this script or offer it as a network service, the AGPL's source-disclosure terms apply
-to this script; keep it thin and free of site secrets. See docs/orthanc.md.
+This script only adapts Orthanc's Python callbacks to ``medsr.pacs.service`` (the routes) and
+``medsr.pacs.orthanc_access`` (``CallableAccess``), where all the logic lives. The
+orthanc-python plugin is AGPL-3.0: if you distribute Orthanc with this script or offer it
+as a network service, the AGPL's source-disclosure terms apply to this script; keep it
+thin and free of site secrets. See docs/orthanc.md.
 
 Routes (all under /medsr, all JSON except the report):
   POST /medsr/series/{orthanc-series-id}/archive   body: {"delete_original", "min_psnr", "model", ...}
@@ -33,7 +34,8 @@ try:  # first, before pydicom loads it: bind pyjpegls' CharLS to itself, not to 
 except Exception as e:  # near-lossless archives then fail with a clear error instead of crashing Orthanc
     orthanc.LogWarning(f"medsr: JPEG-LS not isolated from DCMTK's CharLS: {e}")
 try:
-    from medsr.pacs.service import CallableAccess, service_from_orthanc
+    from medsr.pacs.orthanc_access import CallableAccess
+    from medsr.pacs.service import service_from_orthanc
 
     SERVICE = service_from_orthanc(
         orthanc.GetConfiguration(),
