@@ -4,12 +4,10 @@ files written atomically (owner-only temp file, fsync, rename)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -96,14 +94,11 @@ class ArchiveStore:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    from ..api import temp_prefix
+    """Replace ``path`` with ``data`` atomically, owner-only (medsr's one atomic writer)."""
+    from ..api import atomic_file
 
-    tmp = path.with_name(f"{temp_prefix()}{uuid.uuid4().hex}")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_file(path, force=True) as tmp:
+        tmp.write_bytes(data)
 
 
 __all__ = ["ARCHIVE_ID_RE", "ARCHIVE_SUFFIX", "ArchiveStore", "is_archive_id", "new_archive_id"]
