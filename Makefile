@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 unseen-data eval-unseen ratio-table clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k unseen-data eval-unseen ratio-table clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -122,6 +122,14 @@ train-x2: install-dev train-deps
 	  --init-weights medsr/models/weights/medsr-srresnet-x4.safetensors --phase1-seconds 3300 --phase2-seconds 0 \
 	  --crop-size 80 --base-near-fraction 0.003,0.05 --val-slices 18 --val-every 500 --freeze-bn --precision bf16 \
 	  --lr 1e-4 --lr-schedule cosine --lr-min-ratio 0.1 --seed 21
+
+# the x2 tier on the JPEG 2000 low-res base (`--ratio`'s x2-j2kbase candidates): fine-tuned from the x2 lossy tier
+train-x2-j2k: install-dev train-deps
+	$(PY) -m pipelines.prepare_data --out .train/pack.npz
+	OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --out .train/x2-j2k --operator area2-v1 \
+	  --init-weights medsr/models/weights/medsr-srresnet-x2-lossy.safetensors --phase1-seconds 2700 --phase2-seconds 0 \
+	  --crop-size 80 --base-j2k-psnr 24,40 --val-slices 18 --val-every 400 --freeze-bn --precision bf16 \
+	  --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 22
 
 # real MR the models never trained on (other subjects, scanners, field strengths, contrasts),
 # fetched from pinned registry packages and sha512-checked: dicom_fixtures/unseen.py
