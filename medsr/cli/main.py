@@ -221,7 +221,8 @@ def cmd_models(args) -> int:
 
     rows = [{"name": m.name, "kind": m.kind, "operator": m.operator, "config": m.config.to_dict(),
              "sha256": m.sha256, "card": str(m.path.with_name(m.card)), "metrics": m.metrics,
-             "ensemble": m.ensemble} for m in list_models()]
+             "ensemble": m.ensemble, "card_data": m.card_data.to_dict() if m.card_data else None}
+            for m in list_models()]
     text = "\n".join(f"{r['name']:<24} {r['kind']:<10} {r['operator']:<9} ensemble x{r['ensemble']}  "
                      f"sha256 {r['sha256'][:12]}  card {r['card']}" for r in rows) or "no models shipped"
     _emit(args, {"models": rows}, text)

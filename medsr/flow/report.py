@@ -9,6 +9,7 @@ from ..archive import read_archive
 from ..audit import AuditResult, write_report
 from .audit import audit_against_reference, bicubic_restore, rescale_stack
 from ..errors import OutputError
+from ..models import REGISTRY, ModelRef, find_by_sha256
 
 
 def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | None = None,
@@ -43,7 +44,7 @@ def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | 
                  "method": info.method, "operator": info.operator,
                  "measured_against": "reference series given on the command line" if reference else
                  "original at archive time (stored audit)"})
-    card = _model_card_summary(info.model_id)
+    card = _model_card_summary(info.model)
     if card:
         prov["model_card"] = card
     audit = AuditResult(data_range=audit.data_range, fg_threshold=audit.fg_threshold, methods=audit.methods,
@@ -56,15 +57,12 @@ def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | 
                         budget=(info.audit or {}).get("budget"))
 
 
-def _model_card_summary(model_id: str) -> str:
-    from ..models import REGISTRY, ModelRef
-
-    name = ModelRef.from_record(model_id).name
-    entry = REGISTRY.get(name)
+def _model_card_summary(model: ModelRef | None) -> str:
+    """``name (kind): summary`` from the card data of the shipped weights an archive recorded (found by sha256,
+    so an archive of older weights gets their card, else by name); "" for weights the registry does not ship."""
+    if model is None:
+        return ""
+    entry = find_by_sha256(model.sha256) or REGISTRY.get(model.name)
     if entry is None:
         return ""
-    card = entry.path.with_name(entry.card)
-    if not card.exists():
-        return f"{name} ({entry.kind})"
-    first = [l.strip() for l in card.read_text().splitlines() if l.strip() and not l.startswith("#")]
-    return f"{name} ({entry.kind}): {first[0][:300] if first else ''}"
+    return f"{entry.name} ({entry.kind})" + (f": {entry.card_data.summary}" if entry.card_data else "")

@@ -1,4 +1,4 @@
-"""Named pretrained models: name -> weights file, config and model card.
+"""Named pretrained models: name -> weights file, config, model card and its facts as data (``ModelCard``).
 
 The single door is ``create_model(name_or_path)``. Weights load from safetensors
 only and their sha256 is checked against the registry entry (for named models).
@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
+from .card import ModelCard
 from .ref import ModelRef
 from .srresnet import SRResNet, SRResNetConfig
 
@@ -31,6 +32,7 @@ class PretrainedModel:
     metrics: dict = field(default_factory=dict)
     base: str = ""  # the archive base it was trained for ("" = exact / near-lossless; "lossy" = the lossy tier)
     ensemble: int = 1  # geometric self-ensemble it restores with by default (medsr.models.ensemble)
+    card_data: ModelCard | None = None  # the card's facts as data (registry "card_data"; medsr.models.card)
 
     @property
     def path(self) -> Path:
@@ -53,6 +55,7 @@ def _load_registry() -> dict[str, PretrainedModel]:
             name=e["name"], architecture=arch, config=cfg_cls(**e["config"]), weights=e["weights"],
             sha256=e["sha256"], operator=e["operator"], card=e["card"], kind=e.get("kind", "fidelity"),
             metrics=e.get("metrics", {}), base=e.get("base", ""), ensemble=int(e.get("ensemble", 1)),
+            card_data=ModelCard.from_dict(e["card_data"]) if "card_data" in e else None,
         )
     return out
 
