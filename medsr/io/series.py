@@ -2,7 +2,7 @@
 
 Rules (each failure is a one-line ``InputError``/``SeriesError`` naming the path):
 - non-DICOM files (notes, DICOMDIR, non-image objects such as Raw Data Storage) are
-  skipped with a warning;
+  skipped with a warning, damaged DICOM files are an error (``classify.py`` decides which is which);
 - exactly one image series, else the error lists the series found and
   ``series_uid`` picks one;
 - slices are sorted by position along the slice normal, falling back to Instance Number;
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, SeriesError
+from .classify import PART10_PREFIX_BYTES, classify_dataset, classify_read_error
 
 log = logging.getLogger("medsr")
 
@@ -127,13 +128,16 @@ def _header_guard(f: Path):
         raise _malformed(f, e) from None
 
 
-def _is_image_class(sop_class: str) -> bool:
-    from pydicom.uid import UID
+def _dcmread(f: Path, raw: bytes):
+    """(data set, None) for the bytes of ``f``, or (None, the verdict on it) when pydicom cannot read them."""
+    import pydicom
 
     try:
-        return "Image Storage" in UID(sop_class).name
-    except Exception:  # noqa: BLE001 - a malformed UID is not a known image class
-        return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(BytesIO(raw), force=False), None
+    except Exception as e:  # not DICOM (InvalidDicomError), truncated or malformed
+        return None, classify_read_error(f.name, raw[:PART10_PREFIX_BYTES], e, header_only=False)
 
 
 def _decode_all(ds) -> None:
@@ -208,9 +212,6 @@ def read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
 
     ``read_series`` on a folder reads every file below it; the batch runner reads one series' files with this.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     skipped: list[str] = []
     broken: list[tuple[Path, str]] = []
     groups: dict[str, list[tuple[Path, bytes, object]]] = {}
@@ -220,28 +221,14 @@ def read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
             raw = f.read_bytes()
         except OSError as e:
             raise InputError(f"cannot read file: {e.strerror}", path=f) from None
+        ds, verdict = _dcmread(f, raw)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(BytesIO(raw), force=False)
-        except InvalidDicomError:
-            if f.name.upper() == "DICOMDIR" or not raw[128:132] == b"DICM":
-                skipped.append(f"{f}: not a DICOM file, skipped")
+            verdict = verdict or classify_dataset(ds, header_only=False)
+            if verdict.skipped:
+                skipped.append(f"{f}: {verdict.reason}, skipped")
                 continue
-            broken.append((f, "not a readable DICOM file"))
-            continue
-        except Exception as e:  # truncated or malformed
-            broken.append((f, f"unreadable DICOM ({type(e).__name__})"))
-            continue
-        try:
-            sop_class = str(ds.get("SOPClassUID", ""))
-            if sop_class == "1.2.840.10008.1.3.10" or "PixelData" not in ds and "FloatPixelData" not in ds:
-                if _is_image_class(sop_class) and sop_class != "1.2.840.10008.1.3.10":
-                    # an image object whose pixels are missing: cut short, not a non-image object
-                    broken.append((f, "DICOM image without pixel data"))
-                    continue
-                shown = _shown(sop_class, _UID_RE) if sop_class else "unknown"
-                skipped.append(f"{f}: DICOM object without image pixels (SOP class {shown}), skipped")
+            if verdict.is_broken:
+                broken.append((f, verdict.reason))
                 continue
             uid = str(ds.get("SeriesInstanceUID", "")) or "(no Series Instance UID)"
             description = str(ds.get("SeriesDescription", ""))
