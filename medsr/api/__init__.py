@@ -35,9 +35,8 @@ if TYPE_CHECKING:  # what lint-imports and type checkers read (F401 off for this
     from ..io import Series, read_series
     from ..io.atomic import atomic_file, clean_stale_temps, preflight_output, temp_prefix
     from ..io.classify import Verdict as DicomVerdict
-    from ..io.classify import classify_dataset as classify_dicom
-    from ..io.classify import classify_read_error as classify_dicom_read_error
-    from ..io.classify import has_part10_magic, is_dicomdir_name, is_part10_file, read_part10_head
+    from ..io.classify import classify_file as classify_dicom_file
+    from ..io.classify import has_part10_magic, is_dicomdir_name, is_part10_file
     from ..io.ledger import STATES as JOB_STATES
     from ..io.ledger import JobLedger
     from ..io.ledger import record_row as record_manifest_row
@@ -88,12 +87,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "temp_prefix": ("..io.atomic", "temp_prefix"),
     # is it DICOM, and what does it hold (the series reader, the batch scan, the PACS upload and fetch)
     "DicomVerdict": ("..io.classify", "Verdict"),
-    "classify_dicom": ("..io.classify", "classify_dataset"),
-    "classify_dicom_read_error": ("..io.classify", "classify_read_error"),
+    "classify_dicom_file": ("..io.classify", "classify_file"),
     "has_part10_magic": ("..io.classify", "has_part10_magic"),
     "is_part10_file": ("..io.classify", "is_part10_file"),
     "is_dicomdir_name": ("..io.classify", "is_dicomdir_name"),
-    "read_part10_head": ("..io.classify", "read_part10_head"),
     "JobLedger": ("..io.ledger", "JobLedger"),
     "JOB_STATES": ("..io.ledger", "STATES"),
     "record_manifest_row": ("..io.ledger", "record_row"),

@@ -41,13 +41,9 @@ def scan_files(paths: list[str]) -> list[tuple]:
 
     ``("image", path, series_uid, sop_uid, modality, phi_tokens)``, ``("nifti", path)`` or
     ``("unreadable", path, reason)``. Non-DICOM files and non-image DICOM objects are left out
-    (``medsr.api.classify_dicom`` decides, from the header only).
+    (``medsr.api.classify_dicom_file`` decides, from the header only).
     """
-    import warnings
-
-    import pydicom
-
-    from ..api import classify_dicom, classify_dicom_read_error, read_part10_head
+    from ..api import classify_dicom_file
 
     out: list[tuple] = []
     for p in paths:
@@ -55,18 +51,10 @@ def scan_files(paths: list[str]) -> list[tuple]:
             out.append(("nifti", p))
             continue
         try:
-            head = read_part10_head(p)
+            verdict, ds = classify_dicom_file(p, header_only=True, tags=_HEADER_TAGS)
         except OSError as e:
             out.append(("unreadable", p, f"cannot read file ({e.strerror})"))
             continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-        except Exception as e:  # InvalidDicomError for non-DICOM; anything else: damaged header
-            verdict = classify_dicom_read_error(os.path.basename(p), head, e, header_only=True)
-        else:
-            verdict = classify_dicom(ds, header_only=True)
         if verdict.is_broken:
             out.append(("unreadable", p, verdict.reason))
         if not verdict.is_image:

@@ -11,22 +11,27 @@ with a file is one of four verdicts (``Verdict.kind``):
 - ``non-image``: a DICOM object without an image (DICOMDIR, Raw Data, a report): skipped with a warning;
 - ``broken``: a DICOM file that cannot be read or is cut short; ``reason`` is the one-line problem
   (never a header value, so never a patient's name);
-- ``not-dicom``: no Part 10 magic (notes, PNGs, a text file named ``.dcm``): skipped.
+- ``not-dicom``: no Part 10 magic (notes, PNGs, a text file named ``.dcm``), or a file named DICOMDIR
+  that pydicom cannot read: skipped.
 
 The header-only scan and the full read ask with ``header_only`` and differ where they must:
 
 - the scan never sees Pixel Data, so "holds an image" means Rows and Series Instance UID are in the
-  header (an image, or an object of unknown class, without them was cut short); the full read asks
-  whether Pixel Data (or Float Pixel Data) is there, and an image class without it was cut short;
-- the scan reads only a few tags, so it takes the SOP class from the file meta when the data set has none;
-- their one-line reasons are worded for what each read ("DICOM header not readable" from the scan,
-  "unreadable DICOM" from the full read) and a file named ``DICOMDIR`` that pydicom refuses is
-  skipped by the full read.
+  header; the full read asks whether Pixel Data (or Float Pixel Data) is there. In both, an object
+  that should hold an image and does not (an image SOP class, or none at all: a file cut off after
+  its file meta) is broken, not skipped; a file cut inside its Pixel Data passes both (the series
+  reader checks the pixel bytes it decodes);
+- their one-line reasons are worded for what each read ("DICOM header not readable" / "DICOM header
+  is incomplete" from the scan, "unreadable DICOM" / "DICOM image without pixel data" from the full read).
+
+The SOP class is the data set's SOP Class UID, else the file meta's Media Storage SOP Class UID.
 """
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 #: the Part 10 file magic: 128 bytes of preamble, then these 4 bytes
@@ -115,49 +120,77 @@ def _shown_class(sop_class: str) -> str:
 def classify_read_error(name: str, head: bytes, error: BaseException, *, header_only: bool) -> Verdict:
     """The verdict on a file pydicom could not read (``error``), from its name and first bytes ``head``.
 
-    Without the Part 10 magic it is not DICOM (pydicom refuses such files before reading anything);
-    with it, the file is broken, except a file named DICOMDIR that the full read skips.
+    Without the Part 10 magic it is not DICOM (pydicom refuses such files before reading anything), and
+    a file named DICOMDIR holds no image either way; any other file is broken.
     """
     from pydicom.errors import InvalidDicomError
 
-    if not has_part10_magic(head):
+    if not has_part10_magic(head) or is_dicomdir_name(name):
         return _NOT_DICOM
     if header_only:
         return Verdict(BROKEN, f"DICOM header not readable ({type(error).__name__})")
     if isinstance(error, InvalidDicomError):
-        return _NOT_DICOM if is_dicomdir_name(name) else Verdict(BROKEN, "not a readable DICOM file")
+        return Verdict(BROKEN, "not a readable DICOM file")
     return Verdict(BROKEN, f"unreadable DICOM ({type(error).__name__})")
 
 
-def _sop_class(ds, header_only: bool) -> str:
+def _sop_class(ds) -> str:
+    """The SOP Class UID of the data set, else the Media Storage SOP Class UID of its file meta."""
     sop_class = str(ds.get("SOPClassUID", "") or "")
-    if not sop_class and header_only:
+    if not sop_class:
         meta = getattr(ds, "file_meta", None)
         sop_class = str(meta.get("MediaStorageSOPClassUID", "") or "") if meta else ""
     return sop_class
+
+
+def _non_image(sop_class: str) -> Verdict:
+    return Verdict(NON_IMAGE, f"DICOM object without image pixels (SOP class {_shown_class(sop_class)})", sop_class)
 
 
 def classify_dataset(ds, *, header_only: bool) -> Verdict:
     """The verdict on a data set pydicom read: an image, an object without one, or an image cut short.
 
     ``header_only``: ``ds`` was read with ``stop_before_pixels`` (and maybe ``specific_tags`` that
-    include SOPClassUID, Rows and SeriesInstanceUID). Reading an element may raise for a damaged
-    header; the caller turns that into its own one-line error.
+    include SOPClassUID, Rows and SeriesInstanceUID). An object that should hold an image (an image
+    SOP class, or no SOP class at all: a file cut off after its file meta) but does not is broken.
+    Reading an element may raise for a damaged header; the caller words that as its own one-line error.
     """
-    sop_class = _sop_class(ds, header_only)
+    sop_class = _sop_class(ds)
     if sop_class in NON_IMAGE_SOP_CLASSES:
-        return Verdict(NON_IMAGE, f"DICOM object without image pixels (SOP class {_shown_class(sop_class)})",
-                       sop_class)
+        return _non_image(sop_class)
     if header_only:
         has_image = "Rows" in ds and "SeriesInstanceUID" in ds
-        cut_short = is_image_sop_class(sop_class) or not sop_class
-        why = "DICOM header is incomplete (file damaged or truncated)"
     else:
         has_image = "PixelData" in ds or "FloatPixelData" in ds
-        cut_short = is_image_sop_class(sop_class)
-        why = "DICOM image without pixel data"
     if has_image:
         return Verdict(IMAGE, "", sop_class)
-    if cut_short:
-        return Verdict(BROKEN, why, sop_class)
-    return Verdict(NON_IMAGE, f"DICOM object without image pixels (SOP class {_shown_class(sop_class)})", sop_class)
+    if header_only and (is_image_sop_class(sop_class) or not sop_class):
+        return Verdict(BROKEN, "DICOM header is incomplete (file damaged or truncated)", sop_class)
+    if is_image_sop_class(sop_class):
+        return Verdict(BROKEN, "DICOM image without pixel data", sop_class)
+    if not sop_class:
+        return Verdict(BROKEN, "DICOM object without SOP class or pixel data", sop_class)
+    return _non_image(sop_class)
+
+
+def classify_file(path: str | Path, *, header_only: bool, data: bytes | None = None,
+                  tags: list[str] | None = None):
+    """Read one file with pydicom and judge it -> ``(Verdict, data set or None)``.
+
+    The full read (``header_only=False``) reads ``data`` (the file's bytes, when the caller already
+    has them) or ``path``; the header scan (``header_only=True``) reads ``path`` up to the pixels, only
+    ``tags`` when given. A file pydicom cannot read is judged by ``classify_read_error``; reading the
+    first bytes of ``path`` may raise OSError, and judging a damaged element may raise what pydicom
+    raises (the caller words both).
+    """
+    import pydicom
+
+    head = data[:PART10_PREFIX_BYTES] if data is not None else read_part10_head(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(BytesIO(data) if data is not None else path, force=False,
+                                 stop_before_pixels=header_only, specific_tags=tags)
+    except Exception as e:  # InvalidDicomError (no DICM), truncated or malformed
+        return classify_read_error(Path(path).name, head, e, header_only=header_only), None
+    return classify_dataset(ds, header_only=header_only), ds

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, SeriesError
-from .classify import PART10_PREFIX_BYTES, classify_dataset, classify_read_error
+from .classify import classify_file
 
 log = logging.getLogger("medsr")
 
@@ -128,18 +128,6 @@ def _header_guard(f: Path):
         raise _malformed(f, e) from None
 
 
-def _dcmread(f: Path, raw: bytes):
-    """(data set, None) for the bytes of ``f``, or (None, the verdict on it) when pydicom cannot read them."""
-    import pydicom
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pydicom.dcmread(BytesIO(raw), force=False), None
-    except Exception as e:  # not DICOM (InvalidDicomError), truncated or malformed
-        return None, classify_read_error(f.name, raw[:PART10_PREFIX_BYTES], e, header_only=False)
-
-
 def _decode_all(ds) -> None:
     """Decode every element (recursively) so a malformed one fails here, naming the file."""
     ds.walk(lambda _ds, _elem: None)
@@ -221,9 +209,8 @@ def read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
             raw = f.read_bytes()
         except OSError as e:
             raise InputError(f"cannot read file: {e.strerror}", path=f) from None
-        ds, verdict = _dcmread(f, raw)
         try:
-            verdict = verdict or classify_dataset(ds, header_only=False)
+            verdict, ds = classify_file(f, header_only=False, data=raw)
             if verdict.skipped:
                 skipped.append(f"{f}: {verdict.reason}, skipped")
                 continue
