@@ -33,6 +33,10 @@ import warnings
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 #: the Part 10 file magic: 128 bytes of preamble, then these 4 bytes
 PART10_MAGIC = b"DICM"
@@ -52,7 +56,7 @@ class Verdict:
     """What a file is to medsr: ``kind`` (image, non-image, broken, not-dicom), ``reason`` (one line, for
     broken, non-image and not-dicom files; no header values but the SOP class UID) and ``sop_class``."""
 
-    kind: str
+    kind: Literal["image", "non-image", "broken", "not-dicom"]
     reason: str = ""
     sop_class: str = ""
 
@@ -134,7 +138,7 @@ def classify_read_error(name: str, head: bytes, error: BaseException, *, header_
     return Verdict(BROKEN, f"unreadable DICOM ({type(error).__name__})")
 
 
-def _sop_class(ds) -> str:
+def _sop_class(ds: Dataset) -> str:
     """The SOP Class UID of the data set, else the Media Storage SOP Class UID of its file meta."""
     sop_class = str(ds.get("SOPClassUID", "") or "")
     if not sop_class:
@@ -147,7 +151,7 @@ def _non_image(sop_class: str) -> Verdict:
     return Verdict(NON_IMAGE, f"DICOM object without image pixels (SOP class {_shown_class(sop_class)})", sop_class)
 
 
-def classify_dataset(ds, *, header_only: bool) -> Verdict:
+def classify_dataset(ds: Dataset, *, header_only: bool) -> Verdict:
     """The verdict on a data set pydicom read: an image, an object without one, or an image cut short.
 
     ``header_only``: ``ds`` was read with ``stop_before_pixels`` (and maybe ``specific_tags`` that
@@ -174,7 +178,7 @@ def classify_dataset(ds, *, header_only: bool) -> Verdict:
 
 
 def classify_file(path: str | Path, *, header_only: bool, data: bytes | None = None,
-                  tags: list[str] | None = None):
+                  tags: list[str] | None = None) -> tuple[Verdict, Dataset | None]:
     """Read one file with pydicom and judge it -> ``(Verdict, data set or None)``.
 
     The full read (``header_only=False``) reads ``data`` (the file's bytes, when the caller already
