@@ -34,6 +34,9 @@ if TYPE_CHECKING:  # what lint-imports and type checkers read (F401 off for this
     from ..flow.report import report_for_archive
     from ..io import Series, read_series
     from ..io.atomic import atomic_file, clean_stale_temps, preflight_output, temp_prefix
+    from ..io.classify import Verdict as DicomVerdict
+    from ..io.classify import classify_file as classify_dicom_file
+    from ..io.classify import has_part10_magic, is_dicomdir_name, is_part10_file
     from ..io.ledger import STATES as JOB_STATES
     from ..io.ledger import JobLedger
     from ..io.ledger import record_row as record_manifest_row
@@ -82,6 +85,12 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "preflight_output": ("..io.atomic", "preflight_output"),
     "clean_stale_temps": ("..io.atomic", "clean_stale_temps"),
     "temp_prefix": ("..io.atomic", "temp_prefix"),
+    # is it DICOM, and what does it hold (the series reader, the batch scan, the PACS upload and fetch)
+    "DicomVerdict": ("..io.classify", "Verdict"),
+    "classify_dicom_file": ("..io.classify", "classify_file"),
+    "has_part10_magic": ("..io.classify", "has_part10_magic"),
+    "is_part10_file": ("..io.classify", "is_part10_file"),
+    "is_dicomdir_name": ("..io.classify", "is_dicomdir_name"),
     "JobLedger": ("..io.ledger", "JobLedger"),
     "JOB_STATES": ("..io.ledger", "STATES"),
     "record_manifest_row": ("..io.ledger", "record_row"),

@@ -13,6 +13,8 @@ from io import BytesIO
 
 import numpy as np
 
+from ..io.classify import PART10_PREFIX_BYTES, has_part10_magic
+
 
 @dataclass(frozen=True)
 class PackedHeaders:
@@ -39,11 +41,11 @@ def _split_part10(data: bytes) -> tuple[bytes, bytes]:
     """Split Part 10 bytes into (preamble + 'DICM' + file meta, dataset body)."""
     import struct
 
-    if data[128:132] != b"DICM":
+    if not has_part10_magic(data):
         return b"", data
     # (0002,0000) UL group length directly after DICM: tag(4) VR(2) len(2) value(4)
-    glen = struct.unpack("<I", data[132 + 8:132 + 12])[0]
-    end = 132 + 12 + glen
+    glen = struct.unpack("<I", data[PART10_PREFIX_BYTES + 8:PART10_PREFIX_BYTES + 12])[0]
+    end = PART10_PREFIX_BYTES + 12 + glen
     return data[:end], data[end:]
 
 

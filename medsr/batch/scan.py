@@ -16,7 +16,6 @@ from .phi import looks_like_phi, phi_tokens, safe_stem, short_hash
 
 _HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "Modality", "Rows", "Columns",
                 "PatientName", "PatientID"]
-_NON_IMAGE_SOP = {"1.2.840.10008.1.3.10", "1.2.840.10008.5.1.4.1.1.66"}  # DICOMDIR, Raw Data Storage
 _SCAN_CHUNK_FILES = 1000  # files per header-scan task
 _LOCAL_SCAN_BELOW = 2000  # scan in the client when the tree has fewer files than this
 
@@ -41,12 +40,10 @@ def scan_files(paths: list[str]) -> list[tuple]:
     """Header scan (no pixel data) of some files; runs on a worker. Returns one tuple per relevant file:
 
     ``("image", path, series_uid, sop_uid, modality, phi_tokens)``, ``("nifti", path)`` or
-    ``("unreadable", path, reason)``. Non-DICOM files and non-image DICOM objects are left out.
+    ``("unreadable", path, reason)``. Non-DICOM files and non-image DICOM objects are left out
+    (``medsr.api.classify_dicom_file`` decides, from the header only).
     """
-    import warnings
-
-    import pydicom
-    from pydicom.uid import UID
+    from ..api import classify_dicom_file
 
     out: list[tuple] = []
     for p in paths:
@@ -54,28 +51,13 @@ def scan_files(paths: list[str]) -> list[tuple]:
             out.append(("nifti", p))
             continue
         try:
-            with open(p, "rb") as fh:
-                head = fh.read(132)
+            verdict, ds = classify_dicom_file(p, header_only=True, tags=_HEADER_TAGS)
         except OSError as e:
             out.append(("unreadable", p, f"cannot read file ({e.strerror})"))
             continue
-        has_magic = head[128:132] == b"DICM"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-        except Exception as e:  # InvalidDicomError for non-DICOM; anything else: damaged header
-            if has_magic:
-                out.append(("unreadable", p, f"DICOM header not readable ({type(e).__name__})"))
-            continue
-        meta = getattr(ds, "file_meta", None)
-        sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
-        if sop_class in _NON_IMAGE_SOP:
-            continue
-        is_image_class = "Image Storage" in (UID(sop_class).name if sop_class else "")
-        if "Rows" not in ds or "SeriesInstanceUID" not in ds:
-            if is_image_class or not sop_class:  # an image (or unknown) object whose header stops early
-                out.append(("unreadable", p, "DICOM header is incomplete (file damaged or truncated)"))
+        if verdict.is_broken:
+            out.append(("unreadable", p, verdict.reason))
+        if not verdict.is_image:
             continue
         out.append(("image", p, str(ds.SeriesInstanceUID), str(ds.get("SOPInstanceUID", "")),
                     str(ds.get("Modality", "")).upper(), tuple(sorted(phi_tokens(ds)))))

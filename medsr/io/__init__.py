@@ -1,4 +1,5 @@
-"""Reading inputs (a DICOM folder or a NIfTI file) into a frozen Series, and atomic writes."""
+"""Reading inputs (a DICOM folder or a NIfTI file) into a frozen Series, deciding which files are DICOM and what
+they hold (classify.py), and atomic writes."""
 from .atomic import atomic_dir, atomic_file, clean_stale_temps
 from .series import Series, read_series
 

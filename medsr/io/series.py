@@ -2,7 +2,7 @@
 
 Rules (each failure is a one-line ``InputError``/``SeriesError`` naming the path):
 - non-DICOM files (notes, DICOMDIR, non-image objects such as Raw Data Storage) are
-  skipped with a warning;
+  skipped with a warning, damaged DICOM files are an error (``classify.py`` decides which is which);
 - exactly one image series, else the error lists the series found and
   ``series_uid`` picks one;
 - slices are sorted by position along the slice normal, falling back to Instance Number;
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, SeriesError
+from .classify import classify_file
 
 log = logging.getLogger("medsr")
 
@@ -127,15 +128,6 @@ def _header_guard(f: Path):
         raise _malformed(f, e) from None
 
 
-def _is_image_class(sop_class: str) -> bool:
-    from pydicom.uid import UID
-
-    try:
-        return "Image Storage" in UID(sop_class).name
-    except Exception:  # noqa: BLE001 - a malformed UID is not a known image class
-        return False
-
-
 def _decode_all(ds) -> None:
     """Decode every element (recursively) so a malformed one fails here, naming the file."""
     ds.walk(lambda _ds, _elem: None)
@@ -208,9 +200,6 @@ def read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
 
     ``read_series`` on a folder reads every file below it; the batch runner reads one series' files with this.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     skipped: list[str] = []
     broken: list[tuple[Path, str]] = []
     groups: dict[str, list[tuple[Path, bytes, object]]] = {}
@@ -221,27 +210,12 @@ def read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
         except OSError as e:
             raise InputError(f"cannot read file: {e.strerror}", path=f) from None
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(BytesIO(raw), force=False)
-        except InvalidDicomError:
-            if f.name.upper() == "DICOMDIR" or not raw[128:132] == b"DICM":
-                skipped.append(f"{f}: not a DICOM file, skipped")
+            verdict, ds = classify_file(f, header_only=False, data=raw)
+            if verdict.skipped:
+                skipped.append(f"{f}: {verdict.reason}, skipped")
                 continue
-            broken.append((f, "not a readable DICOM file"))
-            continue
-        except Exception as e:  # truncated or malformed
-            broken.append((f, f"unreadable DICOM ({type(e).__name__})"))
-            continue
-        try:
-            sop_class = str(ds.get("SOPClassUID", ""))
-            if sop_class == "1.2.840.10008.1.3.10" or "PixelData" not in ds and "FloatPixelData" not in ds:
-                if _is_image_class(sop_class) and sop_class != "1.2.840.10008.1.3.10":
-                    # an image object whose pixels are missing: cut short, not a non-image object
-                    broken.append((f, "DICOM image without pixel data"))
-                    continue
-                shown = _shown(sop_class, _UID_RE) if sop_class else "unknown"
-                skipped.append(f"{f}: DICOM object without image pixels (SOP class {shown}), skipped")
+            if verdict.is_broken:
+                broken.append((f, verdict.reason))
                 continue
             uid = str(ds.get("SeriesInstanceUID", "")) or "(no Series Instance UID)"
             description = str(ds.get("SeriesDescription", ""))

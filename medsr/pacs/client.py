@@ -82,14 +82,10 @@ class RestAccess:
 
 
 def _is_dicom_file(path: Path) -> bool:
-    if path.name.upper() == "DICOMDIR" or path.name.startswith("."):
-        return False
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    """A Part 10 file to upload: the DICM magic, not hidden, not a DICOMDIR (medsr.api decides what is DICOM)."""
+    from ..api import is_dicomdir_name, is_part10_file
+
+    return not path.name.startswith(".") and not is_dicomdir_name(path.name) and is_part10_file(path)
 
 
 def upload_series(url: str, folder: str | Path, *, auth: Any = None, session=None) -> str:

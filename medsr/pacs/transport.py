@@ -60,7 +60,9 @@ class FetchedInstances:
 
 def write_private(folder: Path, name: str, data: bytes) -> tuple[Path, str]:
     """Write one fetched instance (0600, never over an existing file) -> (path, sha256)."""
-    if len(data) < 132 or data[128:132] != b"DICM":
+    from ..api import has_part10_magic
+
+    if not has_part10_magic(data):
         raise TransportError(f"the PACS sent {name} without a DICOM Part 10 header (DICM): not stored as-is")
     path = Path(folder) / name
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
