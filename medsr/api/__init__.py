@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # what lint-imports and type checkers read (F401 off for this
     from ..io.ledger import JobLedger
     from ..io.ledger import record_row as record_manifest_row
     from ..io.series import read_dicom_files
+    from ..codec.base import BASES as ARCHIVE_BASES
     from ..models import list_models
 
 # public name -> (module, its name there)
@@ -65,6 +66,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "read_dicom_files": ("..io.series", "read_dicom_files"),
     "Series": ("..io", "Series"),
     "list_models": ("..models", "list_models"),
+    "ARCHIVE_BASES": ("..codec.base", "BASES"),  # what `--base` offers (one medsr.codec.base.BaseCodec each)
     # measuring: `medsr eval`, `medsr rd` (and `rd --ratios`), the floor's own check
     "evaluate": ("..flow.evaluate", "evaluate"),
     "write_eval_outputs": ("..flow.evaluate", "write_outputs"),

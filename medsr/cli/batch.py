@@ -55,7 +55,9 @@ def register_cli(subparsers) -> None:
     a.add_argument("--min-ssim", type=float, metavar="X", help="quality gate on SSIM")
     a.add_argument("--min-psnr-fg", type=float, metavar="DB", help="quality gate on foreground PSNR")
     a.add_argument("--keep-below-threshold", action="store_true", help="write archives below a gate, marked")
-    a.add_argument("--base", choices=["lossless", "near-lossless", "lossy"],
+    from ..api import ARCHIVE_BASES  # numpy only: the parser still builds without torch
+
+    a.add_argument("--base", choices=list(ARCHIVE_BASES),
                    help="how each series' low-res slices are stored (as for `medsr archive`; default near-lossless)")
     a.add_argument("--base-near", type=int, metavar="K",
                    help="JPEG-LS NEAR of --base near-lossless (default 2) or lossy (default 2%% of the window)")

@@ -260,7 +260,9 @@ def _add_archive_parser(sub) -> None:
     a.add_argument("--min-psnr-fg", type=float, help="refuse if the foreground PSNR (dB) is below this")
     a.add_argument("--keep-below-threshold", action="store_true", help="write the archive anyway, marked below threshold")
     a.add_argument("--no-j2k", action="store_true", help="skip the JPEG 2000 baseline (faster)")
-    a.add_argument("--base", choices=["lossless", "near-lossless", "lossy"],
+    from ..api import ARCHIVE_BASES  # numpy only: the parser still builds without torch
+
+    a.add_argument("--base", choices=list(ARCHIVE_BASES),
                    help="how the low-res slices are stored (default near-lossless: JPEG-LS, each value within "
                    "+-NEAR, ~2x the lossless ratio for < 0.1 dB; lossless keeps them exact; lossy: JPEG-LS with "
                    "NEAR = 3%% of the intensity window, ~230-360:1 preview quality, restored by the lossy-base "
