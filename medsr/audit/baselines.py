@@ -57,7 +57,7 @@ def _encode(s: np.ndarray, bits_stored: int, r: float) -> bytes:
 @dataclass(frozen=True)
 class J2KBaseline:
     """JPEG 2000 of every slice at one encoder ratio; what it cost and how close it came to the target."""
-    decoded: np.ndarray  # (n, H, W), the stored dtype
+    decoded: np.ndarray | None  # (n, H, W), the stored dtype; None when made with decode=False (decode_slices)
     nbytes: int  # total codestream bytes achieved
     target_bytes: float  # original pixel bytes / target ratio
     encoder_ratio: float  # the one ratio every slice was coded at (relative to BitsStored)
@@ -68,7 +68,11 @@ class J2KBaseline:
         return {"jpeg2000_target_bytes": round(self.target_bytes), "jpeg2000_bytes": self.nbytes,
                 "jpeg2000_bytes_vs_target": round(self.nbytes / self.target_bytes, 4),
                 "jpeg2000_encoder_ratio": round(self.encoder_ratio, 4),
-                "jpeg2000_slice_encodes": self.slice_encodes, "jpeg2000_slices": int(self.decoded.shape[0])}
+                "jpeg2000_slice_encodes": self.slice_encodes, "jpeg2000_slices": len(self.codestreams)}
+
+    def decode_slices(self, sl: slice, shape: tuple[int, int], dtype) -> np.ndarray:
+        """Slices ``sl`` decoded (the stored dtype): what ``decoded[sl]`` holds, made on demand."""
+        return _decode_all(self.codestreams[sl], shape, np.dtype(dtype))
 
 
 def jpeg2000_at_ratio(stored_slices: np.ndarray, bits_stored: int, target_pixel_ratio: float, *,
@@ -82,8 +86,22 @@ def jpeg2000_at_ratio(stored_slices: np.ndarray, bits_stored: int, target_pixel_
     return b.decoded, b.nbytes
 
 
+def _decode_all(codestreams, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    from openjpeg import decode
+
+    from ..codec.j2k_pad import crop_from_j2k
+
+    out = np.empty((len(codestreams),) + tuple(shape), dtype=dtype)
+    for i, c in enumerate(codestreams):
+        d = crop_from_j2k(np.asarray(decode(c)), shape)  # slices under 32 px were coded padded
+        if d.shape != tuple(shape):
+            raise ValueError(f"JPEG 2000 decode of slice {i} gave shape {d.shape}, expected {tuple(shape)}")
+        out[i] = d.astype(dtype, copy=False)
+    return out
+
+
 def jpeg2000_baseline(stored_slices: np.ndarray, bits_stored: int, target_pixel_ratio: float, *,
-                      tolerance: float = 0.02, max_iter: int = 8) -> J2KBaseline:
+                      tolerance: float = 0.02, max_iter: int = 8, decode: bool = True) -> J2KBaseline:
     """JPEG 2000 lossy of each slice at one encoder ratio, the series totalling ~ the target bytes.
 
     ``stored_slices``: (n, H, W) stored values (uint16/int16/uint8..., not rescaled);
@@ -93,9 +111,8 @@ def jpeg2000_baseline(stored_slices: np.ndarray, bits_stored: int, target_pixel_
     per-slice model: a slice coded well under its share of the budget (an empty or flat
     slice, complete at that rate) keeps its size, the others scale as 1 / ratio; only
     those others are coded again. The closest try is kept; ``J2KBaseline`` says how close.
+    ``decode=False``: the codestreams only (``J2KBaseline.decode_slices`` decodes a batch when asked).
     """
-    from openjpeg import decode
-
     a = np.asarray(stored_slices)
     _check_range(a, bits_stored)
     if max_iter < 1:
@@ -108,7 +125,7 @@ def jpeg2000_baseline(stored_slices: np.ndarray, bits_stored: int, target_pixel_
     coded = [_encode(s, bits_stored, r) for s in a]
     encodes = n
     best = (abs(sum(map(len, coded)) / target - 1.0), r, list(coded))
-    from ..codec.j2k_pad import crop_from_j2k, padded_shape
+    from ..codec.j2k_pad import padded_shape
 
     ph, pw = padded_shape(a.shape[1:])  # slices under 32 px are coded padded (codec/j2k_pad.py)
     share = ph * pw * bits_stored / 8  # a slice's raw bytes at BitsStored, as the encoder counts them
@@ -133,11 +150,6 @@ def jpeg2000_baseline(stored_slices: np.ndarray, bits_stored: int, target_pixel_
         if err < best[0]:
             best = (err, r, list(coded))
     _, r, coded = best
-    out = np.empty_like(a)
-    for i, c in enumerate(coded):
-        d = crop_from_j2k(np.asarray(decode(c)), a.shape[1:])  # slices under 32 px were coded padded
-        if d.shape != a.shape[1:]:
-            raise ValueError(f"JPEG 2000 decode of slice {i} gave shape {d.shape}, expected {a.shape[1:]}")
-        out[i] = d.astype(a.dtype, copy=False)
+    out = _decode_all(coded, a.shape[1:], a.dtype) if decode else None
     return J2KBaseline(out, int(sum(len(c) for c in coded)), float(target), float(r), encodes,
                        tuple(bytes(c) for c in coded))

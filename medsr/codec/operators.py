@@ -81,6 +81,9 @@ def _cast_like(values: np.ndarray, like: np.dtype) -> np.ndarray:
     return values.astype(like)
 
 
+CHUNK_PIXELS = 1 << 22  # downsample this many input pixels at a time (16 slices of 512x512)
+
+
 def downsample(x: np.ndarray, op_id: str = "area4-v1") -> np.ndarray:
     """Apply operator ``op_id`` to ``x`` of shape (n, H, W) or (H, W); returns the same rank.
 
@@ -95,7 +98,11 @@ def downsample(x: np.ndarray, op_id: str = "area4-v1") -> np.ndarray:
     s = op.scale
     if x3.shape[1] % s or x3.shape[2] % s:
         raise ValueError(f"slice size {x3.shape[1:]} is not a multiple of {s}; pad first")
-    out = _cast_like(op.fn(x3, s), x.dtype)
+    step = max(1, CHUNK_PIXELS // max(1, x3.shape[1] * x3.shape[2]))  # slices at a time: bounded float copies
+    if x3.shape[0] <= step:
+        out = _cast_like(op.fn(x3, s), x.dtype)
+    else:  # the operator is per slice: chunks give the same values, in memory bounded by the chunk
+        out = np.concatenate([_cast_like(op.fn(x3[i:i + step], s), x.dtype) for i in range(0, x3.shape[0], step)])
     return out[0] if squeeze else out
 
 

@@ -84,6 +84,16 @@ def default_batch(device: str, lr_pixels: int) -> int:
     return max(1, min(8, (8 * 64 * 64) // max(lr_pixels, 1)))
 
 
+def restore_step(config: "EngineConfig", lr_hw: tuple[int, int], scale: int) -> int:
+    """Slices ``iter_restore`` hands its method at once: the network's batch (``default_batch`` unless set), or for
+    bicubic/nearest 32 slices of 64x64 low-res at x4 (4 of 512x512 out: float64 batches of ~8 MiB, whatever
+    the slice size). A caller restoring a stack in chunks that are multiples of it batches slices as one call."""
+    h, w = lr_hw
+    if config.method in ("bicubic", "nearest"):
+        return max(1, min(32, (32 * 256 * 256) // max(1, h * w * scale * scale)))
+    return config.batch_size or default_batch(select_device(config.device), h * w)
+
+
 class ModelRunner:
     """A prepared model on a device: call it on (b, 1, h, w) float32 numpy in [0, 1]."""
 
@@ -172,7 +182,7 @@ def iter_restore(lr: np.ndarray, window: IntensityWindow, scale: int, *, config:
                  module=None, operator: str = "area4-v1") -> Iterator[tuple[int, np.ndarray]]:
     """Yield (start index, high-res batch in stored units, float64, not rounded)."""
     if config.method in ("bicubic", "nearest"):
-        step = 32
+        step = restore_step(config, lr.shape[1:], scale)
         for i in range(0, len(lr), step):
             chunk = lr[i:i + step]
             hr = bicubic_upsample(chunk, scale) if config.method == "bicubic" else nearest_upsample(chunk, scale)

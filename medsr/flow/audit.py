@@ -13,7 +13,6 @@ import numpy as np
 
 from .. import __version__
 from ..audit import Audit
-from ..audit import audit as run_audit
 from ..audit import bicubic_upsample, jpeg2000_baseline
 from ..engine import to_stored
 
@@ -27,35 +26,52 @@ def bicubic_restore(lowres: np.ndarray, rows: int, cols: int, dtype, value_range
     return to_stored(bicubic_upsample(lowres, (rows, cols)), np.dtype(dtype), value_range)
 
 
-def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int, operator: str,
+def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: str,
                 stored_pixel_bytes: int, method: str, model_id: str, with_j2k: bool, consistency: bool,
                 device: str, progress: Callable[[int], None] | None = None, return_images: bool = False,
                 base: dict | None = None, ensemble: int = 1):
     """The ``Audit`` of an archive of ``series``; optionally the stacks too.
 
     ``lowres`` is the base as restore decodes it; ``base`` (``PreparedBase.provenance()``) is
-    recorded in the provenance (default: lossless).
+    recorded in the provenance (default: lossless). ``restored``: the restored stack (stored dtype), or a
+    ``restoring.LazyRestore`` that makes it batch by batch as the audit measures (nothing of it is kept).
     """
     rows, cols = series.shape
-    original = series.rescaled()
-    from ..audit.metrics import series_data_range
+    from ..audit import METRICS_ID, AuditResult
+    from ..audit.streamed import AUDIT_BATCH, measure_batched, stack_constants
     from ..errors import InputError
 
-    if not series_data_range(original) > 0:  # found by fuzzing: measure() raised ValueError
+    slope, intercept = series.slope, series.intercept
+    dr, thr, lo = stack_constants(series.pixels, slope, intercept)  # no float copy of the series (streamed.py)
+    if not dr > 0:  # found by fuzzing: measure() raised ValueError
         raise InputError("every pixel of the series has the same (rescaled) value: PSNR and SSIM are undefined, "
                          "so medsr cannot audit it and does not archive it", path=series.source)
-    tests = {"restored": rescale_stack(restored, series.slope, series.intercept)}
-    bic = bicubic_restore(lowres, rows, cols, series.pixels.dtype, series.value_range)
-    tests["bicubic"] = rescale_stack(bic, series.slope, series.intercept)
+
+    def rescaled(stack: np.ndarray):
+        return lambda sl: rescale_stack(stack[sl], slope[sl], intercept[sl])
+
+    def bicubic(sl: slice) -> np.ndarray:  # made per batch from the low-res slices: never the whole stack
+        bic = bicubic_restore(lowres[sl], rows, cols, series.pixels.dtype, series.value_range)
+        return rescale_stack(bic, slope[sl], intercept[sl])
+
+    from .restoring import LazyRestore
+
+    batch = restored.batch if isinstance(restored, LazyRestore) else AUDIT_BATCH
+    made = (lambda sl: rescale_stack(restored(sl), slope[sl], intercept[sl])) if isinstance(restored, LazyRestore) \
+        else rescaled(restored)
+    tests = {"restored": made, "bicubic": bicubic}
     pixel_ratio = series.original_pixel_bytes / max(stored_pixel_bytes, 1)
     ratios = {"pixel": pixel_ratio}
     j2k_note = ""
     if with_j2k and np.issubdtype(series.pixels.dtype, np.integer) and series.bits_stored <= 16:
-        j2k = jpeg2000_baseline(series.pixels, series.bits_stored, pixel_ratio)
-        tests["jpeg2000"] = rescale_stack(j2k.decoded, series.slope, series.intercept)
+        j2k = jpeg2000_baseline(series.pixels, series.bits_stored, pixel_ratio, decode=False)  # codestreams only
+        dtype = series.pixels.dtype
+        tests["jpeg2000"] = lambda sl: rescale_stack(j2k.decode_slices(sl, (rows, cols), dtype), slope[sl], intercept[sl])
         ratios["jpeg2000_pixel"] = series.original_pixel_bytes / max(j2k.nbytes, 1)
     elif with_j2k:
         j2k_note = f"JPEG 2000 baseline skipped: {series.pixels.dtype} data is not integer"
+    methods = measure_batched(series.n_slices, rescaled(series.pixels), tests, data_range=dr, fg_threshold=thr,
+                              series_min=lo, batch=batch)
     if progress:
         progress(series.n_slices)
     provenance = {
@@ -72,9 +88,11 @@ def build_audit(series, *, lowres: np.ndarray, restored: np.ndarray, scale: int,
     if "jpeg2000" in tests:
         provenance.update(j2k.provenance())  # the bytes JPEG 2000 achieved beside its target
     provenance["model_kind"] = _model_kind(model_id)
-    result = Audit(run_audit(original, tests, ratios=ratios, provenance=provenance).to_dict())
-    if return_images:
-        return result, {"original": original, **tests}
+    result = Audit(AuditResult(data_range=dr, fg_threshold=thr, methods=methods,
+                               ratios={k: float(v) for k, v in ratios.items()},
+                               provenance={"metrics_id": METRICS_ID, **provenance}).to_dict())
+    if return_images:  # the report's panels: whole stacks, asked for by reports only
+        return result, {"original": series.rescaled(), **{k: make(slice(None)) for k, make in tests.items()}}
     return result
 
 

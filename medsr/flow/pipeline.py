@@ -22,6 +22,7 @@ from .options import check_archive_options, check_restore_options
 from .restoring import applied_consistency as _consistency, archive_engine as _archive_engine  # noqa: F401
 from .restoring import resolve_model as _resolve_model, restore_pixels_stored as _restore_pixels  # noqa: F401
 from .restoring import stored_batches as _stored_batches  # noqa: F401
+from .restoring import LazyRestore
 
 log = logging.getLogger("medsr")
 
@@ -202,10 +203,12 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     ensemble = loaded.ensemble if loaded else 1
     consistency = _consistency(options.consistency, op.id)
     engine = _archive_engine(method, options.device, consistency, base.meta)
-    restored = _restore_pixels(lowres, window=window, scale=op.scale, operator=op.id, rows=rows, cols=cols,
-                               dtype=series.pixels.dtype, value_range=series.value_range, engine=engine,
-                               module=loaded.module if loaded else None,
-                               progress=_tick(progress, "restore (audit)", series.n_slices))
+    how = dict(window=window, scale=op.scale, operator=op.id, rows=rows, cols=cols, dtype=series.pixels.dtype,
+               value_range=series.value_range, engine=engine, module=loaded.module if loaded else None)
+    tick = _tick(progress, "restore + audit" if floor is None else "restore (audit)", series.n_slices)
+    # without a floor nothing but the audit needs the restored slices: made batch by batch as it measures them
+    restored = _restore_pixels(lowres, progress=tick, **how) if floor is not None else \
+        LazyRestore.of(lowres, progress=tick, **how)
     stored_bytes = _base_stored_bytes(base)
     plan = None
     if floor is not None:  # per-slice floor (docs/floor.md): a FloorError here writes nothing

@@ -4,6 +4,7 @@ so what an audit measured is what a restore writes."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -62,6 +63,30 @@ def restore_pixels_stored(lr: np.ndarray, *, rows: int, cols: int, dtype, progre
         if progress:
             progress(len(batch))
     return out
+
+
+@dataclass(frozen=True)
+class LazyRestore:
+    """``restore_pixels_stored`` of ``lr`` made chunk by chunk when asked (``self(sl)``), for an audit that
+    measures slice batches and keeps nothing: ``batch`` is a multiple of the engine's own step
+    (``medsr.engine.restore_step``), so every chunk batches its slices as the whole-stack restore does."""
+
+    lr: np.ndarray
+    kw: dict
+    batch: int
+    progress: object = None
+
+    @classmethod
+    def of(cls, lr: np.ndarray, *, at_least: int = 16, progress=None, **kw) -> "LazyRestore":
+        from ..engine import restore_step
+
+        step = restore_step(kw["engine"], lr.shape[1:], kw["scale"])
+        return cls(lr, kw, step * -(-at_least // step), progress)
+
+    def __call__(self, sl: slice) -> np.ndarray:
+        if sl.start is not None and sl.start % self.batch:
+            raise ValueError(f"restore chunks start at multiples of {self.batch} (got {sl.start})")
+        return restore_pixels_stored(self.lr[sl], progress=self.progress, **self.kw)
 
 
 def archive_engine(method: str, device: str, consistency: bool, base_meta) -> EngineConfig:
