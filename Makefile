@@ -123,7 +123,7 @@ train-x2: install-dev train-deps
 	  --crop-size 80 --base-near-fraction 0.003,0.05 --val-slices 18 --val-every 500 --freeze-bn --precision bf16 \
 	  --lr 1e-4 --lr-schedule cosine --lr-min-ratio 0.1 --seed 21
 
-# the x2 tier on the JPEG 2000 low-res base (`--ratio`'s x2-j2kbase candidates): fine-tuned from the x2 lossy tier
+# an experiment, not shipped (docs/training/x2-j2k-experiment/): the x2 tier fine-tuned on the JPEG 2000 low-res base
 train-x2-j2k: install-dev train-deps
 	$(PY) -m pipelines.prepare_data --out .train/pack.npz
 	OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --out .train/x2-j2k --operator area2-v1 \

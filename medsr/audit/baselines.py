@@ -87,16 +87,14 @@ def jpeg2000_at_ratio(stored_slices: np.ndarray, bits_stored: int, target_pixel_
 
 
 def _decode_all(codestreams, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
-    from openjpeg import decode
-
-    from ..codec.j2k_pad import crop_from_j2k
+    from ..codec.j2k_pad import decode_j2k  # cropped back where slices under 32 px were coded padded
 
     out = np.empty((len(codestreams),) + tuple(shape), dtype=dtype)
     for i, c in enumerate(codestreams):
-        d = crop_from_j2k(np.asarray(decode(c)), shape)  # slices under 32 px were coded padded
-        if d.shape != tuple(shape):
-            raise ValueError(f"JPEG 2000 decode of slice {i} gave shape {d.shape}, expected {tuple(shape)}")
-        out[i] = d.astype(dtype, copy=False)
+        try:
+            out[i] = decode_j2k(c, shape)
+        except ValueError as e:
+            raise ValueError(f"JPEG 2000 slice {i}: {e}") from None
     return out
 
 

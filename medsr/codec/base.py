@@ -62,6 +62,7 @@ class BaseCodec:
     lossy: bool  # the decoded low-res values are only known within +-NEAR
     offered: bool  # a ``--base`` choice (lossy-j2k is chosen by ``--ratio`` only)
     how: str  # "JPEG-LS NEAR={near}" style phrase, {near} filled in
+    quality: str = ""  # how the description names it: "near-lossless", "lossy, preview quality", "lossy"
 
     @property
     def coded(self) -> bool:
@@ -75,8 +76,7 @@ class BaseCodec:
         """One line for provenance (audit ``base_description``)."""
         if not self.coded:
             return "lossless"
-        quality = {BASE_NEAR_LOSSLESS: "near-lossless", BASE_LOSSY: "lossy, preview quality"}.get(self.id, "lossy")
-        return f"{quality} ({self.how.format(near=near)})"
+        return f"{self.quality} ({self.how.format(near=near)})"
 
     def derivation(self, near: int) -> str:
         """The DICOM Derivation Description's phrase for this base ("" for lossless)."""
@@ -84,7 +84,7 @@ class BaseCodec:
             return ""
         if not self.lossy:
             return f"low-res base stored near-losslessly ({self.how.format(near=near)}), "
-        preview = ", preview quality" if self.id == BASE_LOSSY else ""
+        preview = self.quality.removeprefix("lossy")  # ", preview quality" or ""
         return f"LOSSY low-res base{preview} ({self.how.format(near=near)}), "
 
     def decode_slice(self, codestream: bytes, shape: tuple[int, int]) -> np.ndarray:
@@ -97,9 +97,9 @@ class BaseCodec:
 _JPEGLS_HOW = "JPEG-LS NEAR={near}: every low-res value within +-{near}"
 BASE_CODECS: dict[str, BaseCodec] = {c.id: c for c in (
     BaseCodec(BASE_LOSSLESS, "", lossy=False, offered=True, how=""),
-    BaseCodec(BASE_NEAR_LOSSLESS, JPEGLS_NEAR_ID, lossy=False, offered=True, how=_JPEGLS_HOW),
-    BaseCodec(BASE_LOSSY, JPEGLS_NEAR_ID, lossy=True, offered=True, how=_JPEGLS_HOW),
-    BaseCodec(BASE_LOSSY_J2K, J2K_BASE_ID, lossy=True, offered=False,
+    BaseCodec(BASE_NEAR_LOSSLESS, JPEGLS_NEAR_ID, lossy=False, offered=True, how=_JPEGLS_HOW, quality="near-lossless"),
+    BaseCodec(BASE_LOSSY, JPEGLS_NEAR_ID, lossy=True, offered=True, how=_JPEGLS_HOW, quality="lossy, preview quality"),
+    BaseCodec(BASE_LOSSY_J2K, J2K_BASE_ID, lossy=True, offered=False, quality="lossy",
               how="JPEG 2000 of each low-res slice: every low-res value within +-{near}, measured when it was coded"),
 )}
 BASES = tuple(c.id for c in BASE_CODECS.values() if c.offered)  # what --base offers

@@ -47,19 +47,15 @@ def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: s
         raise InputError("every pixel of the series has the same (rescaled) value: PSNR and SSIM are undefined, "
                          "so medsr cannot audit it and does not archive it", path=series.source)
 
-    def rescaled(stack: np.ndarray):
+    def rescaled(stack):  # an array, or anything sliced like one (restoring.LazyRestore)
         return lambda sl: rescale_stack(stack[sl], slope[sl], intercept[sl])
 
     def bicubic(sl: slice) -> np.ndarray:  # made per batch from the low-res slices: never the whole stack
         bic = bicubic_restore(lowres[sl], rows, cols, series.pixels.dtype, series.value_range)
         return rescale_stack(bic, slope[sl], intercept[sl])
 
-    from .restoring import LazyRestore
-
-    batch = restored.batch if isinstance(restored, LazyRestore) else AUDIT_BATCH
-    made = (lambda sl: rescale_stack(restored(sl), slope[sl], intercept[sl])) if isinstance(restored, LazyRestore) \
-        else rescaled(restored)
-    tests = {"restored": made, "bicubic": bicubic}
+    batch = getattr(restored, "batch", AUDIT_BATCH)  # a LazyRestore is measured in its own chunks
+    tests = {"restored": rescaled(restored), "bicubic": bicubic}
     pixel_ratio = series.original_pixel_bytes / max(stored_pixel_bytes, 1)
     ratios = {"pixel": pixel_ratio}
     j2k_note = ""

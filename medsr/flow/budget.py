@@ -167,12 +167,11 @@ class _Context:
         return measure(self.original, rescale_stack(stored, s.slope, s.intercept), data_range=self.dr, name=name)
 
 
-def _models_for(op, method: str, model: str | None, ensemble, device: str, notes: list[str],
-                base: str | None = None) -> list[tuple]:
+def _models_for(op, method: str, model: str | None, ensemble, device: str, notes: list[str]) -> list[tuple]:
     """[(method, LoadedModel | None)] that may restore ``op``'s scale: ``model`` where it has that scale; else the
-    shipped tier trained on this candidate's ``base`` for ``op`` (if any), the shipped lossy-base tier for ``op``
-    and the shipped default model for ``op`` (trained on the exact and near-lossless bases: better where the
-    budget buys a small NEAR), each measured; bicubic where none is shipped, or with ``method`` bicubic."""
+    shipped lossy-base tier for ``op`` and the shipped default model for ``op`` (trained on the exact and
+    near-lossless bases: better where the budget buys a small NEAR), both measured; bicubic where none is
+    shipped, or with ``method`` bicubic."""
     from ..codec.base import BASE_LOSSY
     from ..engine import select_device
     from ..models import default_model_for
@@ -186,9 +185,7 @@ def _models_for(op, method: str, model: str | None, ensemble, device: str, notes
         if loaded.scale == op.scale:
             loaded.check_operator(op.id, op.scale)
             return [(m, loaded)]
-    tiers = (default_model_for(base, op.id) if base else None, default_model_for(BASE_LOSSY, op.id),
-             default_model_for(None, op.id))
-    names = list(dict.fromkeys(n for n in tiers if n))
+    names = list(dict.fromkeys(n for n in (default_model_for(BASE_LOSSY, op.id), default_model_for(None, op.id)) if n))
     if not names:
         notes.append(f"no shipped model restores {op.id} (x{op.scale}): its candidates restore by bicubic")
         return [("bicubic", None)]
@@ -203,7 +200,7 @@ def _models_for(op, method: str, model: str | None, ensemble, device: str, notes
 def _sr_candidate(ctx: _Context, op_id: str, *, method, model, device, consistency, ensemble,
                   notes: list[str], coder: str = "jpegls") -> Candidate | None:
     from ..codec import downsample, get_operator, intensity_window, pad_to_multiple
-    from ..codec.base import BASE_LOSSY, BASE_LOSSY_J2K, BaseCodecError
+    from ..codec.base import BaseCodecError
     from ..codec.rate import base_to_budget, j2k_base_to_budget
     from ..engine import select_device
     from .restoring import applied_consistency as _consistency, archive_engine as _archive_engine
@@ -223,8 +220,7 @@ def _sr_candidate(ctx: _Context, op_id: str, *, method, model, device, consisten
     rows, cols = s.shape
     name = f"x{op.scale}-{coder}"
     tried = []
-    for m, loaded in _models_for(op, method, model, ensemble, device, notes,
-                                 base=BASE_LOSSY if coder == "jpegls" else BASE_LOSSY_J2K):
+    for m, loaded in _models_for(op, method, model, ensemble, device, notes):
         engine = _archive_engine(m, select_device(device) if m == "model" else "cpu", cons, bb.base.meta)
         restored = _restore_pixels(bb.base.decoded, window=window, scale=op.scale, operator=op.id, rows=rows,
                                    cols=cols, dtype=s.pixels.dtype, value_range=s.value_range, engine=engine,

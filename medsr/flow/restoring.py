@@ -67,7 +67,7 @@ def restore_pixels_stored(lr: np.ndarray, *, rows: int, cols: int, dtype, progre
 
 @dataclass(frozen=True)
 class LazyRestore:
-    """``restore_pixels_stored`` of ``lr`` made chunk by chunk when asked (``self(sl)``), for an audit that
+    """``restore_pixels_stored`` of ``lr`` made chunk by chunk when indexed (``self[sl]``), for an audit that
     measures slice batches and keeps nothing: ``batch`` is a multiple of the engine's own step
     (``medsr.engine.restore_step``), so every chunk batches its slices as the whole-stack restore does."""
 
@@ -83,7 +83,7 @@ class LazyRestore:
         step = restore_step(kw["engine"], lr.shape[1:], kw["scale"])
         return cls(lr, kw, step * -(-at_least // step), progress)
 
-    def __call__(self, sl: slice) -> np.ndarray:
+    def __getitem__(self, sl: slice) -> np.ndarray:
         if sl.start is not None and sl.start % self.batch:
             raise ValueError(f"restore chunks start at multiples of {self.batch} (got {sl.start})")
         return restore_pixels_stored(self.lr[sl], progress=self.progress, **self.kw)

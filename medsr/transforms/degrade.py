@@ -180,8 +180,8 @@ class RandJ2KBaseCode(Randomizable, Transform):
     decoder (``medsr.codec.j2k_pad.decode_j2k``). The archive sets the rate by a ratio over whole
     low-res slices; a training crop cannot hold a slice's header and context, so here the rate is
     set by a PSNR target (relative to ``2**bits - 1``, ``bits`` covering the volume window), drawn
-    uniformly from ``psnr_db``: the same encoder and artefacts, at the error levels the archive's
-    ratios give (about 24-40 dB on whole brain slices at 60-200:1, measured in docs/ratio.md).
+    uniformly from ``psnr_db``: the same encoder and artefacts. The default range covers what whole
+    low-res slices gave at low-res ratios 10-40:1 in the probe of docs/training/x2-j2k-experiment/.
     """
 
     def __init__(self, psnr_db: tuple[float, float] = (24.0, 40.0), prob: float = 1.0, seed: int | None = None):
