@@ -100,3 +100,18 @@ def test_constant_series_and_nan_are_refused(fixture_path):
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         M.measure(s, bad, name="x")
+
+
+@pytest.mark.parametrize("shape", [(2, 300, 97), (1, 129, 64), (1, 7, 9), (1, 8, 300)])
+def test_strips_and_small_slices_equal_the_reference(shape):
+    """SSIM is made in strips of ``STRIP_ROWS`` rows (a last strip of one row, slices of one strip, the
+    smallest slice skimage accepts) and HFEN in the DCT domain: both still equal the definitions."""
+    from medsr.audit.fast_metrics import STRIP_ROWS
+
+    assert STRIP_ROWS < 300
+    rng = np.random.default_rng(sum(shape))
+    yy, xx = np.mgrid[:shape[1], :shape[2]]
+    o = 1000.0 * np.exp(-((yy - shape[1] / 2) ** 2 + (xx - shape[2] / 2) ** 2) / (0.1 * shape[1] * shape[2]))
+    o = np.repeat(o[None], shape[0], axis=0) + rng.normal(0, 20, shape)
+    tests = {"noisy": o + rng.normal(0, 40, shape), "blurred": (o + np.roll(o, 1, axis=1) + np.roll(o, 1, axis=2)) / 3}
+    assert _assert_matches_reference(o, tests) == 2 * shape[0]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # what lint-imports and type checkers read (F401 off for this file: pyproject.toml)
     from ..archive import ArchiveInfo, VerifyResult, read_archive, verify_archive
     from ..archive import read_info as read_archive_info
+    from ..audit.beside import allow_processes as allow_audit_processes
     from ..floor import check_floor
     from ..flow.evaluate import __doc__ as EVAL_DESCRIPTION
     from ..flow.evaluate import evaluate
@@ -52,6 +53,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "RestoreOptions": ("..flow.pipeline", "RestoreOptions"),
     "RestoreResult": ("..flow.pipeline", "RestoreResult"),
     "archive_series": ("..flow.pipeline", "archive_series"),
+    "allow_audit_processes": ("..audit.beside", "allow_processes"),
     "restore_archive": ("..flow.pipeline", "restore_archive"),
     "restore_pixels": ("..flow.pipeline", "restore_pixels"),
     "open_archive": ("..flow.pipeline", "open_archive"),

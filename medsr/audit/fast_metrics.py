@@ -7,9 +7,10 @@ Same definitions, vectorised over a batch of slices and shared across methods:
   interior 3 pixels from the border, as skimage crops it), filtered along the two in-plane
   axes of a ``(n, H, W)`` batch at once. The original's local means and second moments are
   filtered once per batch, not once per method.
-- HFEN's Laplacian of Gaussian of the original is computed once per batch; the error's per
-  method (``gaussian_filter`` with ``order`` 2 along each in-plane axis: what
-  ``gaussian_laplace`` does slice by slice).
+- HFEN needs only the norms of the Laplacian of Gaussian (``gaussian_laplace``, ``reflect``
+  borders) of the original and of each method's error: computed as a weighted sum over the
+  slice's orthonormal DCT, where that filter is diagonal (``_log_gain2``), the original's once
+  per batch.
 - PSNR, foreground PSNR, NRMSE: sums over axes (1, 2).
 
 ``SeriesAccumulator`` takes the series-level constants (data range, foreground threshold,
@@ -20,6 +21,7 @@ them and drop each batch afterwards (memory bounded by the batch, not the series
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -29,7 +31,26 @@ from .results import (FG_FRACTION, FG_PERCENTILE, HFEN_SIGMA, HFEN_TRUNCATE, MET
                       SSIM_WIN, MethodMetrics, SliceMetrics, psnr_from_mse)
 
 K1, K2 = 0.01, 0.03
-BATCH = 1  # slices measured together: ~40 float64 arrays of the batch live at once
+BATCH = 1  # slices measured together: ~40 float64 arrays of the batch live at once (per thread)
+MAX_THREADS = 4  # audit threads at most: each holds ~40 float64 copies of a slice while it measures
+
+
+def threads() -> int:
+    """Threads the audit measures slices on: the CPUs this process may use, at most ``MAX_THREADS``;
+    ``MEDSR_AUDIT_THREADS`` overrides (1: none)."""
+    import os
+
+    env = os.environ.get("MEDSR_AUDIT_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"MEDSR_AUDIT_THREADS must be an integer (got {env!r})") from None
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, n))
 
 
 def _box(a: np.ndarray) -> np.ndarray:
@@ -38,12 +59,36 @@ def _box(a: np.ndarray) -> np.ndarray:
     return uniform_filter(a, size=(1, SSIM_WIN, SSIM_WIN))
 
 
-def _log(a: np.ndarray) -> np.ndarray:
-    """Laplacian of Gaussian of each slice (the same 1-D passes as ``gaussian_laplace`` on one slice)."""
-    from scipy.ndimage import gaussian_filter
+@functools.lru_cache(maxsize=8)
+def _log_gain2(h: int, w: int) -> np.ndarray:
+    """Squared gain of the Laplacian of Gaussian on each orthonormal DCT-II basis image of an (h, w) slice.
 
-    kw = {"sigma": (0.0, HFEN_SIGMA, HFEN_SIGMA), "mode": "reflect", "truncate": HFEN_TRUNCATE}
-    return gaussian_filter(a, order=(0, 2, 0), **kw) + gaussian_filter(a, order=(0, 0, 2), **kw)
+    SciPy's ``reflect`` border is the half-sample symmetric extension that the DCT-II assumes, and the
+    Gaussian kernels (orders 0 and 2) are symmetric, so filtering is diagonal in the DCT basis: basis
+    (k, l) is scaled by ``G2(k) G0(l) + G0(k) G2(l)``, where ``G(k) = sum_j g[j] cos(pi k j / n)`` over
+    the kernel's taps ``g`` (the same taps ``gaussian_laplace`` uses). By Parseval, ``||LoG(a)||`` is
+    then ``sqrt(sum(DCT(a)^2 * gain^2))``: one transform instead of four filter passes."""
+    radius = int(HFEN_TRUNCATE * HFEN_SIGMA + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    s2 = HFEN_SIGMA * HFEN_SIGMA
+    g0 = np.exp(-0.5 * taps * taps / s2)
+    g0 /= g0.sum()  # the sampled Gaussian, normalised as SciPy normalises it
+    kernels = {0: g0, 2: g0 * (taps * taps - s2) / (s2 * s2)}  # and its second derivative (both symmetric)
+
+    def gain(order: int, n: int) -> np.ndarray:
+        return np.cos(np.pi * np.arange(n)[:, None] * taps[None, :] / n) @ kernels[order]
+
+    g = np.outer(gain(2, h), gain(0, w)) + np.outer(gain(0, h), gain(2, w))
+    return g * g
+
+
+def _log_norms(a: np.ndarray) -> np.ndarray:
+    """``||LoG(slice)||`` of each slice of an (n, H, W) batch (``gaussian_laplace`` with ``HFEN_SIGMA``,
+    ``HFEN_TRUNCATE`` and ``reflect`` borders), computed in the DCT domain (``_log_gain2``)."""
+    from scipy.fft import dctn
+
+    c = dctn(a, axes=(1, 2), norm="ortho")
+    return np.sqrt(np.einsum("nij,nij,ij->n", c, c, _log_gain2(a.shape[1], a.shape[2])))
 
 
 def _norms(a: np.ndarray) -> np.ndarray:
@@ -63,56 +108,117 @@ class _OriginalBatch:
         inner[pad:-pad, pad:-pad] = True
         self.inner = inner
         self.m_in = mask & inner
-        self.ux = _box(self.x)
-        self.vx = _box(self.x * self.x) - self.ux * self.ux
         self.norm_x = _norms(self.x)
-        self.norm_log = _norms(_log(o))
+        self.norm_log = _log_norms(o)
 
 
-def _ssim_map(ob: _OriginalBatch, y: np.ndarray, dr: float) -> np.ndarray:
-    cov_norm = SSIM_WIN ** 2 / (SSIM_WIN ** 2 - 1.0)
-    uy = _box(y)
-    vy = cov_norm * (_box(y * y) - uy * uy)
-    vxy = cov_norm * (_box(ob.x * y) - ob.ux * uy)
+STRIP_ROWS = 128  # SSIM rows per strip: temporaries stay in cache, ops stay large enough for 2 threads (best of 32-512 on 512^2)
+
+
+def _box_valid(a: np.ndarray) -> np.ndarray:
+    """Means over every whole ``SSIM_WIN`` x ``SSIM_WIN`` window of (n, R + 6, C + 6) -> (n, R, C): sums of
+    shifted views (contiguous adds; no border handling, the caller pads)."""
+    k = SSIM_WIN
+    r, c = a.shape[1] - k + 1, a.shape[2] - k + 1
+    rows = a[:, 0:r].copy()
+    for d in range(1, k):
+        rows += a[:, d:d + r]
+    out = rows[:, :, 0:c].copy()
+    for d in range(1, k):
+        out += rows[:, :, d:d + c]
+    out /= k * k
+    return out
+
+
+def _ssim_sums(ob: _OriginalBatch, ys: list[np.ndarray], dr: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each test ``y`` (rescaled, minus the series minimum, like ``ob.x``): the SSIM map summed over
+    skimage's crop (3 pixels in from every border) and over the foreground inside it, per slice.
+
+    The slices are padded once as ``uniform_filter``'s ``reflect`` pads them (numpy's ``symmetric``), then
+    the map is made in strips of ``STRIP_ROWS`` rows from window sums of shifted views (``_box_valid``),
+    the original's local statistics once per strip for every test: the same map as skimage's to rounding,
+    with a strip's temporaries in cache."""
+    n, h, w = ob.x.shape
+    pad = (SSIM_WIN - 1) // 2
+    cn = SSIM_WIN ** 2 / (SSIM_WIN ** 2 - 1.0)  # sample covariance, as skimage
     c1, c2 = (K1 * dr) ** 2, (K2 * dr) ** 2
-    ux = ob.ux
-    a1 = 2 * ux * uy + c1
-    a2 = 2 * vxy + c2
-    b1 = ux ** 2 + uy ** 2 + c1
-    b2 = cov_norm * ob.vx + vy + c2
-    return (a1 * a2) / (b1 * b2)
+
+    def padded(a: np.ndarray) -> np.ndarray:
+        return np.pad(a, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")  # == SciPy's "reflect"
+
+    xp = padded(ob.x)
+    yps = [padded(y) for y in ys]
+    total = [np.zeros(n) for _ in ys]
+    fg = [np.zeros(n) for _ in ys]
+    for r0 in range(0, h, STRIP_ROWS):
+        r1 = min(h, r0 + STRIP_ROWS)
+        crop = slice(max(r0, pad) - r0, max(min(r1, h - pad) - r0, 0))  # skimage's crop, in strip rows
+        m_in = ob.m_in[:, r0:r1]
+        xs = xp[:, r0:r1 + 2 * pad]
+        ux = _box_valid(xs)
+        ux2c1 = ux * ux
+        bx = _box_valid(xs * xs)
+        bx -= ux2c1
+        bx *= cn
+        bx += c2  # cn * var(x) + c2
+        ux2c1 += c1
+        for j, yp in enumerate(yps):
+            ys_ = yp[:, r0:r1 + 2 * pad]
+            uy = _box_valid(ys_)
+            yy = _box_valid(ys_ * ys_)
+            xy = _box_valid(xs * ys_)
+            uxuy = ux * uy
+            a1 = uxuy * 2.0
+            a1 += c1  # 2 ux uy + c1
+            xy -= uxuy
+            xy *= 2.0 * cn
+            xy += c2  # 2 cov(x, y) + c2
+            uy *= uy
+            b1 = uy + ux2c1  # ux^2 + uy^2 + c1
+            yy -= uy
+            yy *= cn
+            yy += bx  # var(x) + var(y) + c2
+            a1 *= xy
+            b1 *= yy
+            a1 /= b1  # the SSIM map of the strip
+            total[j] += a1[:, crop, pad:w - pad].sum(axis=(1, 2))
+            fg[j] += np.einsum("nij,nij->n", a1, m_in)
+    return list(zip(total, fg))
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> list[float]:
     return [n / d if d > 0.0 else (0.0 if n == 0.0 else math.nan) for n, d in zip(num.tolist(), den.tolist())]
 
 
-def _measure(ob: _OriginalBatch, t: np.ndarray, start: int, dr: float, lo: float) -> list[SliceMetrics]:
-    n, h, w = t.shape
-    err = t - ob.o
-    sq = err * err
-    mse = sq.mean(axis=(1, 2))
-    sse = sq.sum(axis=(1, 2))
-    sse_fg = np.einsum("nij,nij->n", sq, ob.mask)
-    smap = _ssim_map(ob, t - lo, dr)
+def _measure(ob: _OriginalBatch, tests: list[np.ndarray], start: int, dr: float, lo: float) -> list[list[SliceMetrics]]:
+    """Every figure of each test (rescaled, (n, H, W)) against the original batch."""
+    n, h, w = ob.o.shape
     pad = (SSIM_WIN - 1) // 2
-    ssim = smap[:, pad:h - pad, pad:w - pad].mean(axis=(1, 2))
+    n_crop = max(h - 2 * pad, 0) * max(w - 2 * pad, 0)
     n_in = ob.m_in.sum(axis=(1, 2))
-    ssim_fg_sum = np.einsum("nij,nij->n", smap, ob.m_in)
-    nrmse = _ratio(np.sqrt(sse), ob.norm_x)
-    hfen = _ratio(_norms(_log(err)), ob.norm_log)
-    out = []
-    for k in range(n):
-        nf = int(ob.n_fg[k])
-        out.append(SliceMetrics(
-            index=start + k,
-            psnr=psnr_from_mse(float(mse[k]), dr),
-            psnr_fg=psnr_from_mse(float(sse_fg[k]) / nf, dr) if nf else math.nan,
-            ssim=float(ssim[k]),
-            ssim_fg=float(ssim_fg_sum[k]) / int(n_in[k]) if n_in[k] else math.nan,
-            nrmse=nrmse[k], hfen=hfen[k], fg_fraction=nf / (h * w),
-        ))
-    return out
+    sums = _ssim_sums(ob, [t - lo for t in tests], dr)
+    results = []
+    for t, (ssim_sum, ssim_fg_sum) in zip(tests, sums):
+        err = t - ob.o
+        sq = err * err
+        sse = sq.sum(axis=(1, 2))
+        mse = sse / (h * w)  # what sq.mean(axis=(1, 2)) computes
+        sse_fg = np.einsum("nij,nij->n", sq, ob.mask)
+        nrmse = _ratio(np.sqrt(sse), ob.norm_x)
+        hfen = _ratio(_log_norms(err), ob.norm_log)
+        out = []
+        for k in range(n):
+            nf = int(ob.n_fg[k])
+            out.append(SliceMetrics(
+                index=start + k,
+                psnr=psnr_from_mse(float(mse[k]), dr),
+                psnr_fg=psnr_from_mse(float(sse_fg[k]) / nf, dr) if nf else math.nan,
+                ssim=float(ssim_sum[k]) / n_crop if n_crop else math.nan,
+                ssim_fg=float(ssim_fg_sum[k]) / int(n_in[k]) if n_in[k] else math.nan,
+                nrmse=nrmse[k], hfen=hfen[k], fg_fraction=nf / (h * w),
+            ))
+        results.append(out)
+    return results
 
 
 def _mean(values: list[float]) -> float:
@@ -135,22 +241,48 @@ class SeriesAccumulator:
         self.per: dict[str, dict[int, SliceMetrics]] = {k: {} for k in self.names}
 
     def add(self, start: int, original: np.ndarray, tests: Mapping[str, np.ndarray]) -> None:
-        """Measure slices ``start ..`` of every method in ``tests`` (rescaled units, (n, H, W))."""
+        """Measure slices ``start ..`` of the methods in ``tests`` (rescaled units, (n, H, W)); a method
+        may be fed in a later pass than the others (``streamed.measure_batched``'s ``after``).
+
+        Slice groups are measured on ``threads()`` threads: SciPy's filters and NumPy's array loops
+        release the GIL, and every figure of a slice is computed by one thread in the same order as
+        on one, so the result does not depend on the thread count (``tests/test_fast_metrics.py``)."""
         o = np.asarray(original, dtype=np.float64)
-        for s in range(0, o.shape[0], BATCH):
-            ob = _OriginalBatch(o[s:s + BATCH], o[s:s + BATCH] > self.fg_threshold, self.lo)
-            done: list[tuple[np.ndarray, list[SliceMetrics]]] = []
-            for name in self.names:
-                t = np.asarray(tests[name][s:s + BATCH], dtype=np.float64)
-                if t.shape != ob.o.shape:
-                    raise ValueError(f"original {ob.o.shape} and test {t.shape} differ in shape")
-                if not np.isfinite(t).all():
-                    raise ValueError(f"test stack {name!r} holds NaN or inf")
-                # a method identical to one already measured (bicubic archive: restored == bicubic)
-                same = next((m for a, m in done if np.array_equal(a, t)), None)
-                res = same if same is not None else _measure(ob, t, start + s, self.data_range, self.lo)
-                done.append((t, res))
+        unknown = set(tests) - set(self.names)
+        if unknown:
+            raise ValueError(f"methods {sorted(unknown)} were not named when the accumulator was made")
+        for name in tests:
+            if np.shape(tests[name]) != o.shape:
+                raise ValueError(f"original {o.shape} and test {np.shape(tests[name])} differ in shape")
+        starts = range(0, o.shape[0], BATCH)
+        workers = min(threads(), len(starts))
+        if workers <= 1:
+            parts = [self._group(start, s, o, tests) for s in starts]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers, thread_name_prefix="medsr-audit") as pool:
+                parts = list(pool.map(lambda s: self._group(start, s, o, tests), starts))
+        for part in parts:
+            for name, res in part.items():
                 self.per[name].update({m.index: m for m in res})
+
+    def _group(self, start: int, s: int, o: np.ndarray, tests: Mapping[str, np.ndarray]) -> dict[str, list[SliceMetrics]]:
+        ob = _OriginalBatch(o[s:s + BATCH], o[s:s + BATCH] > self.fg_threshold, self.lo)
+        unique: list[np.ndarray] = []
+        which: dict[str, int] = {}
+        for name in (n for n in self.names if n in tests):
+            t = np.asarray(tests[name][s:s + BATCH], dtype=np.float64)
+            if not np.isfinite(t).all():
+                raise ValueError(f"test stack {name!r} holds NaN or inf")
+            # a method identical to one already measured (e.g. restored == bicubic without consistency)
+            same = next((i for i, a in enumerate(unique) if np.array_equal(a, t)), None)
+            if same is None:
+                unique.append(t)
+                same = len(unique) - 1
+            which[name] = same
+        res = _measure(ob, unique, start + s, self.data_range, self.lo)
+        return {name: res[i] for name, i in which.items()}
 
     def results(self) -> dict[str, MethodMetrics]:
         out = {}

@@ -390,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         import warnings
 
         warnings.simplefilter("ignore")
+    from ..api import allow_audit_processes
+
+    allow_audit_processes()  # this CLI's entry points are guarded: an audit may code JPEG 2000 in a child process
     try:
         return args.func(args)
     except MedsrError as e:

@@ -35,6 +35,14 @@ class EngineConfig:
     compile: bool = False  # torch.compile the model (CUDA)
 
 
+def device_for(method: str, name: str = "auto") -> str:
+    """The device a restore by ``method`` runs on: classical methods (bicubic, nearest) are NumPy on the CPU,
+    so they never import torch (over a second of start-up); a model asks ``select_device``."""
+    if method in ("bicubic", "nearest") and name in ("auto", "cpu"):
+        return "cpu"
+    return select_device(name)
+
+
 def select_device(name: str = "auto") -> str:
     import torch
 

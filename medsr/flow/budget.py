@@ -177,9 +177,9 @@ def _models_for(op, method: str, model: str | None, ensemble, device: str, notes
     from ..models import default_model_for
     from .restoring import resolve_model as _resolve_model
 
-    dev = select_device(device)
     if method == "bicubic":
         return [("bicubic", None)]
+    dev = select_device(device)
     if model is not None:
         m, loaded = _resolve_model("model", model, BASE_LOSSY, ensemble, device=dev, operator=op.id)
         if loaded.scale == op.scale:

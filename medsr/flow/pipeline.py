@@ -12,7 +12,7 @@ import numpy as np
 from ..audit import Audit
 from ..archive import ArchiveData, ArchiveInfo, VerifyResult, read_archive, read_info, verify_archive, write_archive
 from ..codec import downsample, get_operator, intensity_window, pad_to_multiple
-from ..engine import EngineConfig, select_device
+from ..engine import EngineConfig, device_for, select_device
 from ..errors import ArchiveError, MedsrError, QualityGateError
 from ..io import Series, read_series
 from ..archive.sizes import base_stored_bytes as _base_stored_bytes  # noqa: F401
@@ -197,7 +197,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     base = prepare_base(exact, options.base, options.base_near)  # None: the default base (docs/base-codec.md)
     lowres = base.decoded  # restore, audit and bicubic see exactly what a later restore decodes
     method, loaded = _resolve_model(options.method, options.model, base.meta.base, options.ensemble,
-                                    device=select_device(options.device), operator=op.id)
+                                    device=device_for(options.method, options.device), operator=op.id)
     if loaded is not None:
         loaded.check_operator(op.id, op.scale)
     ensemble = loaded.ensemble if loaded else 1
@@ -223,7 +223,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
     audit = build_audit(series, lowres=lowres, restored=restored, scale=op.scale, operator=op.id,
                         stored_pixel_bytes=stored_bytes, method=method,
                         model_id=loaded.model_id if loaded else method, with_j2k=options.baselines,
-                        consistency=consistency, device=select_device(options.device), base=base.provenance(),
+                        consistency=consistency, device=device_for(method, options.device), base=base.provenance(),
                         ensemble=ensemble,
                         progress=_tick(progress, "audit", series.n_slices))
     if plan is not None:
@@ -257,7 +257,7 @@ def _archive_to_ratio(series: Series, output: Path, options: ArchiveOptions, pro
         prov["base_description"] = "none: every slice is stored as JPEG 2000 of the full slice"
     audit = build_audit(series, lowres=c.lowres, restored=c.restored, scale=op.scale, operator=op.id,
                         stored_pixel_bytes=c.pixel_bytes, method=c.method, model_id=c.model_id, with_j2k=options.baselines,
-                        consistency=_consistency(options.consistency, op.id), device=select_device(options.device),
+                        consistency=_consistency(options.consistency, op.id), device=device_for(c.method, options.device),
                         base=prov, ensemble=c.ensemble, progress=_tick(progress, "audit", series.n_slices))
     audit = audit.with_budget(plan.summary(series.original_pixel_bytes))
     below = _check_gates(audit, options, series)

@@ -19,7 +19,10 @@ def resolve_model(method: str, model: str | None, base: str | None = None, ensem
                   device: str | None = None, operator: str = "area4-v1"):
     """-> (method, LoadedModel | None). ``auto`` uses the default shipped model for ``base`` (the
     lossy-base tier for a lossy base, where shipped), else bicubic. ``ensemble``: self-ensemble
-    size (None: the model's registry default, capped on ``device`` 'cpu': models/ensemble_policy.py)."""
+    size (None: the model's registry default, capped on ``device`` 'cpu': models/ensemble_policy.py).
+    A classical method never imports the model registry (nor torch with it)."""
+    if method in ("bicubic", "nearest"):
+        return method, None
     from ..models import REGISTRY, create_model, default_model_for
     from ..models.ensemble_policy import default_passes
 

@@ -1,0 +1,115 @@
+"""Run the JPEG 2000 baseline's encoder beside the audit's measuring: in another process where that pays.
+
+OpenJPEG's Python binding holds the GIL while it codes, so on a thread it only takes turns with the
+audit. On a series of at least ``PROCESS_MIN_PIXELS`` pixels, on a machine with two CPUs or more,
+``beside(fn, *args)`` runs ``fn`` in one short-lived spawned Python process (a fresh interpreter: no
+fork of torch's or the audit's threads), so the codestreams are made on another core while the first
+audit sweep measures the restore and bicubic.
+
+A spawned child imports the parent's main module, so a script without an ``if __name__ == "__main__":``
+guard would run again in it: children are used only where the main module is known to be guarded, i.e.
+after ``allow_processes()`` (``medsr``'s own CLI calls it) or with ``MEDSR_AUDIT_PROCESS=1``. Anywhere a
+child process cannot run or is not wanted (a library call that did not allow it, a daemonic worker
+process such as a Dask or multiprocessing pool worker, an interpreter embedded in another program,
+``MEDSR_AUDIT_PROCESS=0``), or if starting it fails, ``fn`` runs on a thread instead: the result is the
+same either way (``tests/test_audit_beside.py``).
+
+Measured (``python -m pipelines.bench_ratios``, 22 x 512^2, 2 CPUs): see the README's speed table.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+
+log = logging.getLogger("medsr")
+
+PROCESS_MIN_PIXELS = 1 << 22  # below ~4 M pixels a spawned interpreter costs more than the encode it overlaps
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_allowed = False
+
+
+def allow_processes(on: bool = True) -> None:
+    """Let the audit code the JPEG 2000 baseline in a spawned child process (the main module is guarded)."""
+    global _allowed
+    _allowed = bool(on)
+
+
+def process_allowed(pixels: int) -> bool:
+    """Whether ``beside`` would use a child process for a series of ``pixels`` pixels (see the module docstring)."""
+    env = os.environ.get("MEDSR_AUDIT_PROCESS", "").strip()
+    if env == "0" or not (_allowed or env == "1"):
+        return False
+    if env != "1" and (pixels < PROCESS_MIN_PIXELS or _cpus() < 2):
+        return False
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:  # daemonic processes may not have children
+        return False
+    exe = os.path.basename(sys.executable or "")
+    return exe.startswith("python")  # embedded (an Orthanc plugin): sys.executable is not an interpreter
+
+
+class Beside:
+    """``with Beside(pixels) as b: fut = b.submit(fn, *args)``: a process when ``process_allowed``, else a thread."""
+
+    def __init__(self, pixels: int):
+        self.pixels = pixels
+        self.pool: Executor | None = None
+        self.kind = "thread"
+
+    def __enter__(self) -> "Beside":
+        return self
+
+    def submit(self, fn, *args, **kw) -> Future:
+        if process_allowed(self.pixels):
+            try:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                fut = self.pool.submit(fn, *args, **kw)
+                self.kind = "process"
+                return _Fallback(fut, fn, args, kw)
+            except Exception as e:  # noqa: BLE001 - any failure to start one: code it here instead
+                log.debug("JPEG 2000 baseline: no child process (%s); coding on a thread", e)
+                self._close()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="medsr-j2k")
+        self.kind = "thread"
+        return self.pool.submit(fn, *args, **kw)
+
+    def _close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+    def __exit__(self, *exc) -> None:
+        self._close()
+
+
+class _Fallback(Future):
+    """A child process's future that, if the process dies or cannot start (``BrokenProcessPool``,
+    ``OSError``), runs ``fn`` here; errors that ``fn`` itself raises come through unchanged."""
+
+    def __init__(self, fut: Future, fn, args, kw):
+        super().__init__()
+        self._fut, self._call = fut, (fn, args, kw)
+
+    def result(self, timeout=None):
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self._fut.result(timeout)
+        except (BrokenProcessPool, OSError) as e:
+            log.debug("JPEG 2000 baseline: child process failed (%s); coding here", e)
+            fn, args, kw = self._call
+            return fn(*args, **kw)
