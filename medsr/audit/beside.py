@@ -1,7 +1,9 @@
 """Run the JPEG 2000 baseline's encoder beside the audit's measuring: in another process where that pays.
 
 OpenJPEG's Python binding holds the GIL while it codes, so on a thread it only takes turns with the
-audit. On a series of at least ``PROCESS_MIN_PIXELS`` pixels, on a machine with two CPUs or more,
+audit. On a series of at least ``PROCESS_MIN_PIXELS`` pixels and at most ``PROCESS_MAX_BYTES`` of stored
+pixels (the child is sent a copy: an archive's memory ceiling, docs/guarantees.md, stays that of the
+thread), on a machine with two CPUs or more,
 ``beside(fn, *args)`` runs ``fn`` in one short-lived spawned Python process (a fresh interpreter: no
 fork of torch's or the audit's threads), so the codestreams are made on another core while the first
 audit sweep measures the restore and bicubic.
@@ -26,6 +28,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 log = logging.getLogger("medsr")
 
 PROCESS_MIN_PIXELS = 1 << 22  # below ~4 M pixels a spawned interpreter costs more than the encode it overlaps
+PROCESS_MAX_BYTES = 256 << 20  # the child gets a pickled copy of the stored stack: above this, memory wins (thread)
 
 
 def _cpus() -> int:
@@ -44,12 +47,13 @@ def allow_processes(on: bool = True) -> None:
     _allowed = bool(on)
 
 
-def process_allowed(pixels: int) -> bool:
-    """Whether ``beside`` would use a child process for a series of ``pixels`` pixels (see the module docstring)."""
+def process_allowed(pixels: int, nbytes: int = 0) -> bool:
+    """Whether ``beside`` would use a child process for a series of ``pixels`` pixels held in ``nbytes`` bytes
+    (see the module docstring)."""
     env = os.environ.get("MEDSR_AUDIT_PROCESS", "").strip()
     if env == "0" or not (_allowed or env == "1"):
         return False
-    if env != "1" and (pixels < PROCESS_MIN_PIXELS or _cpus() < 2):
+    if env != "1" and (pixels < PROCESS_MIN_PIXELS or nbytes > PROCESS_MAX_BYTES or _cpus() < 2):
         return False
     import multiprocessing
 
@@ -62,8 +66,8 @@ def process_allowed(pixels: int) -> bool:
 class Beside:
     """``with Beside(pixels) as b: fut = b.submit(fn, *args)``: a process when ``process_allowed``, else a thread."""
 
-    def __init__(self, pixels: int):
-        self.pixels = pixels
+    def __init__(self, pixels: int, nbytes: int = 0):
+        self.pixels, self.nbytes = pixels, nbytes
         self.pool: Executor | None = None
         self.kind = "thread"
 
@@ -71,7 +75,7 @@ class Beside:
         return self
 
     def submit(self, fn, *args, **kw) -> Future:
-        if process_allowed(self.pixels):
+        if process_allowed(self.pixels, self.nbytes):
             try:
                 import multiprocessing
                 from concurrent.futures import ProcessPoolExecutor

@@ -62,7 +62,7 @@ def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: s
     later = {}
     from ..audit.beside import Beside
 
-    with Beside(int(series.pixels.size)) as beside:
+    with Beside(int(series.pixels.size), int(series.pixels.nbytes)) as beside:
         if with_j2k and np.issubdtype(series.pixels.dtype, np.integer) and series.bits_stored <= 16:
             # coded beside the first sweep (another process where that pays: audit/beside.py), measured after it
             pending = beside.submit(jpeg2000_baseline, series.pixels, series.bits_stored, pixel_ratio, decode=False)
