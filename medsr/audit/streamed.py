@@ -98,3 +98,4 @@ def _sweep(acc: SeriesAccumulator, n_slices: int, original, tests, batch: int) -
             made = {name: pool.submit(make, sl) for name, make in tests.items()}
             o = original(sl)
             acc.add(s, o, {name: f.result() for name, f in made.items()})
+            del made, o  # before the next batch is made: one batch alive at a time

@@ -375,6 +375,7 @@ _PASSTHROUGH = {"eval": cmd_eval}
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _PASSTHROUGH:  # their own parsers (argparse.REMAINDER drops a leading -h)
         args = argparse.Namespace(command=argv[0], rest=argv[1:], func=_PASSTHROUGH[argv[0]],
@@ -390,9 +391,10 @@ def main(argv: list[str] | None = None) -> int:
         import warnings
 
         warnings.simplefilter("ignore")
-    from ..api import allow_audit_processes
+    if as_program:  # run as the program (`medsr`, `python -m medsr`: guarded entry points), not called by a script
+        from ..api import allow_audit_processes
 
-    allow_audit_processes()  # this CLI's entry points are guarded: an audit may code JPEG 2000 in a child process
+        allow_audit_processes()  # so an audit may code JPEG 2000 in a spawned child (medsr/audit/beside.py)
     try:
         return args.func(args)
     except MedsrError as e:
