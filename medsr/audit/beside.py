@@ -47,6 +47,49 @@ def allow_processes(on: bool = True) -> None:
     _allowed = bool(on)
 
 
+_warm = None  # a child started by ``prewarm`` (interpreter and imports done while the parent reads the series)
+
+
+def _ready() -> bool:
+    import openjpeg  # noqa: F401 - what the baseline's encoder needs, imported before it is asked for
+
+    from . import baselines  # noqa: F401
+    return True
+
+
+def _spawn_pool():
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+
+
+def prewarm() -> None:
+    """Start the child now (where children are allowed at all), so that its interpreter start and imports
+    (~0.2 s) overlap the parent's reading of the series instead of the audit; ``Beside`` uses it if the series
+    turns out to want one, and it is shut down at exit otherwise."""
+    global _warm
+    if _warm is not None or not process_allowed(PROCESS_MIN_PIXELS, 0):
+        return
+    try:
+        pool = _spawn_pool()
+        pool.submit(_ready)
+    except Exception as e:  # noqa: BLE001 - no child: Beside decides again later
+        log.debug("JPEG 2000 baseline: no child process to prewarm (%s)", e)
+        return
+    _warm = pool
+    import atexit
+
+    atexit.register(_drop_warm)
+
+
+def _drop_warm() -> None:
+    global _warm
+    if _warm is not None:
+        _warm.shutdown(wait=False, cancel_futures=True)
+        _warm = None
+
+
 def process_allowed(pixels: int, nbytes: int = 0) -> bool:
     """Whether ``beside`` would use a child process for a series of ``pixels`` pixels held in ``nbytes`` bytes
     (see the module docstring)."""
@@ -75,12 +118,10 @@ class Beside:
         return self
 
     def submit(self, fn, *args, **kw) -> Future:
+        global _warm
         if process_allowed(self.pixels, self.nbytes):
             try:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor
-
-                self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                self.pool, _warm = (_warm or _spawn_pool()), None  # the prewarmed child, if any: this call owns it
                 fut = self.pool.submit(fn, *args, **kw)
                 self.kind = "process"
                 return _Fallback(fut, fn, args, kw)

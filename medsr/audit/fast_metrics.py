@@ -53,12 +53,6 @@ def threads() -> int:
     return max(1, min(MAX_THREADS, n))
 
 
-def _box(a: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import uniform_filter
-
-    return uniform_filter(a, size=(1, SSIM_WIN, SSIM_WIN))
-
-
 @functools.lru_cache(maxsize=8)
 def _log_gain2(h: int, w: int) -> np.ndarray:
     """Squared gain of the Laplacian of Gaussian on each orthonormal DCT-II basis image of an (h, w) slice.
@@ -98,7 +92,7 @@ def _norms(a: np.ndarray) -> np.ndarray:
 class _OriginalBatch:
     """What every method's metrics need from the original batch, computed once."""
 
-    def __init__(self, o: np.ndarray, mask: np.ndarray, lo: float):
+    def __init__(self, o: np.ndarray, mask: np.ndarray, lo: float, norms: tuple | None = None):
         self.o = o
         self.x = o - lo
         self.mask = mask
@@ -108,25 +102,24 @@ class _OriginalBatch:
         inner[pad:-pad, pad:-pad] = True
         self.inner = inner
         self.m_in = mask & inner
-        self.norm_x = _norms(self.x)
-        self.norm_log = _log_norms(o)
+        # the original's norms (NRMSE, HFEN denominators): given when an earlier sweep computed them
+        self.norm_x, self.norm_log = norms if norms is not None else (_norms(self.x), _log_norms(o))
 
 
 STRIP_ROWS = 128  # SSIM rows per strip: temporaries stay in cache, ops stay large enough for 2 threads (best of 32-512 on 512^2)
 
 
-def _box_valid(a: np.ndarray) -> np.ndarray:
-    """Means over every whole ``SSIM_WIN`` x ``SSIM_WIN`` window of (n, R + 6, C + 6) -> (n, R, C): sums of
+def _window_sums(a: np.ndarray) -> np.ndarray:
+    """Sums over every whole ``SSIM_WIN`` x ``SSIM_WIN`` window of (n, R + 6, C + 6) -> (n, R, C): sums of
     shifted views (contiguous adds; no border handling, the caller pads)."""
     k = SSIM_WIN
     r, c = a.shape[1] - k + 1, a.shape[2] - k + 1
-    rows = a[:, 0:r].copy()
-    for d in range(1, k):
+    rows = np.add(a[:, 0:r], a[:, 1:r + 1])
+    for d in range(2, k):
         rows += a[:, d:d + r]
-    out = rows[:, :, 0:c].copy()
-    for d in range(1, k):
+    out = np.add(rows[:, :, 0:c], rows[:, :, 1:c + 1])
+    for d in range(2, k):
         out += rows[:, :, d:d + c]
-    out /= k * k
     return out
 
 
@@ -135,13 +128,16 @@ def _ssim_sums(ob: _OriginalBatch, ys: list[np.ndarray], dr: float) -> list[tupl
     skimage's crop (3 pixels in from every border) and over the foreground inside it, per slice.
 
     The slices are padded once as ``uniform_filter``'s ``reflect`` pads them (numpy's ``symmetric``), then
-    the map is made in strips of ``STRIP_ROWS`` rows from window sums of shifted views (``_box_valid``),
+    the map is made in strips of ``STRIP_ROWS`` rows from window sums of shifted views (``_window_sums``),
     the original's local statistics once per strip for every test: the same map as skimage's to rounding,
-    with a strip's temporaries in cache."""
+    with a strip's temporaries in cache. With window sums ``S = N * mean`` (N = 49) every factor of the SSIM
+    quotient is written times N^2, which cancels: ``(2 Sx Sy + c1 N^2)(2 cn (N Sxy - Sx Sy) + c2 N^2) /
+    ((Sx^2 + Sy^2 + c1 N^2)(cn (N Sxx - Sx^2) + cn (N Syy - Sy^2) + c2 N^2))``."""
     n, h, w = ob.x.shape
     pad = (SSIM_WIN - 1) // 2
-    cn = SSIM_WIN ** 2 / (SSIM_WIN ** 2 - 1.0)  # sample covariance, as skimage
-    c1, c2 = (K1 * dr) ** 2, (K2 * dr) ** 2
+    N = float(SSIM_WIN * SSIM_WIN)
+    cn = N / (N - 1.0)  # sample covariance, as skimage
+    c1, c2 = (K1 * dr) ** 2 * N * N, (K2 * dr) ** 2 * N * N
 
     def padded(a: np.ndarray) -> np.ndarray:
         return np.pad(a, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")  # == SciPy's "reflect"
@@ -155,34 +151,37 @@ def _ssim_sums(ob: _OriginalBatch, ys: list[np.ndarray], dr: float) -> list[tupl
         crop = slice(max(r0, pad) - r0, max(min(r1, h - pad) - r0, 0))  # skimage's crop, in strip rows
         m_in = ob.m_in[:, r0:r1]
         xs = xp[:, r0:r1 + 2 * pad]
-        ux = _box_valid(xs)
-        ux2c1 = ux * ux
-        bx = _box_valid(xs * xs)
-        bx -= ux2c1
+        sx = _window_sums(xs)
+        sx2c1 = sx * sx
+        bx = _window_sums(xs * xs)
+        bx *= N
+        bx -= sx2c1
         bx *= cn
-        bx += c2  # cn * var(x) + c2
-        ux2c1 += c1
+        bx += c2  # cn (N Sxx - Sx^2) + c2 N^2
+        sx2c1 += c1  # Sx^2 + c1 N^2
         for j, yp in enumerate(yps):
             ys_ = yp[:, r0:r1 + 2 * pad]
-            uy = _box_valid(ys_)
-            yy = _box_valid(ys_ * ys_)
-            xy = _box_valid(xs * ys_)
-            uxuy = ux * uy
-            a1 = uxuy * 2.0
-            a1 += c1  # 2 ux uy + c1
-            xy -= uxuy
-            xy *= 2.0 * cn
-            xy += c2  # 2 cov(x, y) + c2
-            uy *= uy
-            b1 = uy + ux2c1  # ux^2 + uy^2 + c1
-            yy -= uy
-            yy *= cn
-            yy += bx  # var(x) + var(y) + c2
-            a1 *= xy
-            b1 *= yy
-            a1 /= b1  # the SSIM map of the strip
-            total[j] += a1[:, crop, pad:w - pad].sum(axis=(1, 2))
-            fg[j] += np.einsum("nij,nij->n", a1, m_in)
+            sy = _window_sums(ys_)
+            syy = _window_sums(ys_ * ys_)
+            sxy = _window_sums(xs * ys_)
+            sxsy = sx * sy
+            sxy *= N
+            sxy -= sxsy
+            sxy *= 2.0 * cn
+            sxy += c2  # 2 cn (N Sxy - Sx Sy) + c2 N^2
+            sxsy *= 2.0
+            sxsy += c1  # 2 Sx Sy + c1 N^2
+            sy *= sy
+            syy *= N
+            syy -= sy
+            syy *= cn
+            syy += bx  # cn (N Sxx - Sx^2) + cn (N Syy - Sy^2) + c2 N^2
+            sy += sx2c1  # Sx^2 + Sy^2 + c1 N^2
+            sxsy *= sxy
+            sy *= syy
+            sxsy /= sy  # the SSIM map of the strip
+            total[j] += sxsy[:, crop, pad:w - pad].sum(axis=(1, 2))
+            fg[j] += np.einsum("nij,nij->n", sxsy, m_in)
     return list(zip(total, fg))
 
 
@@ -239,6 +238,7 @@ class SeriesAccumulator:
         self.names = tuple(names)
         self.data_range, self.fg_threshold, self.lo = float(data_range), float(fg_threshold), float(series_min)
         self.per: dict[str, dict[int, SliceMetrics]] = {k: {} for k in self.names}
+        self._norms: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # first slice of a group -> the original's norms
 
     def add(self, start: int, original: np.ndarray, tests: Mapping[str, np.ndarray]) -> None:
         """Measure slices ``start ..`` of the methods in ``tests`` (rescaled units, (n, H, W)); a method
@@ -268,7 +268,9 @@ class SeriesAccumulator:
                 self.per[name].update({m.index: m for m in res})
 
     def _group(self, start: int, s: int, o: np.ndarray, tests: Mapping[str, np.ndarray]) -> dict[str, list[SliceMetrics]]:
-        ob = _OriginalBatch(o[s:s + BATCH], o[s:s + BATCH] > self.fg_threshold, self.lo)
+        ob = _OriginalBatch(o[s:s + BATCH], o[s:s + BATCH] > self.fg_threshold, self.lo,
+                            self._norms.get(start + s))
+        self._norms[start + s] = (ob.norm_x, ob.norm_log)  # a later sweep over these slices reuses them
         unique: list[np.ndarray] = []
         which: dict[str, int] = {}
         for name in (n for n in self.names if n in tests):

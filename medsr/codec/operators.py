@@ -145,11 +145,13 @@ def project_consistent(hr: np.ndarray, lr: np.ndarray, op_id: str = "area4-v1", 
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0 (got {tolerance})")
     s = op.scale
-    hr64 = hr.astype(np.float64)
+    hr64 = np.asarray(hr, dtype=np.float64)
     squeeze = hr64.ndim == 2
     h3 = hr64[None] if squeeze else hr64
     l3 = (lr[None] if squeeze else lr).astype(np.float64)
     mean = _block_mean(h3, s)
     target = np.clip(mean, l3 - tolerance, l3 + tolerance) if tolerance > 0 else l3
-    out = h3 + np.repeat(np.repeat(target - mean, s, axis=1), s, axis=2)
+    n, H, W = h3.shape
+    # each pixel plus its block's correction (the nearest-upsampled difference, broadcast, not materialised)
+    out = (h3.reshape(n, H // s, s, W // s, s) + (target - mean)[:, :, None, :, None]).reshape(n, H, W)
     return out[0] if squeeze else out

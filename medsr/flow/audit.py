@@ -18,7 +18,13 @@ from ..engine import to_stored
 
 
 def rescale_stack(stack: np.ndarray, slope: np.ndarray, intercept: np.ndarray) -> np.ndarray:
-    return stack.astype(np.float64) * slope[:, None, None] + intercept[:, None, None]
+    out = stack.astype(np.float64)  # a new array: rescaled in place below
+    s, i = np.asarray(slope, np.float64), np.asarray(intercept, np.float64)
+    if s.size and np.all(s == 1.0) and np.all(i == 0.0):
+        return out  # x * 1 + 0 == x: no rescale (most MR series)
+    out *= s[:, None, None]
+    out += i[:, None, None]
+    return out
 
 
 def bicubic_restore(lowres: np.ndarray, rows: int, cols: int, dtype, value_range) -> np.ndarray:

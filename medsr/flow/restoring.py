@@ -80,7 +80,7 @@ class LazyRestore:
     progress: object = None
 
     @classmethod
-    def of(cls, lr: np.ndarray, *, at_least: int = 16, progress=None, **kw) -> "LazyRestore":
+    def of(cls, lr: np.ndarray, *, at_least: int = 8, progress=None, **kw) -> "LazyRestore":
         from ..engine import restore_step
 
         step = restore_step(kw["engine"], lr.shape[1:], kw["scale"])
