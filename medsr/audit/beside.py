@@ -1,7 +1,9 @@
 """Run the JPEG 2000 baseline's encoder beside the audit's measuring: in another process where that pays.
 
 OpenJPEG's Python binding holds the GIL while it codes, so on a thread it only takes turns with the
-audit. On a series of at least ``PROCESS_MIN_PIXELS`` pixels and at most ``PROCESS_MAX_BYTES`` of stored
+audit. Beside a classical restore (bicubic: the audit is all the work there is; a network restore keeps the
+cores busy itself and its working memory bounds the archive's, so there the coder's thread suffices), on a
+series of at least ``PROCESS_MIN_PIXELS`` pixels and at most ``PROCESS_MAX_BYTES`` of stored
 pixels (the child is sent a copy: an archive's memory ceiling, docs/guarantees.md, stays that of the
 thread), on a machine with two CPUs or more,
 ``beside(fn, *args)`` runs ``fn`` in one short-lived spawned Python process (a fresh interpreter: no
@@ -109,8 +111,8 @@ def process_allowed(pixels: int, nbytes: int = 0) -> bool:
 class Beside:
     """``with Beside(pixels) as b: fut = b.submit(fn, *args)``: a process when ``process_allowed``, else a thread."""
 
-    def __init__(self, pixels: int, nbytes: int = 0):
-        self.pixels, self.nbytes = pixels, nbytes
+    def __init__(self, pixels: int, nbytes: int = 0, *, process: bool = True):
+        self.pixels, self.nbytes, self.process = pixels, nbytes, process
         self.pool: Executor | None = None
         self.kind = "thread"
 
@@ -119,7 +121,7 @@ class Beside:
 
     def submit(self, fn, *args, **kw) -> Future:
         global _warm
-        if process_allowed(self.pixels, self.nbytes):
+        if self.process and process_allowed(self.pixels, self.nbytes):
             try:
                 self.pool, _warm = (_warm or _spawn_pool()), None  # the prewarmed child, if any: this call owns it
                 fut = self.pool.submit(fn, *args, **kw)

@@ -68,7 +68,9 @@ def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: s
     later = {}
     from ..audit.beside import Beside
 
-    with Beside(int(series.pixels.size), int(series.pixels.nbytes)) as beside:
+    # a child process only beside a classical restore: a network restore keeps both cores busy itself and its
+    # working memory is what bounds an archive's (docs/guarantees.md); there the coder's thread suffices
+    with Beside(int(series.pixels.size), int(series.pixels.nbytes), process=method != "model") as beside:
         if with_j2k and np.issubdtype(series.pixels.dtype, np.integer) and series.bits_stored <= 16:
             # coded beside the first sweep (another process where that pays: audit/beside.py), measured after it
             pending = beside.submit(jpeg2000_baseline, series.pixels, series.bits_stored, pixel_ratio, decode=False)
@@ -78,7 +80,7 @@ def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: s
         elif with_j2k:
             j2k_note = f"JPEG 2000 baseline skipped: {series.pixels.dtype} data is not integer"
         methods = measure_batched(series.n_slices, rescaled(series.pixels), tests, data_range=dr, fg_threshold=thr,
-                                  series_min=lo, batch=batch, after=later)
+                                  series_min=lo, batch=batch, after=later, parallel_make=method != "model")
         if later:
             j2k = pending.result()  # codestreams only: decoded batch by batch above
             tests.update(later)
