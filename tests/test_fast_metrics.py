@@ -115,3 +115,20 @@ def test_strips_and_small_slices_equal_the_reference(shape):
     o = np.repeat(o[None], shape[0], axis=0) + rng.normal(0, 20, shape)
     tests = {"noisy": o + rng.normal(0, 40, shape), "blurred": (o + np.roll(o, 1, axis=1) + np.roll(o, 1, axis=2)) / 3}
     assert _assert_matches_reference(o, tests) == 2 * shape[0]
+
+
+def test_the_thread_knob(monkeypatch, caplog):
+    """``MEDSR_AUDIT_THREADS`` sets the audit's threads; a value that is not an integer is a warning, not a failure."""
+    from medsr.audit.fast_metrics import MAX_THREADS, threads
+
+    monkeypatch.setenv("MEDSR_AUDIT_THREADS", "3")
+    assert threads() == 3
+    monkeypatch.setenv("MEDSR_AUDIT_THREADS", "0")
+    assert threads() == 1
+    monkeypatch.delenv("MEDSR_AUDIT_THREADS")
+    default = threads()
+    assert 1 <= default <= MAX_THREADS
+    monkeypatch.setenv("MEDSR_AUDIT_THREADS", "two")
+    with caplog.at_level("WARNING", logger="medsr"):
+        assert threads() == default
+    assert "not an integer" in caplog.text

@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what lint-imports and type checkers read (F401 off for this file: pyproject.toml)
-    from ..archive import ArchiveInfo, VerifyResult, read_archive, verify_archive
+    from ..archive import ARCHIVE_SUFFIX, ArchiveInfo, VerifyResult, read_archive, verify_archive
     from ..archive import read_info as read_archive_info
     from ..audit.beside import allow_processes as allow_audit_processes
     from ..floor import check_floor
@@ -60,6 +60,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "flat_audit": ("..flow.pipeline", "flat_audit"),
     "report_for_archive": ("..flow.report", "report_for_archive"),
     "verify_archive": ("..archive", "verify_archive"),
+    "ARCHIVE_SUFFIX": ("..archive", "ARCHIVE_SUFFIX"),
     "read_archive": ("..archive", "read_archive"),
     "read_archive_info": ("..archive", "read_info"),  # attributes + the stored audit as a dict; no pixels
     "ArchiveInfo": ("..archive", "ArchiveInfo"),

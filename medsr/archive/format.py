@@ -45,6 +45,7 @@ from .digest import names_sha as _names_sha, sha_array as _sha
 from .memfile import hdf5_via_memory
 
 FORMAT = "medsr-archive"
+ARCHIVE_SUFFIX = ".medsr.h5"  # the file name ending every medsr tool gives an archive
 FORMAT_VERSION = 3  # written; READS: every version this medsr reads (1: before the compact container;
 READS = (1, 2, 3)  # 2: before the operator and model attribute groups)
 @dataclass(frozen=True)

@@ -35,6 +35,13 @@ BATCH = 1  # slices measured together: ~40 float64 arrays of the batch live at o
 MAX_THREADS = 4  # audit threads at most: each holds ~40 float64 copies of a slice while it measures
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    import logging
+
+    logging.getLogger("medsr").warning(message)
+
+
 def threads() -> int:
     """Threads the audit measures slices on: the CPUs this process may use, at most ``MAX_THREADS``;
     ``MEDSR_AUDIT_THREADS`` overrides (1: none)."""
@@ -44,8 +51,8 @@ def threads() -> int:
     if env:
         try:
             return max(1, int(env))
-        except ValueError:
-            raise ValueError(f"MEDSR_AUDIT_THREADS must be an integer (got {env!r})") from None
+        except ValueError:  # a developer knob: a typo must not fail an archive
+            _warn_once(f"MEDSR_AUDIT_THREADS={env!r} is not an integer: using the default")
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

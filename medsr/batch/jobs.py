@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ARCHIVE_SUFFIX = ".medsr.h5"
+from ..api import ARCHIVE_SUFFIX  # noqa: F401  (re-exported: medsr.batch.ARCHIVE_SUFFIX)
+
 #: exit status of archive-batch / restore-batch when the batch ran but at least one series failed
 EXIT_SOME_FAILED = 9
 

@@ -34,9 +34,9 @@ exit codes:
 # ---------------------------------------------------------------- commands
 
 def cmd_archive(args) -> int:
-    from ..api import ArchiveOptions, archive_series
+    from ..api import ARCHIVE_SUFFIX, ArchiveOptions, archive_series
 
-    out = Path(args.output) if args.output else Path(str(Path(args.series).name).removesuffix(".gz").removesuffix(".nii") + ".medsr.h5")
+    out = Path(args.output) if args.output else Path(str(Path(args.series).name).removesuffix(".gz").removesuffix(".nii") + ARCHIVE_SUFFIX)
     opts = ArchiveOptions(
         operator=args.operator, method=args.method, model=args.model, device=args.device,
         consistency=not args.no_consistency, series_uid=args.series_uid,

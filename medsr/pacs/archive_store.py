@@ -11,12 +11,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..api import ARCHIVE_SUFFIX  # one definition: medsr.archive.format
 from .errors import BadRequest, UnknownResource
 from .http_messages import json_safe
 
 #: Archive ids made here: UTC creation time + 12 random hex digits, e.g. 20261126T121232Z-3f9a2b1c4d5e.
 ARCHIVE_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
-ARCHIVE_SUFFIX = ".medsr.h5"
 
 
 def is_archive_id(value: str) -> bool:
