@@ -139,6 +139,18 @@ def test_models_json_and_the_audit_report_show_the_card_data(capsys):
     assert _model_card_summary(None) == ""
 
 
+def test_models_plain_text_shows_each_card_summary(capsys):
+    """``medsr models`` (no --json) says what each model is for: its card's one-line summary under it."""
+    from medsr.cli import main as cli_main
+
+    assert cli_main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, entry in REGISTRY.items():
+        assert name in out
+        if entry.card_data is not None:
+            assert entry.card_data.summary in out
+
+
 @pytest.mark.parametrize("change, problem", [
     ({"summary": ""}, "summary"),
     ({"training": [{"steps": 0, "seconds": 1, "hardware": "cpu"}]}, "steps"),

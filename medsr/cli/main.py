@@ -224,7 +224,9 @@ def cmd_models(args) -> int:
              "ensemble": m.ensemble, "card_data": m.card_data.to_dict() if m.card_data else None}
             for m in list_models()]
     text = "\n".join(f"{r['name']:<24} {r['kind']:<10} {r['operator']:<9} ensemble x{r['ensemble']}  "
-                     f"sha256 {r['sha256'][:12]}  card {r['card']}" for r in rows) or "no models shipped"
+                     f"sha256 {r['sha256'][:12]}  card {r['card']}"
+                     + (f"\n{'':<24} {r['card_data']['summary']}" if r["card_data"] else "")
+                     for r in rows) or "no models shipped"
     _emit(args, {"models": rows}, text)
     return 0
 
