@@ -45,6 +45,17 @@ def test_numpy_bicubic_matches_torch_to_rounding_on_floats():
                                    atol=1e-13 * np.abs(x[k]).max())
 
 
+@pytest.mark.parametrize("scale,h,w", [(3, 20, 21), (5, 7, 9)])
+def test_other_scales_match_torch_to_rounding(scale, h, w):
+    """No archive operator is x3 or x5 (x2, x4 only), but bicubic_upsample takes any integer scale: there the
+    taps are not exactly periodic in floating point, so each tap is a gather (the other path of ``_pass``), and
+    weights like 1/3 are not exact, so the result agrees with torch's to rounding, not bit for bit."""
+    rng = np.random.default_rng(scale + h + w)
+    x = rng.integers(0, 4096, size=(2, h, w)).astype(np.float64)
+    np.testing.assert_allclose(bicubic_upsample(x, scale), _torch_bicubic(x, h * scale, w * scale), rtol=0,
+                               atol=1e-12 * 4096)
+
+
 def test_cropped_output_matches_torch_of_the_padded_size():
     rng = np.random.default_rng(3)
     x = rng.integers(-2048, 2048, size=(2, 16, 13)).astype(np.float64)

@@ -27,17 +27,12 @@ import os
 import sys
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
+from .fast_metrics import usable_cpus as _cpus  # a module name here, so tests can stand in for it
+
 log = logging.getLogger("medsr")
 
 PROCESS_MIN_PIXELS = 1 << 22  # below ~4 M pixels a spawned interpreter costs more than the encode it overlaps
 PROCESS_MAX_BYTES = 256 << 20  # the child gets a pickled copy of the stored stack: above this, memory wins (thread)
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 _allowed = False
@@ -119,7 +114,7 @@ class Beside:
     def __enter__(self) -> "Beside":
         return self
 
-    def submit(self, fn, *args, **kw) -> Future:
+    def submit(self, fn, *args, **kw) -> "Future | _Fallback":
         global _warm
         if self.process and process_allowed(self.pixels, self.nbytes):
             try:
@@ -143,12 +138,11 @@ class Beside:
         self._close()
 
 
-class _Fallback(Future):
-    """A child process's future that, if the process dies or cannot start (``BrokenProcessPool``,
-    ``OSError``), runs ``fn`` here; errors that ``fn`` itself raises come through unchanged."""
+class _Fallback:
+    """A child process's future (``result()`` only) that, if the process dies or cannot start
+    (``BrokenProcessPool``, ``OSError``), runs ``fn`` here; errors that ``fn`` itself raises come through unchanged."""
 
     def __init__(self, fut: Future, fn, args, kw):
-        super().__init__()
         self._fut, self._call = fut, (fn, args, kw)
 
     def result(self, timeout=None):

@@ -4,9 +4,8 @@ Same definitions, vectorised over a batch of slices and shared across methods:
 
 - SSIM is skimage's ``structural_similarity`` written out (7x7 ``uniform_filter`` with
   ``reflect`` borders, K1 0.01, K2 0.03, sample covariance 49/48, the map averaged over the
-  interior 3 pixels from the border, as skimage crops it), filtered along the two in-plane
-  axes of a ``(n, H, W)`` batch at once. The original's local means and second moments are
-  filtered once per batch, not once per method.
+  interior 3 pixels from the border, as skimage crops it), made in strips of ``STRIP_ROWS`` rows
+  from window sums (``_ssim_sums``); the original's local sums once per strip, not once per method.
 - HFEN needs only the norms of the Laplacian of Gaussian (``gaussian_laplace``, ``reflect``
   borders) of the original and of each method's error: computed as a weighted sum over the
   slice's orthonormal DCT, where that filter is diagonal (``_log_gain2``), the original's once
@@ -42,6 +41,16 @@ def _warn_once(message: str) -> None:
     logging.getLogger("medsr").warning(message)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS says, else the machine's count)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def threads() -> int:
     """Threads the audit measures slices on: the CPUs this process may use, at most ``MAX_THREADS``;
     ``MEDSR_AUDIT_THREADS`` overrides (1: none)."""
@@ -53,11 +62,7 @@ def threads() -> int:
             return max(1, int(env))
         except ValueError:  # a developer knob: a typo must not fail an archive
             _warn_once(f"MEDSR_AUDIT_THREADS={env!r} is not an integer: using the default")
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        n = os.cpu_count() or 1
-    return max(1, min(MAX_THREADS, n))
+    return max(1, min(MAX_THREADS, usable_cpus()))
 
 
 @functools.lru_cache(maxsize=8)
@@ -107,8 +112,7 @@ class _OriginalBatch:
         pad = (SSIM_WIN - 1) // 2
         inner = np.zeros(mask.shape[1:], dtype=bool)
         inner[pad:-pad, pad:-pad] = True
-        self.inner = inner
-        self.m_in = mask & inner
+        self.m_in = mask & inner  # foreground inside skimage's SSIM crop
         # the original's norms (NRMSE, HFEN denominators): given when an earlier sweep computed them
         self.norm_x, self.norm_log = norms if norms is not None else (_norms(self.x), _log_norms(o))
 

@@ -11,7 +11,7 @@ A_KEYS = -0.75  # PyTorch's (and OpenCV's) cubic convolution constant
 
 def _cubic_weights(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The four tap weights of Keys' cubic at fractional offsets ``t``, written as PyTorch's
-    ``get_cubic_upsample_coefficients`` writes them (same operations, same order: bit-identical)."""
+    ``get_cubic_upsample_coefficients`` writes them (same operations, same order)."""
     a = A_KEYS
     x1 = t + 1.0
     w0 = ((a * x1 - 5.0 * a) * x1 + 8.0 * a) * x1 - 4.0 * a
@@ -23,14 +23,13 @@ def _cubic_weights(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return w0, w1, w2, w3
 
 
-def _taps(n_in: int, n_out: int) -> tuple[list[np.ndarray], tuple[np.ndarray, ...]]:
-    """Source indices (replicated borders) and weights of one axis: half-pixel alignment, no corner alignment."""
+def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """Per output sample of one axis: the floor of its source coordinate (taps at floor - 1 .. floor + 2,
+    before the replicated borders) and the four weights; half-pixel alignment, no corner alignment."""
     scale = n_in / n_out
     real = scale * (np.arange(n_out, dtype=np.float64) + 0.5) - 0.5
     f = np.floor(real)
-    t = real - f
-    i = f.astype(np.int64)
-    return [np.clip(i + k, 0, n_in - 1) for k in (-1, 0, 1, 2)], _cubic_weights(t)
+    return f.astype(np.int64), _cubic_weights(real - f)
 
 
 def _pass(a: np.ndarray, axis: int, n_out: int) -> np.ndarray:
@@ -41,22 +40,20 @@ def _pass(a: np.ndarray, axis: int, n_out: int) -> np.ndarray:
     i + f_p + 2`` with the same weights): each phase is four shifted views of the edge-padded input, written
     to every s-th output sample. Otherwise (never for an archive's operators) each tap is a gather."""
     n_in = a.shape[axis]
-    idx, w = _taps(n_in, n_out)
+    floor, w = _taps(n_in, n_out)
     s = n_out // n_in if n_out % n_in == 0 else 0
     shape = list(a.shape)
     shape[axis] = n_out
     out = np.empty(shape, dtype=np.float64)
-    periodic = s > 0 and all(np.all(wk[p::s] == wk[p]) for wk in w for p in range(s))
-    if periodic:
-        floor = np.floor((n_in / n_out) * (np.arange(n_out, dtype=np.float64) + 0.5) - 0.5).astype(np.int64)
-        periodic = all(np.array_equal(floor[p::s], floor[p] + np.arange(n_in)) for p in range(s))
+    periodic = s > 0 and all(np.all(wk[p::s] == wk[p]) for wk in w for p in range(s)) and \
+        all(np.array_equal(floor[p::s], floor[p] + np.arange(n_in)) for p in range(s))
     if not periodic:
         tmp = np.empty(shape, dtype=np.float64)
         along = (lambda v: v[:, None]) if axis == 1 else (lambda v: v)
-        np.take(a, idx[0], axis=axis, out=out)
+        np.take(a, np.clip(floor - 1, 0, n_in - 1), axis=axis, out=out)  # tap k reads input clip(floor + k - 1)
         out *= along(w[0])
         for k in (1, 2, 3):
-            np.take(a, idx[k], axis=axis, out=tmp)
+            np.take(a, np.clip(floor + k - 1, 0, n_in - 1), axis=axis, out=tmp)
             tmp *= along(w[k])
             out += tmp
         return out
@@ -82,10 +79,10 @@ def _pass(a: np.ndarray, axis: int, n_out: int) -> np.ndarray:
 
 def _bicubic_exact(x: np.ndarray, H: int, W: int) -> np.ndarray:
     """(n, h, w) float64 -> (n, H, W): along x first on every low-res row, then along y, each a left-to-right
-    sum of four products, as PyTorch's CPU kernel orders them. On integer-valued input (the low-res stack
-    of an integer series: ``downsample`` rounds) every weight has at most ~12 significant bits, so every
-    product and sum is exact and the result is bit-identical to ``F.interpolate(mode="bicubic",
-    align_corners=False)`` in float64; on other floats they agree to rounding (PyTorch's last bit depends
+    sum of four products, as PyTorch's CPU kernel orders them. At x2 and x4 (every archive operator's scale) on
+    integer-valued input (the low-res stack of an integer series: ``downsample`` rounds) every weight has at most
+    ~12 significant bits, so every product and sum is exact and the result is bit-identical to ``F.interpolate(mode="bicubic",
+    align_corners=False)`` in float64; at other scales or on other floats they agree to rounding (PyTorch's last bit depends
     on whether its kernel fuses multiply-adds) (``tests/test_bicubic_numpy.py``)."""
     return _pass(_pass(x, 2, W), 1, H)
 
@@ -94,7 +91,7 @@ def bicubic_upsample(lr: np.ndarray, scale: int | None = None, *, out_shape: tup
     """Bicubic (Keys a = -0.75, pixel-centre aligned) of (n, h, w) -> float64 (n, H, W).
 
     PyTorch's ``interpolate(mode="bicubic", align_corners=False)`` in float64, computed in NumPy
-    (bit-identical on integer-valued stacks, see ``_bicubic_exact``; no torch import, so a bicubic
+    (bit-identical on integer-valued stacks at x2 and x4, see ``_bicubic_exact``; no torch import, so a bicubic
     archive or restore never loads torch): low-res pixel ``i`` sits at high-res ``s*i + (s-1)/2``, the centre of the block
     the area operator averaged. Give ``scale`` or ``out_shape``; with ``out_shape`` the result is
     computed at the integer scale ``ceil(H/h)`` and cropped bottom/right (archives pad
