@@ -187,10 +187,6 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
         from ..audit.beside import prewarm
 
         prewarm()  # the JPEG 2000 baseline's child (where allowed: audit/beside.py) starts while the series is read
-    import threading
-
-    # the audit's HFEN transform (~0.17 s of imports): loaded beside the read, not by the first audit threads
-    threading.Thread(target=__import__, args=("scipy.fft",), daemon=True, name="medsr-import").start()
     if not isinstance(series, Series):
         series = read_series(series, series_uid=options.series_uid, allow_modalities=options.allow_modalities)
     if options.ratio is not None:
