@@ -79,6 +79,17 @@ def test_a_dead_child_falls_back_to_coding_here(monkeypatch):
         fut = b.submit(_dies_in_a_child, 21)
         assert b.kind == "process"
         assert fut.result() == 42
+        later = b.submit(_dies_in_a_child, 4)  # the child is gone: what is sent next is coded on a thread
+        assert later.result() == 8 and b.kind == "thread"
+
+
+def test_every_batch_goes_to_the_same_one_child_in_order(monkeypatch):
+    monkeypatch.setenv("MEDSR_AUDIT_PROCESS", "1")
+    with beside.Beside(beside.PROCESS_MIN_PIXELS) as b:
+        futs = [b.submit(os.getpid) for _ in range(3)]
+        assert b.kind == "process"
+        pids = {f.result() for f in futs}
+    assert len(pids) == 1 and os.getpid() not in pids
 
 
 def test_errors_of_the_coder_itself_come_through(monkeypatch):

@@ -197,3 +197,26 @@ def test_rd_picks_a_series_admits_a_modality_and_replaces_only_with_force(fixtur
     assert cli("rd", fixture_path("ct"), "-o", ct, *RD_CHEAP) == 3
     assert cli("rd", fixture_path("ct"), "-o", ct, "--allow-modality", "CT", *RD_CHEAP) == 0
     assert (ct / "rd.json").is_file() and (ct / "rd.png").is_file()
+
+
+def test_only_the_program_freezes_the_garbage_collector_before_it_exits(monkeypatch, capsys):
+    """``medsr`` run as the program skips the last collections at exit (gc.freeze, see cli.main._freeze_for_exit);
+    ``main(argv)`` called by a script or a test leaves the collector alone, whatever the command returned."""
+    import gc
+    import sys
+
+    from medsr.audit import beside
+
+    monkeypatch.setattr(beside, "_allowed", beside._allowed)  # main() as the program allows audit children: undone after
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    assert main(["models", "--json"]) == 0
+    assert main(["info", "no-such.medsr.h5"]) != 0
+    assert frozen == []
+    monkeypatch.setattr(sys, "argv", ["medsr", "models", "--json"])
+    assert main() == 0
+    assert frozen == [True]
+    monkeypatch.setattr(sys, "argv", ["medsr", "info", "no-such.medsr.h5"])
+    assert main() != 0
+    assert frozen == [True, True]
+    capsys.readouterr()

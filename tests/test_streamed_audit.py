@@ -46,6 +46,28 @@ def test_the_batched_audit_equals_the_whole_stack_audit(case, request, fixture_p
     assert got["methods"] == want["methods"]  # every per-slice figure, exactly
 
 
+def test_a_jpeg2000_first_try_off_its_target_is_searched_on_and_measured_as_kept(sag_anon):
+    """The audit codes the JPEG 2000 baseline's first ratio batch by batch and measures it with the other methods;
+    when those bytes miss the target by more than the tolerance (here: half the slices are empty and code to
+    almost nothing at any ratio), the search goes on and the audit measures what it kept, as a whole-stack
+    baseline would."""
+    from dataclasses import replace
+
+    series = read_series(sag_anon)
+    pixels = series.pixels.copy()
+    pixels[::2] = 0
+    series = replace(series, pixels=pixels)
+    lowres, restored = _inputs(series)
+    got = _streamed(series, lowres, restored).to_dict()
+    j = jpeg2000_baseline(series.pixels, series.bits_stored, series.original_pixel_bytes / max(1, lowres.nbytes // 3))
+    assert j.slice_encodes > series.n_slices  # the first try was not kept
+    assert got["provenance"]["jpeg2000_slice_encodes"] == j.slice_encodes
+    assert got["provenance"]["jpeg2000_bytes"] == j.nbytes
+    s, i = series.slope, series.intercept
+    want = whole_stack_audit(series.rescaled(), {"jpeg2000": rescale_stack(j.decoded, s, i)}).to_dict()
+    assert got["methods"]["jpeg2000"] == want["methods"]["jpeg2000"]
+
+
 def test_series_constants_come_from_the_integers_exactly():
     rng = np.random.RandomState(7)
     for _ in range(100):

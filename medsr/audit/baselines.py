@@ -98,8 +98,29 @@ def _decode_all(codestreams, shape: tuple[int, int], dtype: np.dtype) -> np.ndar
     return out
 
 
+def decode_codestreams(codestreams, shape: tuple[int, int], dtype) -> np.ndarray:
+    """(n, *shape) stack of the stored dtype from one codestream per slice (``J2KBaseline.codestreams``)."""
+    return _decode_all(codestreams, shape, np.dtype(dtype))
+
+
+def first_ratio(stored_slices: np.ndarray, bits_stored: int, target_pixel_ratio: float) -> float:
+    """The encoder ratio ``jpeg2000_baseline`` tries first (the encoder counts BitsStored, the target counts
+    the stored dtype's bytes): usually its only one."""
+    _check_range(stored_slices, bits_stored)
+    if not target_pixel_ratio > 1.0:
+        raise ValueError(f"target_pixel_ratio must be > 1 (got {target_pixel_ratio})")
+    return max(1.0, target_pixel_ratio * bits_stored / (8 * np.asarray(stored_slices).dtype.itemsize))
+
+
+def encode_slices(stored_slices: np.ndarray, bits_stored: int, ratio: float) -> tuple[bytes, ...]:
+    """Each slice coded at one encoder ratio: a batch of ``jpeg2000_baseline``'s first try, made where the caller
+    likes (``medsr.flow.audit`` codes them beside the audit, batch by batch, and hands them back as ``first_try``)."""
+    return tuple(bytes(_encode(s, bits_stored, ratio)) for s in np.asarray(stored_slices))
+
+
 def jpeg2000_baseline(stored_slices: np.ndarray, bits_stored: int, target_pixel_ratio: float, *,
-                      tolerance: float = 0.02, max_iter: int = 8, decode: bool = True) -> J2KBaseline:
+                      tolerance: float = 0.02, max_iter: int = 8, decode: bool = True,
+                      first_try: tuple[bytes, ...] | None = None) -> J2KBaseline:
     """JPEG 2000 lossy of each slice at one encoder ratio, the series totalling ~ the target bytes.
 
     ``stored_slices``: (n, H, W) stored values (uint16/int16/uint8..., not rescaled);
@@ -110,17 +131,18 @@ def jpeg2000_baseline(stored_slices: np.ndarray, bits_stored: int, target_pixel_
     slice, complete at that rate) keeps its size, the others scale as 1 / ratio; only
     those others are coded again. The closest try is kept; ``J2KBaseline`` says how close.
     ``decode=False``: the codestreams only (``J2KBaseline.decode_slices`` decodes a batch when asked).
+    ``first_try``: the slices already coded at ``first_ratio`` (``encode_slices``): the search goes on from
+    them, and keeps them (the same bytes) when they meet the target.
     """
     a = np.asarray(stored_slices)
-    _check_range(a, bits_stored)
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1 (got {max_iter})")
-    if not target_pixel_ratio > 1.0:
-        raise ValueError(f"target_pixel_ratio must be > 1 (got {target_pixel_ratio})")
+    r = first_ratio(a, bits_stored, target_pixel_ratio)
     n = a.shape[0]
     target = a.nbytes / target_pixel_ratio
-    r = max(1.0, target_pixel_ratio * bits_stored / (8 * a.dtype.itemsize))
-    coded = [_encode(s, bits_stored, r) for s in a]
+    if first_try is not None and len(first_try) != n:
+        raise ValueError(f"first_try holds {len(first_try)} codestreams for {n} slices")
+    coded = list(first_try) if first_try is not None else [_encode(s, bits_stored, r) for s in a]
     encodes = n
     best = (abs(sum(map(len, coded)) / target - 1.0), r, list(coded))
     from ..codec.j2k_pad import padded_shape

@@ -6,9 +6,9 @@ cores busy itself and its working memory bounds the archive's, so there the code
 series of at least ``PROCESS_MIN_PIXELS`` pixels and at most ``PROCESS_MAX_BYTES`` of stored
 pixels (the child is sent a copy: an archive's memory ceiling, docs/guarantees.md, stays that of the
 thread), on a machine with two CPUs or more,
-``beside(fn, *args)`` runs ``fn`` in one short-lived spawned Python process (a fresh interpreter: no
-fork of torch's or the audit's threads), so the codestreams are made on another core while the first
-audit sweep measures the restore and bicubic.
+``Beside.submit(fn, *args)`` runs ``fn`` in one short-lived spawned Python process (a fresh interpreter: no
+fork of torch's or the audit's threads), so the codestreams are made on another core, batch by batch, while
+the audit measures each batch's restore and bicubic (and then its JPEG 2000, in the same sweep).
 
 A spawned child imports the parent's main module, so a script without an ``if __name__ == "__main__":``
 guard would run again in it: children are used only where the main module is known to be guarded, i.e.
@@ -104,7 +104,9 @@ def process_allowed(pixels: int, nbytes: int = 0) -> bool:
 
 
 class Beside:
-    """``with Beside(pixels) as b: fut = b.submit(fn, *args)``: a process when ``process_allowed``, else a thread."""
+    """``with Beside(pixels) as b: fut = b.submit(fn, *args)``: a process when ``process_allowed``, else a thread.
+    Every ``submit`` goes to the same one worker, in order; a child that cannot start or has died turns the rest
+    into a thread's work (and ``_Fallback`` codes here what it had been sent)."""
 
     def __init__(self, pixels: int, nbytes: int = 0, *, process: bool = True):
         self.pixels, self.nbytes, self.process = pixels, nbytes, process
@@ -114,19 +116,31 @@ class Beside:
     def __enter__(self) -> "Beside":
         return self
 
-    def submit(self, fn, *args, **kw) -> "Future | _Fallback":
+    def _start(self) -> None:
         global _warm
         if self.process and process_allowed(self.pixels, self.nbytes):
             try:
                 self.pool, _warm = (_warm or _spawn_pool()), None  # the prewarmed child, if any: this call owns it
-                fut = self.pool.submit(fn, *args, **kw)
                 self.kind = "process"
-                return _Fallback(fut, fn, args, kw)
-            except Exception as e:  # noqa: BLE001 - any failure to start one: code it here instead
+                return
+            except Exception as e:  # noqa: BLE001 - no child: a thread instead
                 log.debug("JPEG 2000 baseline: no child process (%s); coding on a thread", e)
-                self._close()
+        self._thread()
+
+    def _thread(self) -> None:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="medsr-j2k")
         self.kind = "thread"
+
+    def submit(self, fn, *args, **kw) -> "Future | _Fallback":
+        if self.pool is None:
+            self._start()
+        if self.kind == "process":
+            try:
+                return _Fallback(self.pool.submit(fn, *args, **kw), fn, args, kw)
+            except Exception as e:  # noqa: BLE001 - the child cannot start or has died: a thread from now on
+                log.debug("JPEG 2000 baseline: no child process (%s); coding on a thread", e)
+                self._close()
+                self._thread()
         return self.pool.submit(fn, *args, **kw)
 
     def _close(self) -> None:

@@ -253,7 +253,7 @@ class SeriesAccumulator:
 
     def add(self, start: int, original: np.ndarray, tests: Mapping[str, np.ndarray]) -> None:
         """Measure slices ``start ..`` of the methods in ``tests`` (rescaled units, (n, H, W)); a method
-        may be fed in a later pass than the others (``streamed.measure_batched``'s ``after``).
+        may be fed in a later pass than the others.
 
         Slice groups are measured on ``threads()`` threads: SciPy's filters and NumPy's array loops
         release the GIL, and every figure of a slice is computed by one thread in the same order as

@@ -68,21 +68,15 @@ def stack_constants(stored: np.ndarray, slope: np.ndarray, intercept: np.ndarray
 
 def measure_batched(n_slices: int, original: Callable[[slice], np.ndarray],
                     tests: Mapping[str, Callable[[slice], np.ndarray]], *, data_range: float, fg_threshold: float,
-                    series_min: float, batch: int = AUDIT_BATCH,
-                    after: Mapping[str, Callable[[slice], np.ndarray]] | None = None,
-                    parallel_make: bool = True) -> dict[str, MethodMetrics]:
+                    series_min: float, batch: int = AUDIT_BATCH, parallel_make: bool = True) -> dict[str, MethodMetrics]:
     """Every method's ``MethodMetrics``; ``original(sl)`` and each ``tests[name](sl)`` give slices ``sl``
-    in rescaled units. Only one batch of each is alive at a time.
+    in rescaled units. Only one batch of each is alive at a time, and each batch of the original is measured
+    against every method in one pass.
 
-    ``after``: methods measured in a second sweep over the series, once ``tests`` are done (the JPEG 2000
-    baseline, coded beside the first sweep). ``parallel_make=False`` makes each method's batch in turn (a
-    network restore uses every core itself, and its working memory should not stack with the others'); the
-    slices are measured on ``threads()`` threads either way."""
-    names = tuple(tests) + tuple(after or {})
-    acc = SeriesAccumulator(names, data_range=data_range, fg_threshold=fg_threshold, series_min=series_min)
-    for sweep in (tests, after or {}):
-        if sweep:
-            _sweep(acc, n_slices, original, sweep, batch, parallel_make)
+    ``parallel_make=False`` makes each method's batch in turn (a network restore uses every core itself, and its
+    working memory should not stack with the others'); the slices are measured on ``threads()`` threads either way."""
+    acc = SeriesAccumulator(tuple(tests), data_range=data_range, fg_threshold=fg_threshold, series_min=series_min)
+    _sweep(acc, n_slices, original, tests, batch, parallel_make)
     return acc.results()
 
 

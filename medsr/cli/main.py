@@ -413,6 +413,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medsr: internal error: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''} "
               "(rerun with --debug for a traceback, and please report it)", file=sys.stderr)
         return 1
+    finally:
+        if as_program:
+            _freeze_for_exit()
+
+
+def _freeze_for_exit() -> None:
+    """The program exits next: move every object to the garbage collector's permanent generation, so the
+    interpreter's last collections at exit skip them (NumPy, SciPy, pydicom and h5py leave ~50,000 tracked
+    objects): from the end of ``main`` to the end of a ``medsr archive`` process 82 -> 23 ms (22 x 512^2, 2 CPUs).
+    Output is written and closed by now, and atexit handlers and module teardown still run; only cyclic garbage
+    left at exit goes uncollected, which the OS reclaims. Not for ``main(argv)`` called by a script or a test:
+    that process goes on."""
+    import gc
+
+    gc.freeze()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import numpy as np
 from .. import __version__
 from ..audit import Audit
 from ..audit import bicubic_upsample, jpeg2000_baseline
+from ..audit.baselines import decode_codestreams, encode_slices, first_ratio
 from ..engine import to_stored
 
 
@@ -65,26 +66,30 @@ def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: s
     pixel_ratio = series.original_pixel_bytes / max(stored_pixel_bytes, 1)
     ratios = {"pixel": pixel_ratio}
     j2k_note = ""
-    later = {}
+    j2k = None
     from ..audit.beside import Beside
 
+    measure = dict(data_range=dr, fg_threshold=thr, series_min=lo, batch=batch, parallel_make=method != "model")
     # a child process only beside a classical restore: a network restore keeps both cores busy itself and its
     # working memory is what bounds an archive's (docs/guarantees.md); there the coder's thread suffices
     with Beside(int(series.pixels.size), int(series.pixels.nbytes), process=method != "model") as beside:
         if with_j2k and np.issubdtype(series.pixels.dtype, np.integer) and series.bits_stored <= 16:
-            # coded beside the first sweep (another process where that pays: audit/beside.py), measured after it
-            pending = beside.submit(jpeg2000_baseline, series.pixels, series.bits_stored, pixel_ratio, decode=False)
-            dtype = series.pixels.dtype
-            later["jpeg2000"] = lambda sl: rescale_stack(pending.result().decode_slices(sl, (rows, cols), dtype),
-                                                         slope[sl], intercept[sl])
+            first = _J2KFirstTry(beside, series, pixel_ratio, batch)
+            tests["jpeg2000"] = lambda sl: rescale_stack(first.decoded(sl), slope[sl], intercept[sl])
         elif with_j2k:
             j2k_note = f"JPEG 2000 baseline skipped: {series.pixels.dtype} data is not integer"
-        methods = measure_batched(series.n_slices, rescaled(series.pixels), tests, data_range=dr, fg_threshold=thr,
-                                  series_min=lo, batch=batch, after=later, parallel_make=method != "model")
-        if later:
-            j2k = pending.result()  # codestreams only: decoded batch by batch above
-            tests.update(later)
-            ratios["jpeg2000_pixel"] = series.original_pixel_bytes / max(j2k.nbytes, 1)
+        methods = measure_batched(series.n_slices, rescaled(series.pixels), tests, **measure)
+    if "jpeg2000" in tests:
+        j2k = jpeg2000_baseline(series.pixels, series.bits_stored, pixel_ratio, decode=False,
+                                first_try=first.codestreams())
+        if j2k.codestreams != first.codestreams():  # the first ratio missed the target: measure what the search kept
+            def final(sl):
+                return rescale_stack(decode_codestreams(j2k.codestreams[sl], (rows, cols), series.pixels.dtype),
+                                     slope[sl], intercept[sl])
+
+            tests["jpeg2000"] = final
+            methods.update(measure_batched(series.n_slices, rescaled(series.pixels), {"jpeg2000": final}, **measure))
+        ratios["jpeg2000_pixel"] = series.original_pixel_bytes / max(j2k.nbytes, 1)
     if progress:
         progress(series.n_slices)
     provenance = {
@@ -98,7 +103,7 @@ def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: s
     provenance.update(base or {"base": "lossless", "base_near": 0})
     if j2k_note:
         provenance["note"] = j2k_note
-    if "jpeg2000" in tests:
+    if j2k is not None:
         provenance.update(j2k.provenance())  # the bytes JPEG 2000 achieved beside its target
     provenance["model_kind"] = _model_kind(model_id)
     result = Audit(AuditResult(data_range=dr, fg_threshold=thr, methods=methods,
@@ -107,6 +112,29 @@ def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: s
     if return_images:  # the report's panels: whole stacks, asked for by reports only
         return result, {"original": series.rescaled(), **{k: make(slice(None)) for k, make in tests.items()}}
     return result
+
+
+class _J2KFirstTry:
+    """The JPEG 2000 baseline's first try (``audit.baselines.first_ratio``: usually its only one), coded beside
+    the audit one batch of ``batch`` slices at a time (a child process where that pays: ``audit/beside.py``), so
+    each batch is measured with the restore's and bicubic's, in one pass over the original."""
+
+    def __init__(self, beside, series, pixel_ratio: float, batch: int):
+        a = series.pixels
+        r = first_ratio(a, series.bits_stored, pixel_ratio)  # a bad stack fails here, before anything is sent
+        self.batch, self.shape, self.dtype = batch, series.shape, a.dtype
+        self.parts = [beside.submit(encode_slices, a[s:s + batch], series.bits_stored, r)
+                      for s in range(0, a.shape[0], batch)]
+
+    def decoded(self, sl: slice) -> np.ndarray:
+        if sl.start is not None and sl.start % self.batch:
+            raise ValueError(f"JPEG 2000 batches start at multiples of {self.batch} (got {sl.start})")
+        if sl.start is None and sl.stop is None:  # every slice (a report's panels)
+            return decode_codestreams(self.codestreams(), self.shape, self.dtype)
+        return decode_codestreams(self.parts[(sl.start or 0) // self.batch].result(), self.shape, self.dtype)
+
+    def codestreams(self) -> tuple[bytes, ...]:
+        return tuple(c for part in self.parts for c in part.result())
 
 
 def _model_kind(model_id: str) -> str:
