@@ -377,3 +377,24 @@ def test_batch_options_hashed_names_force_and_restore_format_method(batch_root, 
     assert json.loads(capsys.readouterr().out)["skipped"] == 5
     cli_main([*rargs, "--force"])
     assert json.loads(capsys.readouterr().out)["ok"] == 5
+
+
+def test_a_header_value_that_fails_to_decode_makes_its_file_unreadable_not_the_scan(tmp_path, monkeypatch):
+    """The header scan decodes UIDs, modality and the PHI tokens it keeps out of job names; a value that fails
+    to decode (a damaged header) marks that file unreadable, says which error without quoting the value, and
+    the rest of the folder still scans."""
+    from medsr.batch import scan
+
+    build_series(tmp_path / "s", _spec(3, slices=3))
+    files = sorted(str(p) for p in (tmp_path / "s").rglob("*") if p.is_file())
+    real = scan.phi_tokens
+
+    def damaged(ds):
+        if str(ds.SOPInstanceUID) == str(pydicom.dcmread(files[1], stop_before_pixels=True).SOPInstanceUID):
+            raise UnicodeDecodeError("iso8859", b"\xff", 0, 1, "Jane Doe")  # the value must not be shown
+        return real(ds)
+
+    monkeypatch.setattr(scan, "phi_tokens", damaged)
+    out = scan.scan_files(files)
+    assert [e[0] for e in out] == ["image", "unreadable", "image"]
+    assert out[1][1] == files[1] and out[1][2] == "cannot decode a header element (UnicodeDecodeError)"

@@ -139,16 +139,26 @@ def test_models_json_and_the_audit_report_show_the_card_data(capsys):
     assert _model_card_summary(None) == ""
 
 
-def test_models_plain_text_shows_each_card_summary(capsys):
-    """``medsr models`` (no --json) says what each model is for: its card's one-line summary under it."""
+def test_models_plain_text_shows_each_card_summary_and_headline_figures(capsys):
+    """``medsr models`` (no --json) says what each model is for and how it measured: its card's one-line summary
+    and its headline validation figures (``PretrainedModel.metrics``, the card's first measurement) under it;
+    ``--json`` carries the same figures as ``metrics``."""
+    import json
+
     from medsr.cli import main as cli_main
 
     assert cli_main(["models"]) == 0
     out = capsys.readouterr().out
+    assert cli_main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["models"]}
     for name, entry in REGISTRY.items():
         assert name in out
         if entry.card_data is not None:
             assert entry.card_data.summary in out
+            first = entry.card_data.validation[0]
+            assert entry.metrics == rows[name]["metrics"] == first.to_dict()
+            shown = f"{first.psnr_fg:.2f} dB" if first.psnr_fg is not None else f"{first.gain_psnr_fg:+.2f} dB"
+            assert f"validation: fg PSNR {shown}" in out or f"validation: {shown}" in out
 
 
 @pytest.mark.parametrize("change, problem", [

@@ -220,3 +220,32 @@ def test_only_the_program_freezes_the_garbage_collector_before_it_exits(monkeypa
     assert main() != 0
     assert frozen == [True, True]
     capsys.readouterr()
+
+
+def test_classical_methods_run_on_the_cpu_whatever_device_is_asked(fixture_path, tmp_path):
+    """Bicubic and nearest are NumPy on the CPU: archive, restore and ``--ratio`` candidates say "cpu" even when
+    CUDA is asked for (on a machine with or without one), and an unknown device name is still an error."""
+    from medsr.engine import device_for
+    from medsr.errors import MedsrError
+
+    res = medsr.archive_series(fixture_path("basic"), tmp_path / "a.medsr.h5",
+                               medsr.ArchiveOptions(method="bicubic", device="cuda"))
+    assert res.audit.to_dict()["provenance"]["device"] == "cpu"
+    out = medsr.restore_archive(res.archive, tmp_path / "r", medsr.RestoreOptions(method="nearest", device="cuda"))
+    assert (out.method, out.device) == ("nearest", "cpu")
+    assert device_for("bicubic", "cuda") == device_for("nearest", "auto") == "cpu"
+    with pytest.raises(MedsrError, match="unknown device"):
+        device_for("bicubic", "tpu")
+
+
+def test_a_reader_that_goes_away_is_not_an_internal_error():
+    """``medsr models | head -1``: when standard output's reader has closed, medsr stops quietly with 141 (128 +
+    SIGPIPE, what a shell reports), no "internal error" and no traceback."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "medsr", "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before medsr has started: its first write finds no reader
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert err == ""

@@ -59,8 +59,13 @@ def scan_files(paths: list[str]) -> list[tuple]:
             out.append(("unreadable", p, verdict.reason))
         if not verdict.is_image:
             continue
-        out.append(("image", p, str(ds.SeriesInstanceUID), str(ds.get("SOPInstanceUID", "")),
-                    str(ds.get("Modality", "")).upper(), tuple(sorted(phi_tokens(ds)))))
+        try:  # values decode here (a damaged header can fail now): the file's job says so, the scan goes on
+            entry = ("image", p, str(ds.SeriesInstanceUID), str(ds.get("SOPInstanceUID", "")),
+                     str(ds.get("Modality", "")).upper(), tuple(sorted(phi_tokens(ds))))
+        except Exception as e:  # noqa: BLE001 - any decoder error; the message may quote values: only its type
+            out.append(("unreadable", p, f"cannot decode a header element ({type(e).__name__})"))
+            continue
+        out.append(entry)
     return out
 
 

@@ -226,9 +226,22 @@ def cmd_models(args) -> int:
     text = "\n".join(f"{r['name']:<24} {r['kind']:<10} {r['operator']:<9} ensemble x{r['ensemble']}  "
                      f"sha256 {r['sha256'][:12]}  card {r['card']}"
                      + (f"\n{'':<24} {r['card_data']['summary']}" if r["card_data"] else "")
+                     + (f"\n{'':<24} {_headline(r['metrics'])}" if r["metrics"] else "")
                      for r in rows) or "no models shipped"
     _emit(args, {"models": rows}, text)
     return 0
+
+
+def _headline(m: dict) -> str:
+    """The card's headline validation figures in one line (its data are in the card and in --json)."""
+    fig = f"fg PSNR {m['psnr_fg']:.2f} dB" if m.get("psnr_fg") is not None else ""
+    if m.get("bicubic_psnr_fg") is not None and fig:
+        fig += f" (bicubic {m['bicubic_psnr_fg']:.2f})"
+    elif m.get("gain_psnr_fg") is not None:
+        fig = (fig + ", " if fig else "") + f"{m['gain_psnr_fg']:+.2f} dB fg over bicubic"
+    if m.get("ssim") is not None:
+        fig += f", SSIM {m['ssim']:.4f}" + (f" (bicubic {m['bicubic_ssim']:.4f})" if m.get("bicubic_ssim") is not None else "")
+    return f"validation: {fig} [{m['source']}]"
 
 
 def cmd_eval(args) -> int:
@@ -408,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         print("medsr: interrupted; nothing partial was left under a final name", file=sys.stderr)
         return 130
     except Exception as e:  # a bug, not a user error: still one line unless --debug
+        if isinstance(e, BrokenPipeError) and _stdout_closed():  # `medsr models | head`: the reader went away
+            return 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed
         if args.debug:
             raise
         print(f"medsr: internal error: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''} "
@@ -416,6 +431,25 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if as_program:
             _freeze_for_exit()
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll says POLLERR), not some other pipe or socket
+    medsr was writing to; if so it is pointed at /dev/null, so the interpreter's last flush does not fail again
+    (Python's recipe for SIGPIPE)."""
+    import os
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        closed = any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no real stdout (a test's capture)
+        return False
+    if closed:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return closed
 
 
 def _freeze_for_exit() -> None:

@@ -36,9 +36,14 @@ class EngineConfig:
 
 
 def device_for(method: str, name: str = "auto") -> str:
-    """The device a restore by ``method`` runs on: classical methods (bicubic, nearest) are NumPy on the CPU,
-    so they never import torch (over a second of start-up); a model asks ``select_device``."""
-    if method in ("bicubic", "nearest") and name in ("auto", "cpu"):
+    """The device a restore by ``method`` runs on (what audits record): classical methods (bicubic, nearest) are
+    NumPy on the CPU whatever device is asked, and never import torch (over a second of start-up); a model asks
+    ``select_device``. Archive, restore, ``--ratio`` and ``medsr rd`` all ask here."""
+    if method in ("bicubic", "nearest"):
+        if name not in ("auto", "cpu", "cuda"):
+            from ..errors import MedsrError
+
+            raise MedsrError(f"unknown device {name!r} (auto, cpu or cuda)")
         return "cpu"
     return select_device(name)
 

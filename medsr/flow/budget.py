@@ -202,7 +202,7 @@ def _sr_candidate(ctx: _Context, op_id: str, *, method, model, device, consisten
     from ..codec import downsample, get_operator, intensity_window, pad_to_multiple
     from ..codec.base import BaseCodecError
     from ..codec.rate import base_to_budget, j2k_base_to_budget
-    from ..engine import select_device
+    from ..engine import device_for
     from .restoring import applied_consistency as _consistency, archive_engine as _archive_engine
     from .restoring import restore_pixels_stored as _restore_pixels
 
@@ -221,7 +221,7 @@ def _sr_candidate(ctx: _Context, op_id: str, *, method, model, device, consisten
     name = f"x{op.scale}-{coder}"
     tried = []
     for m, loaded in _models_for(op, method, model, ensemble, device, notes):
-        engine = _archive_engine(m, select_device(device) if m == "model" else "cpu", cons, bb.base.meta)
+        engine = _archive_engine(m, device_for(m, device), cons, bb.base.meta)
         restored = _restore_pixels(bb.base.decoded, window=window, scale=op.scale, operator=op.id, rows=rows,
                                    cols=cols, dtype=s.pixels.dtype, value_range=s.value_range, engine=engine,
                                    module=loaded.module if loaded else None)

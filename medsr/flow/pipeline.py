@@ -12,7 +12,7 @@ import numpy as np
 from ..audit import Audit
 from ..archive import ArchiveData, ArchiveInfo, VerifyResult, read_archive, read_info, verify_archive, write_archive
 from ..codec import downsample, get_operator, intensity_window, pad_to_multiple
-from ..engine import EngineConfig, device_for, select_device
+from ..engine import EngineConfig, device_for
 from ..errors import ArchiveError, MedsrError, QualityGateError
 from ..io import Series, read_series
 from ..archive.sizes import base_stored_bytes as _base_stored_bytes  # noqa: F401
@@ -394,7 +394,7 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
         pinned = find_by_sha256(info.model_sha256)
         model_name = pinned.name if pinned is not None else info.model.name
     same_model = method == "model" and info.method == "model" and options.model is None
-    device = select_device(options.device) if method == "model" else "cpu"
+    device = device_for(method, options.device)
     # the passes the archive's audit measured (an archive made on a CPU recorded the CPU default, 1);
     # otherwise the device's default (models/ensemble_policy.py)
     ensemble = options.ensemble if options.ensemble is not None else (info.model_ensemble if same_model else None)

@@ -66,7 +66,7 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
     from ..audit import measure, series_data_range
     from ..codec import crop_to, downsample, get_operator, intensity_window, pad_to_multiple
     from ..codec.base import (BASE_LOSSY, consistency_tolerance)
-    from ..engine import EngineConfig, restore_stack, select_device, to_stored
+    from ..engine import EngineConfig, device_for, restore_stack, to_stored
     from ..io import Series, read_series
 
     t0 = time.perf_counter()
@@ -84,7 +84,7 @@ def rate_distortion(series, *, method: str = "auto", model: str | None = None, d
     for m in (loaded, loaded_lossy):
         if m is not None:
             m.check_operator(op.id, op.scale)
-    dev = select_device(device) if method == "model" else "cpu"
+    dev = device_for(method, device)
     engine = EngineConfig(method=method, device=dev, consistency=consistency)
     original = series.rescaled()
     dr = series_data_range(original)

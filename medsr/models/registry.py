@@ -6,7 +6,7 @@ only and their sha256 is checked against the registry entry (for named models).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +29,6 @@ class PretrainedModel:
     operator: str
     card: str  # file name of the model card (Markdown) inside WEIGHTS_DIR
     kind: str = "fidelity"  # "fidelity" (MSE/L1) or "perceptual" (GAN)
-    metrics: dict = field(default_factory=dict)
     base: str = ""  # the archive base it was trained for ("" = exact / near-lossless; "lossy" = the lossy tier)
     ensemble: int = 1  # geometric self-ensemble it restores with by default (medsr.models.ensemble)
     card_data: ModelCard | None = None  # the card's facts as data (registry "card_data"; medsr.models.card)
@@ -37,6 +36,12 @@ class PretrainedModel:
     @property
     def path(self) -> Path:
         return WEIGHTS_DIR / self.weights
+
+    @property
+    def metrics(self) -> dict:
+        """The card's headline validation figures (``ModelCard.validation[0]``: foreground PSNR and SSIM of the
+        model and of bicubic, with the data and source they come from); {} for a model without card data."""
+        return self.card_data.validation[0].to_dict() if self.card_data and self.card_data.validation else {}
 
 
 ARCHITECTURES = {"srresnet": (SRResNet, SRResNetConfig)}
@@ -54,7 +59,7 @@ def _load_registry() -> dict[str, PretrainedModel]:
         out[e["name"]] = PretrainedModel(
             name=e["name"], architecture=arch, config=cfg_cls(**e["config"]), weights=e["weights"],
             sha256=e["sha256"], operator=e["operator"], card=e["card"], kind=e.get("kind", "fidelity"),
-            metrics=e.get("metrics", {}), base=e.get("base", ""), ensemble=int(e.get("ensemble", 1)),
+            base=e.get("base", ""), ensemble=int(e.get("ensemble", 1)),
             card_data=ModelCard.from_dict(e["card_data"]) if "card_data" in e else None,
         )
     return out
