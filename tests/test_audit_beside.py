@@ -49,7 +49,6 @@ def test_children_only_where_safe(monkeypatch):
         beside.allow_processes()
         assert beside.process_allowed(big)  # the CLI allowed it
         assert not beside.process_allowed(big - 1)  # too small to pay for an interpreter
-        assert not beside.process_allowed(big, beside.PROCESS_MAX_BYTES + 1)  # a copy would break the memory ceiling
         monkeypatch.setattr(beside, "_cpus", lambda: 1)
         assert not beside.process_allowed(big)  # no second core to overlap on
         monkeypatch.setattr(beside, "_cpus", lambda: 2)

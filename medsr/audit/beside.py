@@ -3,9 +3,9 @@
 OpenJPEG's Python binding holds the GIL while it codes, so on a thread it only takes turns with the
 audit. Beside a classical restore (bicubic: the audit is all the work there is; a network restore keeps the
 cores busy itself and its working memory bounds the archive's, so there the coder's thread suffices), on a
-series of at least ``PROCESS_MIN_PIXELS`` pixels and at most ``PROCESS_MAX_BYTES`` of stored
-pixels (the child is sent a copy: an archive's memory ceiling, docs/guarantees.md, stays that of the
-thread), on a machine with two CPUs or more,
+series of at least ``PROCESS_MIN_PIXELS`` pixels (the child is sent one audit batch of slices at a time,
+so an archive's memory ceiling, docs/guarantees.md, stays that of the thread), on a machine with two CPUs
+or more,
 ``Beside.submit(fn, *args)`` runs ``fn`` in one short-lived spawned Python process (a fresh interpreter: no
 fork of torch's or the audit's threads), so the codestreams are made on another core, batch by batch, while
 the audit measures each batch's restore and bicubic (and then its JPEG 2000, in the same sweep).
@@ -32,7 +32,6 @@ from .fast_metrics import usable_cpus as _cpus  # a module name here, so tests c
 log = logging.getLogger("medsr")
 
 PROCESS_MIN_PIXELS = 1 << 22  # below ~4 M pixels a spawned interpreter costs more than the encode it overlaps
-PROCESS_MAX_BYTES = 256 << 20  # the child gets a pickled copy of the stored stack: above this, memory wins (thread)
 
 
 _allowed = False
@@ -66,7 +65,7 @@ def prewarm() -> None:
     (~0.2 s) overlap the parent's reading of the series instead of the audit; ``Beside`` uses it if the series
     turns out to want one, and it is shut down at exit otherwise."""
     global _warm
-    if _warm is not None or not process_allowed(PROCESS_MIN_PIXELS, 0):
+    if _warm is not None or not process_allowed(PROCESS_MIN_PIXELS):
         return
     try:
         pool = _spawn_pool()
@@ -87,13 +86,12 @@ def _drop_warm() -> None:
         _warm = None
 
 
-def process_allowed(pixels: int, nbytes: int = 0) -> bool:
-    """Whether ``beside`` would use a child process for a series of ``pixels`` pixels held in ``nbytes`` bytes
-    (see the module docstring)."""
+def process_allowed(pixels: int) -> bool:
+    """Whether ``Beside`` would use a child process for a series of ``pixels`` pixels (see the module docstring)."""
     env = os.environ.get("MEDSR_AUDIT_PROCESS", "").strip()
     if env == "0" or not (_allowed or env == "1"):
         return False
-    if env != "1" and (pixels < PROCESS_MIN_PIXELS or nbytes > PROCESS_MAX_BYTES or _cpus() < 2):
+    if env != "1" and (pixels < PROCESS_MIN_PIXELS or _cpus() < 2):
         return False
     import multiprocessing
 
@@ -108,8 +106,8 @@ class Beside:
     Every ``submit`` goes to the same one worker, in order; a child that cannot start or has died turns the rest
     into a thread's work (and ``_Fallback`` codes here what it had been sent)."""
 
-    def __init__(self, pixels: int, nbytes: int = 0, *, process: bool = True):
-        self.pixels, self.nbytes, self.process = pixels, nbytes, process
+    def __init__(self, pixels: int, *, process: bool = True):
+        self.pixels, self.process = pixels, process
         self.pool: Executor | None = None
         self.kind = "thread"
 
@@ -118,7 +116,7 @@ class Beside:
 
     def _start(self) -> None:
         global _warm
-        if self.process and process_allowed(self.pixels, self.nbytes):
+        if self.process and process_allowed(self.pixels):
             try:
                 self.pool, _warm = (_warm or _spawn_pool()), None  # the prewarmed child, if any: this call owns it
                 self.kind = "process"

@@ -72,7 +72,7 @@ def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: s
     measure = dict(data_range=dr, fg_threshold=thr, series_min=lo, batch=batch, parallel_make=method != "model")
     # a child process only beside a classical restore: a network restore keeps both cores busy itself and its
     # working memory is what bounds an archive's (docs/guarantees.md); there the coder's thread suffices
-    with Beside(int(series.pixels.size), int(series.pixels.nbytes), process=method != "model") as beside:
+    with Beside(int(series.pixels.size), process=method != "model") as beside:
         if with_j2k and np.issubdtype(series.pixels.dtype, np.integer) and series.bits_stored <= 16:
             first = _J2KFirstTry(beside, series, pixel_ratio, batch)
             tests["jpeg2000"] = lambda sl: rescale_stack(first.decoded(sl), slope[sl], intercept[sl])

@@ -197,4 +197,6 @@ def classify_file(path: str | Path, *, header_only: bool, data: bytes | None = N
                                  stop_before_pixels=header_only, specific_tags=tags)
     except Exception as e:  # InvalidDicomError (no DICM), truncated or malformed
         return classify_read_error(Path(path).name, head, e, header_only=header_only), None
+    if data is not None:  # read whole (no deferred elements): pydicom's FileDataset.buffer would keep every
+        ds.buffer = None  # file's bytes alive beside its elements, through every copy of the header (1x the series)
     return classify_dataset(ds, header_only=header_only), ds

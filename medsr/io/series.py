@@ -15,6 +15,7 @@ import hashlib
 import logging
 import re
 import warnings
+from typing import NamedTuple
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -101,6 +102,15 @@ class Series:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # (Float / Double Float) Pixel Data
+
+
+class _FileDigest(NamedTuple):
+    """What the read keeps of a file's bytes: its sha256 (provenance, duplicate copies) and size."""
+    sha256: str
+    size: int
 
 
 def _malformed(f: Path, e: BaseException) -> InputError:
@@ -202,7 +212,7 @@ def read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
     """
     skipped: list[str] = []
     broken: list[tuple[Path, str]] = []
-    groups: dict[str, list[tuple[Path, bytes, object]]] = {}
+    groups: dict[str, list[tuple[Path, _FileDigest, object]]] = {}
     descriptions: dict[str, str] = {}
     for f in files:
         try:
@@ -222,7 +232,7 @@ def read_dicom_files(root: Path, files: list[Path], series_uid: str | None,
         except Exception as e:  # an element pydicom cannot decode
             broken.append((f, str(_malformed(f, e)).split(": ", 1)[-1]))
             continue
-        groups.setdefault(uid, []).append((f, raw, ds))
+        groups.setdefault(uid, []).append((f, _FileDigest(_sha256(raw), len(raw)), ds))  # not the bytes: 1x volume
         descriptions.setdefault(uid, description)
     for s in skipped:
         log.warning(s)
@@ -264,9 +274,9 @@ def _drop_duplicate_instances(members):
     files; the same SOP Instance UID with different bytes is a one-line ``SeriesError`` naming
     both, since medsr cannot tell which one is the instance.
     """
-    first: dict[str, tuple[Path, bytes]] = {}
+    first: dict[str, tuple[Path, _FileDigest]] = {}
     kept, notes = [], []
-    for f, raw, ds in members:
+    for f, raw, ds in members:  # raw: the file's _FileDigest
         _check_vrs(f, ds)  # a non-standard VR is a one-line error before the UID is compared
         try:
             uid = str(ds.get("SOPInstanceUID", "") or "")
@@ -407,9 +417,10 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
 
     from .conformance import overlong_elements, summarise
 
-    pixels, slopes, intercepts, hdrs, hbytes = [], [], [], [], []
+    slopes, intercepts, hdrs, hbytes = [], [], [], []
+    stack = None
     overlong = {}
-    for f, raw, ds in members:
+    for i, (f, _, ds) in enumerate(members):
         with _header_guard(f):
             _decode_all(ds)  # every element decodes now, not later while packing the header
             slope, intercept = _rescale(ds, f)
@@ -426,7 +437,16 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
                              f"or use a transfer syntax without an installed decoder", path=f) from None
         if arr.shape != (rows, cols):
             raise InputError(f"decoded pixel array has shape {arr.shape}, expected {(rows, cols)}", path=f)
-        pixels.append(arr)
+        if stack is None:  # one array for the series, filled slice by slice: no list of slices to stack
+            stack = np.empty((len(members), rows, cols), dtype=arr.dtype)
+        elif arr.dtype != stack.dtype:
+            raise SeriesError(f"decoded pixels are {arr.dtype}, not {stack.dtype} as in {members[0][0].name}; "
+                              "a series must have one pixel format", path=f)
+        stack[i] = arr
+        del arr
+        for tag in _PIXEL_TAGS:  # the file's pixel bytes and pydicom's decoded copy go now, not at the end of the read
+            if tag in ds:
+                del ds[tag]
         slopes.append(slope)
         intercepts.append(intercept)
         header = ds.copy()
@@ -437,7 +457,6 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
     nonconformant = summarise(overlong)
     for line in nonconformant:
         log.warning(line)
-    stack = np.stack(pixels)
     if stack.dtype.byteorder == ">" or (stack.dtype.byteorder == "=" and not np.little_endian):
         stack = stack.astype(stack.dtype.newbyteorder("<"))
     stack = np.ascontiguousarray(stack)
@@ -462,8 +481,8 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
         kind="dicom",
         source=root,
         source_files=tuple(f for f, _, _ in members),
-        source_sha256=tuple(_sha256(raw) for _, raw, _ in members),
-        source_bytes=tuple(len(raw) for _, raw, _ in members),
+        source_sha256=tuple(d.sha256 for _, d, _ in members),
+        source_bytes=tuple(d.size for _, d, _ in members),
         series_uid=str(first.get("SeriesInstanceUID", "")),
         modality=str(first.get("Modality", "")),
         bits_stored=int(first.get("BitsStored", first.BitsAllocated)),
