@@ -168,3 +168,25 @@ def test_dicom_restore_streams_instead_of_holding_the_volume(small_archive, tmp_
     assert d["slices"] == 2000 and d["seen"] == 2000 and d["shapes"] == ["(64, 64)"]
     peak = d["peak"]
     assert peak < volume / 2, f"peak {peak / MB:.1f} MB for a {volume / MB:.1f} MB volume"
+
+
+def test_reading_a_series_keeps_its_pixels_once(tmp_path):
+    """``read_series`` holds the stored pixels once, not the files' bytes beside them: pydicom's data sets kept
+    each file's bytes (``FileDataset.buffer``) through every header copy, and the list of decoded slices was
+    stacked into a second array; at the end of a read of 20 x 512^2 the traced memory was 2.2x the pixels,
+    with a peak of 3.1x."""
+    from dicom_fixtures.build import build_series
+    from dicom_fixtures.spec import SeriesSpec
+    from medsr.io import read_series
+
+    build_series(tmp_path / "s", SeriesSpec(rows=512, cols=512, slices=20, seed=3))
+    read_series(tmp_path / "s")  # imports and caches outside the measurement
+    tracemalloc.start()
+    try:
+        series = read_series(tmp_path / "s")
+        now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    volume = series.pixels.nbytes
+    assert now < 1.5 * volume, (now / volume, peak / volume)
+    assert peak < 2.5 * volume, (now / volume, peak / volume)
