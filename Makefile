@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k unseen-data eval-unseen ratio-table clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 unseen-data eval-unseen ratio-table clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -112,6 +112,15 @@ train-default: install-dev train-deps
 	OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --out .train/default-v3 --phase1-seconds 4500 \
 	  --phase2-seconds 0 --init-weights medsr/models/weights/medsr-srresnet-x4-v2.safetensors --precision bf16 --freeze-bn \
 	  --remap-prob 0.5 --val-every 500 --val-slices 18 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 11
+
+# a candidate for the lossy tier, measured ahead of it on every validation source but not shipped yet
+# (docs/training/lossy-tier-v2-candidate/): the shipped lossy tier fine-tuned on the manifest's training split
+train-lossy-v2: install-dev train-deps
+	$(PY) -m pipelines.prepare_data --out .train/pack.npz
+	OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --out .train/lossy-v2 --phase1-seconds 3600 \
+	  --phase2-seconds 0 --init-weights medsr/models/weights/medsr-srresnet-x4-lossy.safetensors --precision bf16 \
+	  --freeze-bn --remap-prob 0.5 --base-near-fraction 0.01,0.05 --val-every 500 --val-slices 18 --lr 5e-5 \
+	  --lr-schedule cosine --lr-min-ratio 0.1 --seed 31
 
 # the x2 lossy-base tier (medsr-srresnet-x2-lossy, --ratio's x2 candidate): the paper's generator with one
 # upsampling stage, warm-started from medsr-srresnet-x4, trained on the decoded lossy JPEG-LS x2 base across
