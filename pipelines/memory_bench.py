@@ -12,7 +12,11 @@ what is measured), then runs in fresh child processes and reports each one's pea
 - ``restore-dicom``: ``medsr.restore_archive`` to a DICOM folder (the default);
 - ``restore-nifti``: the same to ``.nii.gz`` (NIfTI needs the whole volume in memory);
 - ``archive`` (``--runs archive``): ``medsr.archive_series`` of the same synthetic series with
-  ``--method`` (``model``: the default model) and its full audit, the series built in the child.
+  ``--method`` (``model``: the default model) and its full audit, the series built in the child;
+- ``archive-cli`` (``--runs archive-cli``): what a user runs, ``medsr archive DIR -o OUT --method M`` on
+  a ``dicom_fixtures`` phantom of that size written as DICOM files (once per work folder): reading the
+  files is part of it. Peak of the process's RSS and of its JPEG 2000 child's, polled from ``/proc``
+  every 20 ms (the reported figure is the peak of their sum; ``parent_peak_rss_bytes`` beside it).
 
 Not part of the test suite (minutes and ~1 GB of disk). Every figure is printed next to the
 volume's own size (slices x rows x cols x 2 bytes).
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -120,6 +125,52 @@ def peak_rss(code: str) -> tuple[int, float]:
     return kb * 1024, time.perf_counter() - t0
 
 
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            m = re.search(r"VmRSS:\s+(\d+) kB", f.read())
+        return int(m.group(1)) * 1024 if m else 0
+    except OSError:  # gone between the listing and the read
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def peak_rss_tree(cmd: list[str]) -> tuple[int, int, float]:
+    """Run ``cmd``; -> (peak RSS of it plus its children, its own peak RSS, seconds), polled every 20 ms."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    own = total = 0
+    while proc.poll() is None:
+        a = _rss(proc.pid)
+        own, total = max(own, a), max(total, a + sum(_rss(c) for c in _children(proc.pid)))
+        time.sleep(0.02)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr.read().decode()[-2000:]}")
+    return total, own, time.perf_counter() - t0
+
+
+def dicom_phantom(work: Path, n: int, size: int) -> Path:
+    """The ``dicom_fixtures`` phantom of ``pipelines.bench_ratios`` at this size, as DICOM files (kept)."""
+    folder = work / f"dicom-{n}x{size}"
+    if not folder.exists():
+        from dicom_fixtures.build import build_series
+        from dicom_fixtures.spec import SeriesSpec
+
+        build_series(folder.with_suffix(".tmp"), SeriesSpec(rows=size, cols=size, slices=n, seed=7))
+        folder.with_suffix(".tmp").rename(folder)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.memory_bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--slices", type=int, default=1000)
@@ -149,10 +200,16 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out, ignore_errors=True)
             for p in [*work.glob(f"out-{run}*.nii.gz"), *work.glob(f"out-{run}*.medsr.h5")]:
                 p.unlink()
-            rss, secs = peak_rss(_CHILD[run].format(arc=str(arc), out=str(out), method=args.method, n=args.slices,
-                                                    size=args.size))
+            if run == "archive-cli":
+                src = dicom_phantom(work, args.slices, args.size)
+                rss, own, secs = peak_rss_tree([sys.executable, "-m", "medsr", "archive", str(src), "-o",
+                                                str(out) + ".medsr.h5", "--method", args.method, "--device", "cpu"])
+            else:
+                rss, secs = peak_rss(_CHILD[run].format(arc=str(arc), out=str(out), method=args.method,
+                                                        n=args.slices, size=args.size))
+                own = rss
             result["runs"][run] = {"peak_rss_bytes": rss, "peak_rss_over_volume": round(rss / volume, 2),
-                                   "seconds": round(secs, 1)}
+                                   "seconds": round(secs, 1), **({"parent_peak_rss_bytes": own} if own != rss else {})}
             print(f"  {run:<14} peak RSS {rss / 2**20:7.0f} MiB  = {rss / volume:4.2f} x the volume  ({secs:.0f} s)")
             shutil.rmtree(out, ignore_errors=True)
         if args.json:

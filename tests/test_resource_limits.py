@@ -190,3 +190,20 @@ def test_reading_a_series_keeps_its_pixels_once(tmp_path):
     volume = series.pixels.nbytes
     assert now < 1.5 * volume, (now / volume, peak / volume)
     assert peak < 2.5 * volume, (now / volume, peak / volume)
+
+
+def test_the_memory_bench_measures_the_command_a_user_runs_on_dicom_files(tmp_path):
+    """``pipelines.memory_bench --runs archive-cli`` times and polls ``medsr archive`` on DICOM files (the read
+    included, the JPEG 2000 child counted), where ``archive`` builds the series in memory: both archive the same
+    phantom size, and the command's archive verifies."""
+    import json
+
+    from pipelines import memory_bench
+
+    out = tmp_path / "m.json"
+    assert memory_bench.main(["--slices", "3", "--size", "64", "--method", "bicubic", "--runs", "archive-cli",
+                              "--workdir", str(tmp_path / "w"), "--json", str(out)]) == 0
+    run = json.loads(out.read_text())["runs"]["archive-cli"]
+    assert run["peak_rss_bytes"] > 20 * 2**20  # an interpreter with NumPy and pydicom at least
+    assert medsr.verify_archive(tmp_path / "w" / "out-archive-cli.medsr.h5").ok
+    assert len(list((tmp_path / "w" / "dicom-3x64").iterdir())) == 3
