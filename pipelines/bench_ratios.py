@@ -56,7 +56,8 @@ def _medsr(*args: str) -> list[str]:
     return [sys.executable, "-m", "medsr", *args]
 
 
-def _phantom(out: Path, rows: int, slices: int) -> Path:
+def phantom(out: Path, rows: int, slices: int) -> Path:
+    """The ``dicom_fixtures`` phantom (seed 7) of ``slices`` x ``rows``^2, written as DICOM files to ``out``."""
     sys.path.insert(0, str(REPO))
     from dicom_fixtures.build import build_series
     from dicom_fixtures.spec import SeriesSpec
@@ -111,8 +112,8 @@ def restore_rates(series: Path, tmp: Path) -> dict:
 
 
 def run(series_512: Path | None, series_256: Path | None, tmp: Path) -> list[dict]:
-    s512 = series_512 or _phantom(tmp / "s512", 512, 22)
-    s256 = series_256 or _phantom(tmp / "s256", 256, 192)
+    s512 = series_512 or phantom(tmp / "s512", 512, 22)
+    s256 = series_256 or phantom(tmp / "s256", 256, 192)
     os.sync()  # the phantoms' dirty pages are written back now, not by the kernel during the timed runs
     (tmp / "a").mkdir()
     (tmp / "b").mkdir()

@@ -72,7 +72,7 @@ class J2KBaseline:
 
     def decode_slices(self, sl: slice, shape: tuple[int, int], dtype) -> np.ndarray:
         """Slices ``sl`` decoded (the stored dtype): what ``decoded[sl]`` holds, made on demand."""
-        return _decode_all(self.codestreams[sl], shape, np.dtype(dtype))
+        return decode_codestreams(self.codestreams[sl], shape, dtype)
 
 
 def jpeg2000_at_ratio(stored_slices: np.ndarray, bits_stored: int, target_pixel_ratio: float, *,

@@ -80,15 +80,14 @@ def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: s
             j2k_note = f"JPEG 2000 baseline skipped: {series.pixels.dtype} data is not integer"
         methods = measure_batched(series.n_slices, rescaled(series.pixels), tests, **measure)
     if "jpeg2000" in tests:
-        j2k = jpeg2000_baseline(series.pixels, series.bits_stored, pixel_ratio, decode=False,
-                                first_try=first.codestreams())
-        if j2k.codestreams != first.codestreams():  # the first ratio missed the target: measure what the search kept
-            def final(sl):
-                return rescale_stack(decode_codestreams(j2k.codestreams[sl], (rows, cols), series.pixels.dtype),
-                                     slope[sl], intercept[sl])
-
-            tests["jpeg2000"] = final
-            methods.update(measure_batched(series.n_slices, rescaled(series.pixels), {"jpeg2000": final}, **measure))
+        tried = first.codestreams()
+        j2k = jpeg2000_baseline(series.pixels, series.bits_stored, pixel_ratio, decode=False, first_try=tried)
+        if j2k.codestreams != tried:  # the first ratio missed the target: measure what the search kept
+            dtype = series.pixels.dtype
+            tests["jpeg2000"] = lambda sl: rescale_stack(j2k.decode_slices(sl, (rows, cols), dtype),
+                                                         slope[sl], intercept[sl])
+            methods.update(measure_batched(series.n_slices, rescaled(series.pixels),
+                                           {"jpeg2000": tests["jpeg2000"]}, **measure))
         ratios["jpeg2000_pixel"] = series.original_pixel_bytes / max(j2k.nbytes, 1)
     if progress:
         progress(series.n_slices)

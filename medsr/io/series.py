@@ -15,10 +15,10 @@ import hashlib
 import logging
 import re
 import warnings
-from typing import NamedTuple
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -295,7 +295,7 @@ def _drop_duplicate_instances(members):
     """
     first: dict[str, tuple[Path, _FileDigest]] = {}
     kept, notes = [], []
-    for f, raw, ds in members:  # raw: the file's _FileDigest
+    for f, digest, ds in members:
         _check_vrs(f, ds)  # a non-standard VR is a one-line error before the UID is compared
         try:
             uid = str(ds.get("SOPInstanceUID", "") or "")
@@ -303,16 +303,16 @@ def _drop_duplicate_instances(members):
             raise InputError(f"{_tag_name(0x00080018)} cannot be read ({type(e).__name__}): the file is not "
                              "standard", path=f) from None
         if uid and uid in first:
-            other, other_raw = first[uid]
+            other, other_digest = first[uid]
             shown = _shown(uid, _UID_RE)
-            if raw != other_raw:
+            if digest != other_digest:
                 raise SeriesError(f"{other} and {f} have the same SOP Instance UID {shown} but different content; "
                                   "keep the right one and retry")
             notes.append(f"{f}: a copy of {other} (same SOP Instance UID {shown}, identical bytes), read once")
             continue
         if uid:
-            first[uid] = (f, raw)
-        kept.append((f, raw, ds))
+            first[uid] = (f, digest)
+        kept.append((f, digest, ds))
     return kept, notes
 
 
@@ -456,11 +456,8 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
                              f"or use a transfer syntax without an installed decoder", path=f) from None
         if arr.shape != (rows, cols):
             raise InputError(f"decoded pixel array has shape {arr.shape}, expected {(rows, cols)}", path=f)
-        if stack is None:  # one array for the series, filled slice by slice: no list of slices to stack
+        if stack is None:  # one array for the series (one pixel format: _check_members), filled slice by slice
             stack = np.empty((len(members), rows, cols), dtype=arr.dtype)
-        elif arr.dtype != stack.dtype:
-            raise SeriesError(f"decoded pixels are {arr.dtype}, not {stack.dtype} as in {members[0][0].name}; "
-                              "a series must have one pixel format", path=f)
         stack[i] = arr
         del arr
         for tag in _PIXEL_TAGS:  # the file's pixel bytes and pydicom's decoded copy go now, not at the end of the read
