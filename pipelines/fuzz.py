@@ -70,11 +70,12 @@ def _split(raw: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
 
     import pydicom
 
-    from medsr.archive.headers import _encode_element, _split_part10
+    from medsr.archive.headers import _split_part10
+    from medsr.io.header_elements import encode_element
 
     meta, _ = _split_part10(raw)
     ds = pydicom.dcmread(BytesIO(raw), force=True)
-    return meta, [(int(e.tag), _encode_element(e)) for e in ds]
+    return meta, [(int(e.tag), encode_element(e)) for e in ds]
 
 
 #: how a DICOM case is archived (case index modulo 4), and which archives the corpus holds besides the

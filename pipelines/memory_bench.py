@@ -44,7 +44,7 @@ def make_series(n: int, size: int):
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
     from medsr.io import Series
-    from medsr.io.series import _header_to_bytes
+    from medsr.io.header_elements import HeaderEncoder
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
@@ -55,7 +55,7 @@ def make_series(n: int, size: int):
         blob = head * (1.0 - z * z) * (800 + 200 * np.cos(12 * xx + 7 * yy + k * 0.05))
         pixels[k] = np.clip(blob + rng.normal(0, 20, (size, size)), 0, 4095).astype(np.uint16)
     series_uid, study_uid, frame_uid = str(generate_uid()), str(generate_uid()), str(generate_uid())
-    headers, hbytes = [], []
+    headers, prefixes, elements, encoder = [], [], [], HeaderEncoder()
     for k in range(n):
         ds = Dataset()
         ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, generate_uid()
@@ -74,12 +74,14 @@ def make_series(n: int, size: int):
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.file_meta = meta
         headers.append(ds)
-        hbytes.append(_header_to_bytes(ds, Path(f"slice{k}")))
+        prefixes.append(encoder.prefix(ds))
+        elements.append(encoder.elements(ds))
     files = tuple(Path(f"/nonexistent/IM{k:05d}.dcm") for k in range(n))
     return Series(pixels=pixels, slope=np.ones(n), intercept=np.zeros(n), kind="dicom", source=Path("/nonexistent"),
                   source_files=files, source_sha256=tuple("0" * 64 for _ in files),
                   source_bytes=tuple(size * size * 2 + 1000 for _ in files), series_uid=series_uid, modality="MR",
-                  bits_stored=12, pixel_representation=0, headers=tuple(headers), header_bytes=tuple(hbytes),
+                  bits_stored=12, pixel_representation=0, headers=tuple(headers), header_prefixes=tuple(prefixes),
+                  header_elements=tuple(elements),
                   positions=np.asarray([[0, 0, float(k)] for k in range(n)]), orientation=(1, 0, 0, 0, 1, 0),
                   pixel_spacing=(0.5, 0.5))
 

@@ -187,7 +187,7 @@ def write_archive(path: Path, *, series, lowres: np.ndarray, window, operator: s
     arrays["sources/name"] = np.asarray(names, dtype=object)
     arrays["sources/bytes"] = np.asarray(series.source_bytes, dtype=np.int64)
     if series.kind == "dicom":
-        packed = pack_headers(series.headers, list(series.header_bytes))
+        packed = pack_headers(series.header_prefixes, series.header_elements)
         for name in ("blob", "blob_offsets", "element_ids", "slice_offsets", "meta", "meta_offsets"):
             arrays[f"headers/{name}"] = getattr(packed, name)
     else:

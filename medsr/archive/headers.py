@@ -1,7 +1,8 @@
 """Compact, exact storage of every original DICOM header.
 
 Each header is split into its top-level data elements, each encoded as Explicit VR
-Little Endian bytes; identical element encodings are stored once. A series of 192
+Little Endian bytes (``medsr.io.header_elements``, while the series is read); identical
+element encodings are stored once. A series of 192
 Siemens files (19 MB of headers, mostly identical CSA blocks) packs to ~60 kB.
 ``pack_headers``/``unpack_header`` are exact inverses on the element encodings.
 """
@@ -26,17 +27,6 @@ class PackedHeaders:
     meta_offsets: np.ndarray  # int64 (n + 1,)
 
 
-def _encode_element(elem) -> bytes:
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_data_element
-
-    fp = DicomBytesIO()
-    fp.is_little_endian = True
-    fp.is_implicit_VR = False
-    write_data_element(fp, elem)
-    return fp.getvalue()
-
-
 def _split_part10(data: bytes) -> tuple[bytes, bytes]:
     """Split Part 10 bytes into (preamble + 'DICM' + file meta, dataset body)."""
     import struct
@@ -49,20 +39,18 @@ def _split_part10(data: bytes) -> tuple[bytes, bytes]:
     return data[:end], data[end:]
 
 
-def pack_headers(headers, part10: list[bytes]) -> PackedHeaders:
-    """Pack datasets (no Pixel Data) given with their Part 10 bytes (for the file meta)."""
+def pack_headers(prefixes, elements) -> PackedHeaders:
+    """Pack headers given as their Part 10 prefixes and element encodings (``Series.header_prefixes`` and
+    ``Series.header_elements``, made by ``medsr.io.header_elements`` as the series was read)."""
     uniq: dict[bytes, int] = {}
     ids: list[int] = []
     slice_offsets = [0]
-    metas: list[bytes] = []
-    for ds, p10 in zip(headers, part10):
-        meta, _ = _split_part10(p10)
-        metas.append(meta)
-        for elem in ds:
-            if elem.tag.group == 0x0000 or elem.tag.group == 0x0002 or elem.tag == 0xFFFCFFFC or elem.tag.group == 0x7FE0:
-                continue
-            ids.append(uniq.setdefault(_encode_element(elem), len(uniq)))
+    for elems in elements:
+        ids.extend(uniq.setdefault(e, len(uniq)) for e in elems)
         slice_offsets.append(len(ids))
+    metas = list(prefixes)
+    if len(metas) != len(slice_offsets) - 1:
+        raise ValueError(f"{len(metas)} prefixes for {len(slice_offsets) - 1} headers")
     blobs = list(uniq)
     blob_offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
     meta_offsets = np.cumsum([0] + [len(m) for m in metas]).astype(np.int64)

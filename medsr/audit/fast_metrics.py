@@ -88,6 +88,12 @@ def _log_gain2(h: int, w: int) -> np.ndarray:
     return g * g
 
 
+def warm_up() -> None:
+    """Import what measuring needs (SciPy's FFT: ~0.3 s of interpreter work) now, while this thread would wait
+    anyway; otherwise the first slice group imports it with the other threads waiting on it."""
+    import scipy.fft  # noqa: F401
+
+
 def _log_norms(a: np.ndarray) -> np.ndarray:
     """``||LoG(slice)||`` of each slice of an (n, H, W) batch (``gaussian_laplace`` with ``HFEN_SIGMA``,
     ``HFEN_TRUNCATE`` and ``reflect`` borders), computed in the DCT domain (``_log_gain2``)."""
@@ -134,8 +140,26 @@ def _window_sums(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ssim_sums(ob: _OriginalBatch, ys: list[np.ndarray], dr: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each test ``y`` (rescaled, minus the series minimum, like ``ob.x``): the SSIM map summed over
+def _padded(a: np.ndarray, pad: int, lo: float = 0.0) -> np.ndarray:
+    """``a - lo`` padded by ``pad`` on both sides of its last two axes as NumPy's ``symmetric`` mode (SciPy's
+    ``reflect``) pads: the same array as ``np.pad(a - lo, ..., mode="symmetric")``, written in place of
+    ``np.pad``'s general loop (3 ms -> 0.5 ms on a 512^2 slice); slices under ``pad`` pixels take ``np.pad``."""
+    n, h, w = a.shape
+    p = pad
+    if h < p or w < p:
+        return np.pad(a - lo, ((0, 0), (p, p), (p, p)), mode="symmetric")
+    out = np.empty((n, h + 2 * p, w + 2 * p))
+    np.subtract(a, lo, out=out[:, p:h + p, p:w + p])
+    if p:
+        out[:, p:h + p, :p] = out[:, p:h + p, 2 * p - 1:p - 1:-1]
+        out[:, p:h + p, w + p:] = out[:, p:h + p, w + p - 1:w - 1:-1]
+        out[:, :p] = out[:, 2 * p - 1:p - 1:-1]
+        out[:, h + p:] = out[:, h + p - 1:h - 1:-1]
+    return out
+
+
+def _ssim_sums(ob: _OriginalBatch, ys: list[np.ndarray], dr: float, lo: float = 0.0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each test ``y`` (rescaled; ``lo``, the series minimum, is taken off as from ``ob.x``): the SSIM map summed over
     skimage's crop (3 pixels in from every border) and over the foreground inside it, per slice.
 
     The slices are padded once as ``uniform_filter``'s ``reflect`` pads them (numpy's ``symmetric``), then
@@ -150,11 +174,8 @@ def _ssim_sums(ob: _OriginalBatch, ys: list[np.ndarray], dr: float) -> list[tupl
     cn = N / (N - 1.0)  # sample covariance, as skimage
     c1, c2 = (K1 * dr) ** 2 * N * N, (K2 * dr) ** 2 * N * N
 
-    def padded(a: np.ndarray) -> np.ndarray:
-        return np.pad(a, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")  # == SciPy's "reflect"
-
-    xp = padded(ob.x)
-    yps = [padded(y) for y in ys]
+    xp = _padded(ob.x, pad)
+    yps = [_padded(y, pad, lo) for y in ys]
     total = [np.zeros(n) for _ in ys]
     fg = [np.zeros(n) for _ in ys]
     for r0 in range(0, h, STRIP_ROWS):
@@ -206,7 +227,7 @@ def _measure(ob: _OriginalBatch, tests: list[np.ndarray], start: int, dr: float,
     pad = (SSIM_WIN - 1) // 2
     n_crop = max(h - 2 * pad, 0) * max(w - 2 * pad, 0)
     n_in = ob.m_in.sum(axis=(1, 2))
-    sums = _ssim_sums(ob, [t - lo for t in tests], dr)
+    sums = _ssim_sums(ob, tests, dr, lo)
     results = []
     for t, (ssim_sum, ssim_fg_sum) in zip(tests, sums):
         err = t - ob.o

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from .fast_metrics import SeriesAccumulator, series_constants, threads
+from .fast_metrics import SeriesAccumulator, series_constants, threads, warm_up
 from .results import FG_FRACTION, FG_PERCENTILE, MethodMetrics
 
 AUDIT_BATCH = 8  # slices rescaled and measured at once: a float64 batch of 512^2 slices is 16 MiB, under glibc's
@@ -95,6 +95,8 @@ def _sweep(acc: SeriesAccumulator, n_slices: int, original, tests, batch: int, p
         for s in range(0, n_slices, batch):
             sl = slice(s, min(s + batch, n_slices))
             made = {name: pool.submit(make, sl) for name, make in tests.items()}
+            if s == 0:
+                warm_up()
             o = original(sl)
             acc.add(s, o, {name: f.result() for name, f in made.items()})
             del made, o  # before the next batch is made: one batch alive at a time

@@ -16,7 +16,6 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,8 +43,9 @@ class Series:
     """One image series, pixels as stored (before Rescale Slope/Intercept).
 
     ``pixels`` is (n, rows, cols) in the stored dtype; ``slope``/``intercept`` are per
-    slice; ``headers`` are the original datasets without Pixel Data (DICOM input) and
-    ``header_bytes`` the same serialised as Explicit VR Little Endian Part 10 bytes.
+    slice; ``headers`` are the original datasets without Pixel Data (DICOM input), ``header_prefixes``
+    their Part 10 prefixes and ``header_elements`` their elements encoded as the archive stores them
+    (``medsr.io.header_elements``).
     """
 
     pixels: np.ndarray
@@ -61,7 +61,8 @@ class Series:
     bits_stored: int = 16
     pixel_representation: int = 0
     headers: tuple = ()
-    header_bytes: tuple[bytes, ...] = ()
+    header_prefixes: tuple[bytes, ...] = ()
+    header_elements: tuple[tuple[bytes, ...], ...] = ()
     positions: np.ndarray | None = None  # (n, 3) Image Position (Patient)
     orientation: tuple[float, ...] | None = None  # 6 direction cosines
     pixel_spacing: tuple[float, float] | None = None
@@ -429,31 +430,48 @@ def _ordered(root: Path, members) -> list:
     return [members[i] for i in order]
 
 
+def _pixel_array(ds, f: Path) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ds.pixel_array
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as e:  # decoders written in Rust raise PanicException (a BaseException)
+        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise InputError(f"cannot decode pixel data ({type(e).__name__}: {msg}); the file may be truncated "
+                         f"or use a transfer syntax without an installed decoder", path=f) from None
+
+
+def _encoded(encoder, header, keys: dict, f: Path) -> tuple[bytes, tuple[bytes, ...]]:
+    """(Part 10 prefix, element encodings) of a header as the archive stores it (``header_elements.py``)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return encoder.prefix(header), encoder.elements(header, keys)
+    except Exception as e:  # the message may quote element values (PHI): keep only the type and tag
+        raise _malformed(f, e) from None
+
+
 def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, ...]) -> Series:
     rows, cols = _check_members(root, members, allow)
     first = members[0][2]
     members = _ordered(root, members)
 
     from .conformance import overlong_elements, summarise
+    from .header_elements import HeaderEncoder
 
-    slopes, intercepts, hdrs, hbytes = [], [], [], []
+    encoder = HeaderEncoder()
+    slopes, intercepts, hdrs, prefixes, elements = [], [], [], [], []
     stack = None
     overlong = {}
     for i, (f, _, ds) in enumerate(members):
         with _header_guard(f):
+            keys = encoder.raw_keys(ds)  # before decoding: an element read before is not encoded again
             _decode_all(ds)  # every element decodes now, not later while packing the header
             slope, intercept = _rescale(ds, f)
             overlong[f] = overlong_elements(ds)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                arr = ds.pixel_array
-        except (KeyboardInterrupt, SystemExit, MemoryError):
-            raise
-        except BaseException as e:  # decoders written in Rust raise PanicException (a BaseException)
-            msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-            raise InputError(f"cannot decode pixel data ({type(e).__name__}: {msg}); the file may be truncated "
-                             f"or use a transfer syntax without an installed decoder", path=f) from None
+        arr = _pixel_array(ds, f)
         if arr.shape != (rows, cols):
             raise InputError(f"decoded pixel array has shape {arr.shape}, expected {(rows, cols)}", path=f)
         if stack is None:  # one array for the series (one pixel format: _check_members), filled slice by slice
@@ -469,7 +487,9 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
         for tag in [t for t in header.keys() if t.group == 0x7FE0 or t == 0xFFFCFFFC]:
             del header[tag]
         hdrs.append(header)
-        hbytes.append(_header_to_bytes(header, f))
+        prefix, encoded = _encoded(encoder, header, keys, f)
+        prefixes.append(prefix)
+        elements.append(encoded)
     nonconformant = summarise(overlong)
     for line in nonconformant:
         log.warning(line)
@@ -504,42 +524,13 @@ def _assemble(root: Path, members, allow: tuple[str, ...], skipped: tuple[str, .
         bits_stored=int(first.get("BitsStored", first.BitsAllocated)),
         pixel_representation=int(first.get("PixelRepresentation", 0)),
         headers=tuple(hdrs),
-        header_bytes=tuple(hbytes),
+        header_prefixes=tuple(prefixes),
+        header_elements=tuple(elements),
         positions=positions,
         orientation=orientation,
         pixel_spacing=spacing,
         warnings=skipped + tuple(nonconformant),
     )
-
-
-def _header_to_bytes(header, f: Path) -> bytes:
-    """Serialise a header (no Pixel Data) as Part 10 Explicit VR Little Endian bytes."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    ds = header.copy()
-    meta = FileMetaDataset(ds.file_meta) if getattr(ds, "file_meta", None) is not None else FileMetaDataset()
-    original_ts = str(meta.get("TransferSyntaxUID", ""))
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    if "MediaStorageSOPClassUID" not in meta and "SOPClassUID" in ds:
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    if "MediaStorageSOPInstanceUID" not in meta and "SOPInstanceUID" in ds:
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta = meta
-    # group 0000 (command set) elements are not allowed in a stored dataset
-    for tag in [t for t in ds.keys() if t.group == 0x0000]:
-        del ds[tag]
-    buf = BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pydicom.dcmwrite(buf, ds, implicit_vr=False, little_endian=True)
-    except Exception as e:  # the message may quote element values (PHI): keep only the type and tag
-        raise _malformed(f, e) from None
-    data = buf.getvalue()
-    # keep the original transfer syntax next to the header for provenance
-    return data if not original_ts else data
 
 
 def _read_nifti(p: Path) -> Series:
