@@ -99,3 +99,60 @@ def test_errors_of_the_coder_itself_come_through(monkeypatch):
         fut = b.submit(jpeg2000_baseline, np.zeros((1, 8, 8), np.float32), 12, 10.0)
         with pytest.raises(ValueError, match="integer"):
             fut.result()
+
+
+class _CountingBeside:
+    """A stand-in for ``Beside`` that codes on the spot and records which batches were sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        self.sent.append(len(self.sent))
+        f = Future()
+        f.set_result(fn(*args))
+        return f
+
+
+def _stack_series(n=37, size=32):
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 4096, (n, size, size), dtype=np.uint16)
+    return SimpleNamespace(pixels=pixels, bits_stored=12, shape=(size, size))
+
+
+def test_the_baseline_coded_batch_by_batch_is_the_whole_stacks_first_try():
+    from medsr.audit.baselines import decode_codestreams, encode_slices, first_ratio
+    from medsr.flow.audit import _J2KFirstTry
+
+    s = _stack_series()
+    first = _J2KFirstTry(_CountingBeside(), s, 40.0, 8)
+    whole = encode_slices(s.pixels, 12, first_ratio(s.pixels, 12, 40.0))
+    for k in range(0, s.pixels.shape[0], 8):
+        np.testing.assert_array_equal(first.decoded(slice(k, k + 8)),
+                                      decode_codestreams(whole[k:k + 8], s.shape, s.pixels.dtype))
+    assert first.codestreams() == whole
+    np.testing.assert_array_equal(first.decoded(slice(None)), decode_codestreams(whole, s.shape, s.pixels.dtype))
+
+
+def test_the_coder_runs_at_most_AHEAD_batches_beyond_the_one_measured():
+    from medsr.flow.audit import _J2KFirstTry
+
+    s = _stack_series()  # 37 slices: 5 batches of 8
+    coder = _CountingBeside()
+    first = _J2KFirstTry(coder, s, 40.0, 8)
+    assert len(coder.sent) == 1 + _J2KFirstTry.AHEAD  # before anything is measured: batch 0 and AHEAD more
+    first.decoded(slice(0, 8))
+    assert len(coder.sent) == 1 + _J2KFirstTry.AHEAD
+    assert first.sent[0] is None  # the measured batch's decoded slices are not kept
+    first.decoded(slice(8, 16))
+    assert len(coder.sent) == 4
+    assert len(first.codestreams()) == 37  # the batch the audit did not ask for is coded here ...
+    assert len(coder.sent) == 4  # ... nothing more is sent (the coder may be gone)
+    second = _J2KFirstTry(_CountingBeside(), s, 40.0, 8)
+    for k in range(0, 37, 8):
+        second.decoded(slice(k, k + 8))
+    assert len(second.beside.sent) == 5  # never past the last batch
