@@ -7,6 +7,7 @@ Allocations are watched with ``tracemalloc`` (numpy reports its buffers to it, i
 """
 from __future__ import annotations
 
+import os
 import struct
 import sys
 import tracemalloc
@@ -207,3 +208,30 @@ def test_the_memory_bench_measures_the_command_a_user_runs_on_dicom_files(tmp_pa
     assert run["peak_rss_bytes"] > 20 * 2**20  # an interpreter with NumPy and pydicom at least
     assert medsr.verify_archive(tmp_path / "w" / "out-archive-cli.medsr.h5").ok
     assert len(list((tmp_path / "w" / "dicom-3x64").iterdir())) == 3
+
+
+def test_the_memory_bench_counts_children_that_run_a_program_not_forks_before_their_exec():
+    """A fork (or vfork) not yet exec'd shares the parent's pages: adding its RSS would count the parent twice."""
+    import signal
+    import subprocess
+    import sys
+
+    from pipelines import memory_bench
+
+    code = ("import os, subprocess, time\n"
+            "f = os.fork()\n"
+            "if f == 0:\n    time.sleep(30); os._exit(0)\n"
+            "p = subprocess.Popen(['sleep', '30'])\n"
+            "print(f, p.pid, flush=True)\n"
+            "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    fork_pid, sleep_pid = (int(x) for x in proc.stdout.readline().split())
+    try:
+        assert memory_bench._children(proc.pid) == [sleep_pid]
+    finally:
+        for pid in (fork_pid, sleep_pid, proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
