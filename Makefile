@@ -94,8 +94,8 @@ train-remap: install-dev train-deps
 	  --init-weights medsr/models/weights/medsr-srresnet-x4-v1.safetensors --precision bf16 --freeze-bn \
 	  --remap-prob 0.5 --val-every 500 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 3
 
-# the lossy-base tier (medsr-srresnet-x4-lossy): fine-tune the default model on the decoded
-# lossy JPEG-LS base, in two runs (see its model card for the measured runs)
+# the first lossy-base tier (now shipped as medsr-srresnet-x4-lossy-v1): fine-tune the then default model on the
+# decoded lossy JPEG-LS base of the two-subject pack, in two runs (its model card has the measured runs)
 train-lossy: install-dev train-deps
 	$(PY) -m pipelines.prepare_data --only-sag-anon --out .train/pack2.npz
 	$(PY) -m pipelines.train --pack .train/pack2.npz --out .train/lossy1 --phase1-seconds 2700 --phase2-seconds 0 \
@@ -113,12 +113,12 @@ train-default: install-dev train-deps
 	  --phase2-seconds 0 --init-weights medsr/models/weights/medsr-srresnet-x4-v2.safetensors --precision bf16 --freeze-bn \
 	  --remap-prob 0.5 --val-every 500 --val-slices 18 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 11
 
-# a candidate for the lossy tier, measured ahead of it on every validation source but not shipped yet
-# (docs/training/lossy-tier-v2-candidate/): the shipped lossy tier fine-tuned on the manifest's training split
+# the shipped lossy tier, medsr-srresnet-x4-lossy (v2, docs/training/lossy-tier-v2/): the v1 lossy tier
+# (make train-lossy) fine-tuned on the manifest's training split
 train-lossy-v2: install-dev train-deps
 	$(PY) -m pipelines.prepare_data --out .train/pack.npz
 	OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --out .train/lossy-v2 --phase1-seconds 3600 \
-	  --phase2-seconds 0 --init-weights medsr/models/weights/medsr-srresnet-x4-lossy.safetensors --precision bf16 \
+	  --phase2-seconds 0 --init-weights medsr/models/weights/medsr-srresnet-x4-lossy-v1.safetensors --precision bf16 \
 	  --freeze-bn --remap-prob 0.5 --base-near-fraction 0.01,0.05 --val-every 500 --val-slices 18 --lr 5e-5 \
 	  --lr-schedule cosine --lr-min-ratio 0.1 --seed 31
 
@@ -160,15 +160,16 @@ eval-unseen: unseen-data
 	cat docs/training/eval-roles.md .cache/eval-unseen/eval.md > docs/training/eval-unseen.md
 	for f in json png; do cp .cache/eval-unseen/eval.$$f docs/training/eval-unseen.$$f; done
 
-# the per-series table of `medsr archive --ratio N` (docs/ratio.md): evaluation series (never used to train or
-# choose) and one validation spine (its subject chose the default model), at 80, 100 and 150:1
+# the per-series table of `medsr archive --ratio N` (docs/ratio.md): the three evaluation series (never used to
+# train or choose) and three validation series (the pydicom-data shoulder and abdomen slices and a spine whose
+# subject was watched while training), at 80, 100 and 150:1 (roles: docs/evaluation.md)
 ratio-table: unseen-data
 	mkdir -p .cache/ratio-data
 	tar -xzf $(SHARED)/spine-generic-neck-mts.tar.gz -C .cache/ratio-data spine-generic_unf05_MToff
 	OMP_NUM_THREADS=2 $(PY) -m pipelines.bench_ratio --out docs/figures/ratio --ratios 80,100,150 \
 	  evaluation=$(UNSEEN)/pd-brain-ge-1.5t evaluation=$(UNSEEN)/flair-brain-ge-1.5t \
-	  evaluation=$(UNSEEN)/memprage-head-siemens-3t evaluation=$(UNSEEN)/t1-se-shoulder-philips-1.5t \
-	  evaluation=$(UNSEEN)/ce-t1-abdomen-siemens-1.5t \
+	  evaluation=$(UNSEEN)/memprage-head-siemens-3t validation=$(UNSEEN)/t1-se-shoulder-philips-1.5t \
+	  validation=$(UNSEEN)/ce-t1-abdomen-siemens-1.5t \
 	  validation=.cache/ratio-data/spine-generic_unf05_MToff/sub-05_acq-MToff_MTS.nii.gz
 
 clean:

@@ -154,3 +154,5 @@ def test_the_previous_default_weights_stay_shipped():
     assert old is not None and old.name == "medsr-srresnet-x4-v1"
     v2 = find_by_sha256("987c76525c068302e2a00c8f2eb1b6c9029d5fa2a281ec3c22a84ebcd0ee49ef")  # default until 2026-11-30
     assert v2 is not None and v2.name == "medsr-srresnet-x4-v2"
+    lossy_v1 = find_by_sha256("5b69d4dcfc3a1c24c150a54895506aa67799e0a64c4cf5e2ca78e7776cd9cc1c")  # until 2026-12-01
+    assert lossy_v1 is not None and lossy_v1.name == "medsr-srresnet-x4-lossy-v1" and lossy_v1.base == "lossy"
