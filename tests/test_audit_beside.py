@@ -136,23 +136,3 @@ def test_the_baseline_coded_batch_by_batch_is_the_whole_stacks_first_try():
                                       decode_codestreams(whole[k:k + 8], s.shape, s.pixels.dtype))
     assert first.codestreams() == whole
     np.testing.assert_array_equal(first.decoded(slice(None)), decode_codestreams(whole, s.shape, s.pixels.dtype))
-
-
-def test_the_coder_runs_at_most_AHEAD_batches_beyond_the_one_measured():
-    from medsr.flow.audit import _J2KFirstTry
-
-    s = _stack_series()  # 37 slices: 5 batches of 8
-    coder = _CountingBeside()
-    first = _J2KFirstTry(coder, s, 40.0, 8)
-    assert len(coder.sent) == 1 + _J2KFirstTry.AHEAD  # before anything is measured: batch 0 and AHEAD more
-    first.decoded(slice(0, 8))
-    assert len(coder.sent) == 1 + _J2KFirstTry.AHEAD
-    assert first.sent[0] is None  # the measured batch's decoded slices are not kept
-    first.decoded(slice(8, 16))
-    assert len(coder.sent) == 4
-    assert len(first.codestreams()) == 37  # the batch the audit did not ask for is coded here ...
-    assert len(coder.sent) == 4  # ... nothing more is sent (the coder may be gone)
-    second = _J2KFirstTry(_CountingBeside(), s, 40.0, 8)
-    for k in range(0, 37, 8):
-        second.decoded(slice(k, k + 8))
-    assert len(second.beside.sent) == 5  # never past the last batch

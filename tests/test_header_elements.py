@@ -74,3 +74,14 @@ def test_a_header_without_a_preamble_has_no_prefix():
     ds = pydicom.Dataset()
     ds.SOPInstanceUID = "1.2.3"
     assert he.HeaderEncoder.prefix(ds) == b""
+
+
+def test_a_series_gives_each_header_as_the_part10_bytes_its_archive_gives_back(fixture_path):
+    from medsr.archive.headers import header_part10_bytes
+
+    s = read_series(fixture_path("basic"))
+    packed = pack_headers(s.header_prefixes, s.header_elements)
+    assert len(s.header_bytes) == s.n_slices
+    for i, b in enumerate(s.header_bytes):
+        assert b == header_part10_bytes(packed, i)
+        assert pydicom.dcmread(BytesIO(b)).SOPInstanceUID == s.headers[i].SOPInstanceUID

@@ -118,15 +118,6 @@ def encode_slices(stored_slices: np.ndarray, bits_stored: int, ratio: float) -> 
     return tuple(bytes(_encode(s, bits_stored, ratio)) for s in np.asarray(stored_slices))
 
 
-def encode_decode_slices(stored_slices: np.ndarray, bits_stored: int,
-                         ratio: float) -> tuple[tuple[bytes, ...], np.ndarray]:
-    """``encode_slices`` and its codestreams decoded (the stored dtype, the batch's shape), in one call: where
-    the coding runs beside the audit (``medsr.flow.audit``), so does the decoding."""
-    a = np.asarray(stored_slices)
-    codes = encode_slices(a, bits_stored, ratio)
-    return codes, decode_codestreams(codes, a.shape[1:], a.dtype)
-
-
 def jpeg2000_baseline(stored_slices: np.ndarray, bits_stored: int, target_pixel_ratio: float, *,
                       tolerance: float = 0.02, max_iter: int = 8, decode: bool = True,
                       first_try: tuple[bytes, ...] | None = None) -> J2KBaseline:

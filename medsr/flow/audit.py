@@ -14,7 +14,7 @@ import numpy as np
 from .. import __version__
 from ..audit import Audit
 from ..audit import bicubic_upsample, jpeg2000_baseline
-from ..audit.baselines import decode_codestreams, encode_decode_slices, encode_slices, first_ratio
+from ..audit.baselines import decode_codestreams, encode_slices, first_ratio
 from ..engine import to_stored
 
 
@@ -114,65 +114,26 @@ def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: s
 
 
 class _J2KFirstTry:
-    """The JPEG 2000 baseline's first try (``audit.baselines.first_ratio``: usually its only one), coded and decoded
-    beside the audit one batch of ``batch`` slices at a time (a child process where that pays: ``audit/beside.py``),
-    so each batch is measured with the restore's and bicubic's, in one pass over the original.
-
-    At most ``AHEAD`` batches beyond the one being measured are sent: the coder never waits on the audit, and
-    no more than that many decoded batches wait in memory. Each batch's codestreams are kept (the baseline's
-    bytes), its decoded slices only until measured."""
-
-    AHEAD = 2
+    """The JPEG 2000 baseline's first try (``audit.baselines.first_ratio``: usually its only one), coded beside
+    the audit one batch of ``batch`` slices at a time (a child process where that pays: ``audit/beside.py``), so
+    each batch is measured with the restore's and bicubic's, in one pass over the original."""
 
     def __init__(self, beside, series, pixel_ratio: float, batch: int):
         a = series.pixels
-        self.ratio = first_ratio(a, series.bits_stored, pixel_ratio)  # a bad stack fails here, before anything is sent
-        self.beside, self.stack, self.bits = beside, a, series.bits_stored
+        r = first_ratio(a, series.bits_stored, pixel_ratio)  # a bad stack fails here, before anything is sent
         self.batch, self.shape, self.dtype = batch, series.shape, a.dtype
-        self.n_parts = -(-a.shape[0] // batch)
-        self.sent: list = []  # futures of (codestreams, decoded), in batch order
-        self.codes: dict[int, tuple[bytes, ...]] = {}
-        self._send_up_to(self.AHEAD)
-
-    def _send_up_to(self, k: int) -> None:
-        while len(self.sent) <= min(k, self.n_parts - 1):
-            s = len(self.sent) * self.batch
-            self.sent.append(self.beside.submit(encode_decode_slices, self.stack[s:s + self.batch], self.bits,
-                                                self.ratio))
-
-    def _take(self, k: int) -> np.ndarray | None:
-        """Batch ``k``'s decoded slices (None once taken); its codestreams are kept."""
-        self._send_up_to(k + self.AHEAD)
-        fut = self.sent[k]
-        if fut is None:
-            return None
-        codes, decoded = fut.result()
-        self.codes[k] = codes
-        self.sent[k] = None  # the decoded batch goes once measured
-        return decoded
+        self.parts = [beside.submit(encode_slices, a[s:s + batch], series.bits_stored, r)
+                      for s in range(0, a.shape[0], batch)]
 
     def decoded(self, sl: slice) -> np.ndarray:
         if sl.start is not None and sl.start % self.batch:
             raise ValueError(f"JPEG 2000 batches start at multiples of {self.batch} (got {sl.start})")
         if sl.start is None and sl.stop is None:  # every slice (a report's panels)
             return decode_codestreams(self.codestreams(), self.shape, self.dtype)
-        k = (sl.start or 0) // self.batch
-        out = self._take(k)
-        return out if out is not None else decode_codestreams(self.codes[k], self.shape, self.dtype)
+        return decode_codestreams(self.parts[(sl.start or 0) // self.batch].result(), self.shape, self.dtype)
 
     def codestreams(self) -> tuple[bytes, ...]:
-        """Every batch's codestreams; a batch the audit never asked for is coded here (nothing new is sent: the
-        coder may be gone)."""
-        for k in range(self.n_parts):
-            if k in self.codes:
-                continue
-            if k < len(self.sent) and self.sent[k] is not None:
-                self.codes[k] = self.sent[k].result()[0]
-                self.sent[k] = None
-            else:
-                s = k * self.batch
-                self.codes[k] = encode_slices(self.stack[s:s + self.batch], self.bits, self.ratio)
-        return tuple(c for k in range(self.n_parts) for c in self.codes[k])
+        return tuple(c for part in self.parts for c in part.result())
 
 
 def _model_kind(model_id: str) -> str:

@@ -45,7 +45,7 @@ class Series:
     ``pixels`` is (n, rows, cols) in the stored dtype; ``slope``/``intercept`` are per
     slice; ``headers`` are the original datasets without Pixel Data (DICOM input), ``header_prefixes``
     their Part 10 prefixes and ``header_elements`` their elements encoded as the archive stores them
-    (``medsr.io.header_elements``).
+    (``medsr.io.header_elements``; ``header_bytes`` joins the two, as an archive gives a header back).
     """
 
     pixels: np.ndarray
@@ -77,6 +77,12 @@ class Series:
     @property
     def shape(self) -> tuple[int, int]:
         return int(self.pixels.shape[1]), int(self.pixels.shape[2])
+
+    @property
+    def header_bytes(self) -> tuple[bytes, ...]:
+        """Each header as the Part 10 bytes (no pixel data) an archive of this series gives back: its prefix
+        and its element encodings (``medsr.archive.headers.header_part10_bytes``)."""
+        return tuple(p + b"".join(e) for p, e in zip(self.header_prefixes, self.header_elements))
 
     def rescaled(self) -> np.ndarray:
         """Pixels in rescaled units (slope * stored + intercept), float64."""
