@@ -13,29 +13,16 @@ The series defaults to ``bench_ratios``' 22 x 512^2 phantom.
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from pipelines.bench_ratios import REENCODE, phantom
+from pipelines.bench_ratios import REENCODE, compile_package, phantom, timed
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _timed(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
-    os.sync()
-    t = time.perf_counter()
-    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    dt = time.perf_counter() - t
-    if p.returncode != 0:
-        raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
-    return dt
 
 
 def ab(other: Path, series: Path, work: Path, rounds: int) -> dict:
@@ -44,15 +31,15 @@ def ab(other: Path, series: Path, work: Path, rounds: int) -> dict:
     for root in checkouts.values():
         if not (root / "medsr" / "__init__.py").is_file():
             raise SystemExit(f"{root}: not a medsr checkout (no medsr/__init__.py)")
-        compileall.compile_dir(str(root / "medsr"), quiet=1)
+        compile_package(root / "medsr")
     out: dict = {k: {"root": str(v), "ratios": []} for k, v in checkouts.items()}
     for r in range(rounds):
         for name, root in checkouts.items():
             d = work / f"r{r}-{name}"
             d.mkdir(parents=True)
-            t_j2k = _timed([sys.executable, "-c", REENCODE, str(series), str(d / "j2k")], cwd=work)
+            t_j2k = timed([sys.executable, "-c", REENCODE, str(series), str(d / "j2k")], cwd=work)
             env = {**os.environ, "PYTHONPATH": str(root)}
-            t_bic = _timed([sys.executable, "-m", "medsr", "archive", str(series), "-o", str(d / "a.medsr.h5"),
+            t_bic = timed([sys.executable, "-m", "medsr", "archive", str(series), "-o", str(d / "a.medsr.h5"),
                             "--method", "bicubic"], cwd=work, env=env)
             out[name]["ratios"].append(round(t_bic / t_j2k, 3))
     for v in out.values():

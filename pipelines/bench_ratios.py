@@ -48,10 +48,11 @@ for f in sorted(p for p in src.rglob("*") if p.is_file()):
 """
 
 
-def _timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], cwd: Path = REPO, env: dict | None = None) -> float:
+    """Seconds ``cmd`` takes as a whole process (run in ``cwd`` with ``env``); a failure ends the bench."""
     os.sync()  # what the previous command wrote goes to disk now, not by the kernel during this timed one
     t = time.perf_counter()
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t
     if p.returncode != 0:
         raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
@@ -74,10 +75,10 @@ def phantom(out: Path, rows: int, slices: int) -> Path:
 
 def _archive_round(series: Path, tmp: Path) -> dict:
     tmp.mkdir(parents=True, exist_ok=True)
-    t_j2k = _timed([sys.executable, "-c", REENCODE, str(series), str(tmp / "j2k")])
-    t_bic = _timed(_medsr("archive", str(series), "-o", str(tmp / "bic.medsr.h5"), "--method", "bicubic"))
-    t_arc = _timed(_medsr("archive", str(series), "-o", str(tmp / "def.medsr.h5")))
-    t_res = _timed(_medsr("restore", str(tmp / "def.medsr.h5"), "-o", str(tmp / "restored")))
+    t_j2k = timed([sys.executable, "-c", REENCODE, str(series), str(tmp / "j2k")])
+    t_bic = timed(_medsr("archive", str(series), "-o", str(tmp / "bic.medsr.h5"), "--method", "bicubic"))
+    t_arc = timed(_medsr("archive", str(series), "-o", str(tmp / "def.medsr.h5")))
+    t_res = timed(_medsr("restore", str(tmp / "def.medsr.h5"), "-o", str(tmp / "restored")))
     return {"j2k_reencode_s": t_j2k, "archive_bicubic_s": t_bic, "archive_default_s": t_arc, "restore_default_s": t_res,
             "bicubic_archive_vs_j2k_reencode": t_bic / t_j2k,
             "default_archive_vs_restore_plus_2_reencodes": t_arc / (t_res + 2 * t_j2k)}
@@ -103,30 +104,33 @@ def archive_ratios(series: Path, tmp: Path, rounds: int = ROUNDS) -> dict:
 
 def restore_rates(series: Path, tmp: Path) -> dict:
     arc = tmp / "r256.medsr.h5"
-    _timed(_medsr("archive", str(series), "-o", str(arc), "--no-j2k", "--ensemble", "1"))
+    timed(_medsr("archive", str(series), "-o", str(arc), "--no-j2k", "--ensemble", "1"))
     import medsr
 
     n = medsr.open_archive(arc).n_slices
     load = os.getloadavg()[0]
-    t_imp = _timed([sys.executable, "-c", "import medsr.cli"])
-    t_ver = _timed(_medsr("--version"))
-    t_def = _timed(_medsr("restore", str(arc), "-o", str(tmp / "rd")))
-    t_two = _timed(_medsr("restore", str(arc), "-o", str(tmp / "r2"), "--ensemble", "2"))
-    t_bic = _timed(_medsr("restore", str(arc), "-o", str(tmp / "rb"), "--method", "bicubic"))
+    t_imp = timed([sys.executable, "-c", "import medsr.cli"])
+    t_ver = timed(_medsr("--version"))
+    t_def = timed(_medsr("restore", str(arc), "-o", str(tmp / "rd")))
+    t_two = timed(_medsr("restore", str(arc), "-o", str(tmp / "r2"), "--ensemble", "2"))
+    t_bic = timed(_medsr("restore", str(arc), "-o", str(tmp / "rb"), "--method", "bicubic"))
     return {"bench": "issue16_restore_whole_process", "series": str(series), "slices": n,
             "load_before": round(load, 2), "startup_import_cli_s": round(t_imp, 2), "startup_version_s": round(t_ver, 2),
             "restore_default_slices_s": round(n / t_def, 1), "restore_2_pass_slices_s": round(n / t_two, 1),
             "restore_bicubic_slices_s": round(n / t_bic, 1)}
 
 
-def compile_package() -> None:
-    """Write ``medsr``'s bytecode caches now (see the module docstring), so no timed run compiles source."""
+def compile_package(package: Path | None = None) -> None:
+    """Write the bytecode caches of ``package`` (default: the imported ``medsr``) now (see the module
+    docstring), so no timed run compiles source."""
     import compileall
 
-    import medsr
+    if package is None:
+        import medsr
 
-    if not compileall.compile_dir(str(Path(medsr.__file__).parent), quiet=1):
-        raise SystemExit("compileall failed on the medsr package")
+        package = Path(medsr.__file__).parent
+    if not compileall.compile_dir(str(package), quiet=1):
+        raise SystemExit(f"compileall failed on {package}")
 
 
 def run(series_512: Path | None, series_256: Path | None, tmp: Path) -> list[dict]:

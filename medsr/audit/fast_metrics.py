@@ -158,9 +158,10 @@ def _padded(a: np.ndarray, pad: int, lo: float = 0.0) -> np.ndarray:
     return out
 
 
-def _ssim_sums(ob: _OriginalBatch, ys: list[np.ndarray], dr: float, lo: float = 0.0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each test ``y`` (rescaled; ``lo``, the series minimum, is taken off as from ``ob.x``): the SSIM map summed over
-    skimage's crop (3 pixels in from every border) and over the foreground inside it, per slice.
+def _ssim_sums(ob: _OriginalBatch, ys: list[np.ndarray], dr: float,
+               lo: float = 0.0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each test ``y`` (rescaled; ``lo``, the series minimum, is taken off as from ``ob.x``): the SSIM
+    map summed over skimage's crop (3 pixels in from every border) and over the foreground inside it, per slice.
 
     The slices are padded once as ``uniform_filter``'s ``reflect`` pads them (numpy's ``symmetric``), then
     the map is made in strips of ``STRIP_ROWS`` rows from window sums of shifted views (``_window_sums``),
