@@ -173,6 +173,73 @@ def test_write_error_midway_through_a_dicom_restore(made_archive, tmp_path, monk
     _nothing_left(out)
 
 
+def test_disk_full_while_pydicom_writes_a_number(made_archive, tmp_path, monkeypatch):
+    """pydicom re-raises any error hit while it writes a data element as a new exception of the same type
+    with only a message (``tag_in_exception``): an ``OSError`` with no errno. A full disk met at that moment
+    (rather than in the preamble or at close) is still "No space left on device" (the CI of stop 25 met
+    this on a real 48 kB tmpfs)."""
+    import sys
+
+    import pydicom
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real, hits = pydicom.dcmwrite, []
+
+    class FullInNumbers:  # a file that fills up while pydicom writes a data element
+        def __init__(self, path):
+            self.f = builtins.open(path, "wb")
+
+        def write(self, b):
+            frame, names = sys._getframe(1), set()
+            while frame is not None:
+                names.add(frame.f_code.co_name)
+                frame = frame.f_back
+            if "write_data_element" in names:
+                hits.append(len(b))
+                raise _oserror(errno.ENOSPC)
+            return self.f.write(b)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    def dcmwrite(path, ds, **kw):
+        f = FullInNumbers(path)
+        try:
+            return real(f, ds, **kw)
+        finally:
+            f.f.close()
+
+    monkeypatch.setattr(pydicom, "dcmwrite", dcmwrite)
+    with pytest.raises(medsr.OutputError, match="No space left on device"):
+        medsr.restore_archive(made_archive, out / "r")
+    assert hits  # the failure came through pydicom's wrapper, not around it
+    _nothing_left(out)
+
+
+def test_an_element_pydicom_cannot_encode_is_a_dicom_error_not_a_disk_error(made_archive, tmp_path, monkeypatch):
+    """The same wrapper around a value error (no errno anywhere in the chain) is a DicomError naming the
+    slice, with no value quoted."""
+    import medsr.dicom.write as write
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real = write.derive_instance
+
+    def derive(*a, **kw):
+        ds = real(*a, **kw)
+        ds.Rows = 70000  # too big for US: struct.error, wrapped in OSError twice by pydicom
+        return ds
+
+    monkeypatch.setattr(write, "derive_instance", derive)
+    from medsr.errors import DicomError
+
+    with pytest.raises(DicomError, match=r"slice \d+: the derived instance cannot be written \(error\)") as e:
+        medsr.restore_archive(made_archive, out / "r")
+    assert "70000" not in str(e.value)
+    _nothing_left(out)
+
+
 def test_write_error_during_a_nifti_restore(made_archive, tmp_path, monkeypatch):
     import nibabel
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..archive import ArchiveData
 from . import DerivationInfo, derive_instance, new_series_uid, safe_filename
 from ..io import atomic_dir, atomic_file
-from ..io.atomic import _test_hook
+from ..io.atomic import _test_hook, errno_cause
 
 
 def derivation_for(data: ArchiveData, *, method: str, model_id: str, model=None) -> DerivationInfo:
@@ -81,6 +81,17 @@ def _slice_derivation(deriv: DerivationInfo, data: ArchiveData, i: int) -> Deriv
     return replace(deriv, description=f"{deriv.description} {text}")
 
 
+def _cause_name(e: BaseException) -> str:
+    """The type of the first exception behind pydicom's bare ``OSError`` wrappers (they say nothing
+    themselves): e.g. ``error`` for a ``struct.error`` (a value out of its VR's range)."""
+    for _ in range(16):  # a chain, never a cycle in practice; bounded anyway
+        inner = e.__cause__ or e.__context__
+        if type(e) is not OSError or inner is None:
+            break
+        e = inner
+    return type(e).__name__
+
+
 def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[int, np.ndarray]] | np.ndarray, *,
                        method: str, model_id: str, force: bool = False, workers: int = 2,
                        model=None) -> list[Path]:
@@ -107,8 +118,14 @@ def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     pydicom.dcmwrite(tmp / name, ds, enforce_file_format=True)
-            except (MedsrError, OSError):
+            except MedsrError:
                 raise
+            except OSError as e:
+                disk = errno_cause(e)
+                if disk is None:  # pydicom re-raises a value it cannot encode as a bare OSError
+                    raise DicomError(f"slice {i}: the derived instance cannot be written ({_cause_name(e)}); "
+                                     "nothing was written", path=output) from None
+                raise disk from None
             except Exception as e:  # an archived header pydicom cannot write back: one line, no values quoted
                 raise DicomError(f"slice {i}: the derived instance cannot be written ({type(e).__name__}); "
                                  "nothing was written", path=output) from None

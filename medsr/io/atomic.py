@@ -147,6 +147,28 @@ def _concurrent(final: Path) -> OutputError:
     return OutputError("already exists (written concurrently by another process); nothing was replaced", path=final)
 
 
+def errno_cause(e: BaseException) -> OSError | None:
+    """The OSError with an errno behind ``e`` (ENOSPC, EIO...), or None.
+
+    pydicom re-raises any exception met while it writes a data element as ``type(exc)(message) from exc``
+    (``tag_in_exception``; ``write_numbers`` also wraps its errors in a bare ``OSError``), so a full disk
+    hit at that moment would surface as "OSError" with no errno; the original is the cause.
+    """
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _reason(e: OSError) -> str:
+    """strerror of the errno behind ``e`` (a library may have wrapped it), else the exception's type."""
+    inner = errno_cause(e)
+    return (inner.strerror if inner is not None else None) or type(e).__name__
+
+
 @contextlib.contextmanager
 def atomic_file(final: Path, *, force: bool = False, mode: int = 0o600) -> Iterator[Path]:
     """Yield a temp path beside ``final``; on success fsync and rename it into place.
@@ -183,7 +205,7 @@ def atomic_file(final: Path, *, force: bool = False, mode: int = 0o600) -> Itera
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise OutputError(f"write failed ({e.strerror or type(e).__name__}); nothing was left behind", path=final) from None
+        raise OutputError(f"write failed ({_reason(e)}); nothing was left behind", path=final) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -232,7 +254,7 @@ def atomic_dir(final: Path, *, force: bool = False, mode: int = 0o700) -> Iterat
         _test_hook("dir-after-rename")
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"write failed ({e.strerror or type(e).__name__}); nothing was left behind", path=final) from None
+        raise OutputError(f"write failed ({_reason(e)}); nothing was left behind", path=final) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
