@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 unseen-data eval-unseen ratio-table clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 train-srgan unseen-data eval-unseen lossy-crossover ratio-table clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -113,6 +113,17 @@ train-default: install-dev train-deps
 	  --phase2-seconds 0 --init-weights medsr/models/weights/medsr-srresnet-x4-v2.safetensors --precision bf16 --freeze-bn \
 	  --remap-prob 0.5 --val-every 500 --val-slices 18 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 11
 
+# the shipped medsr-srgan-x4 (v2): SRGAN phase 2 (pixel MSE + 1e-3 x adversarial, a new discriminator) from the
+# default medsr-srresnet-x4 v3 on the manifest's training split; the v3 weights are copied beside it so that
+# eval.json measures both on the same validation slices (its model card has the measured run)
+train-srgan: install-dev train-deps
+	$(PY) -m pipelines.prepare_data --out .train/pack.npz
+	mkdir -p .train/srgan-v2
+	cp medsr/models/weights/medsr-srresnet-x4.safetensors .train/srgan-v2/srresnet.safetensors
+	OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --out .train/srgan-v2 --phase1-seconds 0 \
+	  --phase2-seconds 3000 --init-weights medsr/models/weights/medsr-srresnet-x4.safetensors --precision bf16 \
+	  --freeze-bn --remap-prob 0.5 --val-every 250 --val-slices 18 --seed 41 --save-discriminator
+
 # the shipped lossy tier, medsr-srresnet-x4-lossy (v2, docs/training/lossy-tier-v2/): the v1 lossy tier
 # (make train-lossy) fine-tuned on the manifest's training split
 train-lossy-v2: install-dev train-deps
@@ -159,6 +170,18 @@ eval-unseen: unseen-data
 	  -o .cache/eval-unseen --models medsr-srresnet-x4 medsr-srresnet-x4-v2 medsr-srgan-x4 --ensemble 1 2
 	cat docs/training/eval-roles.md .cache/eval-unseen/eval.md > docs/training/eval-unseen.md
 	for f in json png; do cp .cache/eval-unseen/eval.$$f docs/training/eval-unseen.$$f; done
+
+# the lossy-base tier against JPEG 2000 at equal bytes (docs/figures/lossy-crossover.{md,json,png}): its margin
+# at the operating point (NEAR 3%) and the ratio from which it stays ahead, on the series of eval-unseen
+lossy-crossover: unseen-data
+	mkdir -p .cache/phantoms
+	tar -xzf $(SHARED)/siemens-xa30-phantom-t1w.tar.gz -C .cache/phantoms
+	unzip -oq $(SHARED)/philips-phantom-t1.zip -d .cache/phantoms
+	$(PY) -m pipelines.lossy_crossover --out docs/figures/lossy-crossover \
+	  evaluation=$(UNSEEN)/pd-brain-ge-1.5t evaluation=$(UNSEEN)/flair-brain-ge-1.5t \
+	  evaluation=$(UNSEEN)/memprage-head-siemens-3t validation=$(UNSEEN)/ce-t1-abdomen-siemens-1.5t \
+	  validation=$(UNSEEN)/t1-se-shoulder-philips-1.5t validation=.cache/phantoms/5001_anat-T1w_acq-tfl \
+	  validation=.cache/phantoms/Philips/501_T1W_FFE_Sno_CS4
 
 # the per-series table of `medsr archive --ratio N` (docs/ratio.md): the three evaluation series (never used to
 # train or choose) and three validation series (the pydicom-data shoulder and abdomen slices and a spine whose
