@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 train-srgan unseen-data eval-unseen lossy-crossover ratio-table clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 train-srgan recipe-trials unseen-data eval-unseen lossy-crossover ratio-table clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -123,6 +123,17 @@ train-srgan: install-dev train-deps
 	OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --out .train/srgan-v2 --phase1-seconds 0 \
 	  --phase2-seconds 3000 --init-weights medsr/models/weights/medsr-srresnet-x4.safetensors --precision bf16 \
 	  --freeze-bn --remap-prob 0.5 --val-every 250 --val-slices 18 --seed 41 --save-discriminator
+
+# recipe trials (docs/training/recipe-trials/): 600-step fine-tunes of the default v3 on the manifest, one setting
+# changed each (pixel loss MSE or L1, crop 96 or 144), same seed and data order, measured on the validation split
+TRIAL = OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --phase1-seconds 100000 --phase1-steps 600 \
+	  --phase2-seconds 0 --init-weights medsr/models/weights/medsr-srresnet-x4.safetensors --precision bf16 --freeze-bn \
+	  --remap-prob 0.5 --val-every 0 --val-slices 18 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 51
+recipe-trials: install-dev train-deps
+	$(PY) -m pipelines.prepare_data --out .train/pack.npz
+	$(TRIAL) --out .train/trial-mse --loss mse
+	$(TRIAL) --out .train/trial-l1 --loss l1
+	$(TRIAL) --out .train/trial-crop144 --loss mse --crop-size 144
 
 # the shipped lossy tier, medsr-srresnet-x4-lossy (v2, docs/training/lossy-tier-v2/): the v1 lossy tier
 # (make train-lossy) fine-tuned on the manifest's training split
