@@ -178,7 +178,7 @@ eval-unseen: unseen-data
 	$(MEDSR) eval $(UNSEEN)/pd-brain-ge-1.5t $(UNSEEN)/ce-t1-abdomen-siemens-1.5t $(UNSEEN)/flair-brain-ge-1.5t \
 	  $(UNSEEN)/memprage-head-siemens-3t $(UNSEEN)/t1-se-shoulder-philips-1.5t \
 	  .cache/phantoms/5001_anat-T1w_acq-tfl .cache/phantoms/Philips/501_T1W_FFE_Sno_CS4 \
-	  -o .cache/eval-unseen --models medsr-srresnet-x4 medsr-srresnet-x4-v2 medsr-srgan-x4 --ensemble 1 2
+	  -o .cache/eval-unseen --models medsr-srresnet-x4 medsr-srresnet-x4-v2 medsr-srgan-x4 medsr-srgan-x4-v1 --ensemble 1 2
 	cat docs/training/eval-roles.md .cache/eval-unseen/eval.md > docs/training/eval-unseen.md
 	for f in json png; do cp .cache/eval-unseen/eval.$$f docs/training/eval-unseen.$$f; done
 

@@ -148,7 +148,7 @@ def test_a_restore_finds_the_archived_weights_by_digest_after_the_name_moves_on(
 
 def test_the_previous_default_weights_stay_shipped():
     """Archives written before the default was retrained recorded medsr-srresnet-x4@51374c8f3e99."""
-    from medsr.models import find_by_sha256
+    from medsr.models import REGISTRY, find_by_sha256
 
     old = find_by_sha256("51374c8f3e99be085b0ff8fafba7f3eadeb780f537a60d19ae95e8732da8eb97")
     assert old is not None and old.name == "medsr-srresnet-x4-v1"
@@ -156,3 +156,6 @@ def test_the_previous_default_weights_stay_shipped():
     assert v2 is not None and v2.name == "medsr-srresnet-x4-v2"
     lossy_v1 = find_by_sha256("5b69d4dcfc3a1c24c150a54895506aa67799e0a64c4cf5e2ca78e7776cd9cc1c")  # until 2026-12-01
     assert lossy_v1 is not None and lossy_v1.name == "medsr-srresnet-x4-lossy-v1" and lossy_v1.base == "lossy"
+    srgan_v1 = find_by_sha256("b0667f86dbc06bdd7309b6c1d9bacf6186a95d36e004b0531de9614a0d896dc3")  # until 2026-12-01
+    assert srgan_v1 is not None and srgan_v1.name == "medsr-srgan-x4-v1" and srgan_v1.kind == "perceptual"
+    assert REGISTRY["medsr-srgan-x4"].sha256 != srgan_v1.sha256

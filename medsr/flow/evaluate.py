@@ -93,22 +93,56 @@ def write_outputs(result: dict, out: Path) -> tuple[Path, Path, Path | None]:
     js.write_text(json.dumps({"rows": rows, "models": result["models"], "ensembles": result.get("ensembles")}, indent=1))
     png = None
     if result.get("panels"):
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        p = result["panels"]
-        keys = [k for k in p if k != "index"]
-        vmax = np.percentile(p["original"], 99.5)
-        fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.4))
-        for ax, k in zip(np.atleast_1d(axes), keys):
-            ax.imshow(p[k], cmap="gray", vmin=0, vmax=vmax)
-            ax.set_title(k, fontsize=9)
-            ax.axis("off")
-        fig.suptitle(f"{Path(rows[0]['series']).name}, slice {p['index']}", fontsize=10)
-        fig.tight_layout()
         png = out / "eval.png"
-        fig.savefig(png, dpi=110)
-        plt.close(fig)
+        draw_panels(result["panels"], f"{Path(rows[0]['series']).name}, slice {result['panels']['index']}", png)
     return md, js, png
+
+
+PANEL_COLUMNS = 5
+
+
+def zoom_box(image: np.ndarray, fraction: float = 0.25) -> tuple[int, int, int]:
+    """(top, left, size) of a square crop, ``fraction`` of the shorter side, centred on the foreground's centre
+    of mass (pixels > 5% of the 99.5th percentile) and kept inside the image: the region the panel enlarges so
+    that texture (what a perceptual model adds) can be seen."""
+    img = np.asarray(image, dtype=float)
+    h, w = img.shape
+    size = max(8, int(round(min(h, w) * fraction)))
+    fg = img > 0.05 * np.percentile(img, 99.5)
+    cy, cx = (np.argwhere(fg).mean(axis=0) if fg.any() else (h / 2, w / 2))
+    top = int(np.clip(round(cy - size / 2), 0, max(0, h - size)))
+    left = int(np.clip(round(cx - size / 2), 0, max(0, w - size)))
+    return top, left, min(size, h, w)
+
+
+def draw_panels(panels: dict, title: str, path: Path, columns: int = PANEL_COLUMNS) -> None:
+    """One slice by every method, ``columns`` methods a row, each over an enlarged crop (``zoom_box``, outlined
+    on the full slice), all on the original's grey scale."""
+    import math
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    keys = [k for k in panels if k != "index"]
+    vmax = float(np.percentile(panels["original"], 99.5))
+    top, left, size = zoom_box(panels["original"])
+    ncols = min(columns, len(keys))
+    blocks = math.ceil(len(keys) / ncols)
+    fig = Figure(figsize=(3.0 * ncols, 6.2 * blocks))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2 * blocks, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, key in enumerate(keys):
+        b, c = divmod(k, ncols)
+        full, zoom = axes[2 * b, c], axes[2 * b + 1, c]
+        full.imshow(panels[key], cmap="gray", vmin=0, vmax=vmax)
+        full.add_patch(Rectangle((left - 0.5, top - 0.5), size, size, fill=False, edgecolor="#e8a33d", linewidth=1))
+        full.set_title(key, fontsize=9)
+        zoom.imshow(panels[key][top:top + size, left:left + size], cmap="gray", vmin=0, vmax=vmax,
+                    interpolation="nearest")
+        zoom.set_title(f"{key}, {size}x{size} crop", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=110)
