@@ -235,3 +235,17 @@ def test_the_memory_bench_counts_children_that_run_a_program_not_forks_before_th
             except ProcessLookupError:
                 pass
         proc.wait()
+
+
+def test_the_memory_bench_restores_with_the_model_when_asked(tmp_path):
+    """``--method model`` restores the bench archive with the shipped default model (the archive, built without
+    an audit, records no weights; its restore names the method), in a child whose peak RSS is reported."""
+    import json
+
+    from pipelines import memory_bench
+
+    out = tmp_path / "m.json"
+    assert memory_bench.main(["--slices", "3", "--size", "64", "--method", "model", "--runs", "restore-dicom",
+                              "--workdir", str(tmp_path / "w"), "--json", str(out)]) == 0
+    run = json.loads(out.read_text())["runs"]["restore-dicom"]
+    assert run["peak_rss_bytes"] > 100 * 2**20  # torch and the model are in it
