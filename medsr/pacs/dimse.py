@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,15 +122,29 @@ def _ae(opts: DimseOptions):
     return ae
 
 
+ABORT_RETRIES = 2  # a refusal can arrive as an abort: see _associate
+
+
 def _associate(ae, node: DimseNode, what: str, **kw):
-    assoc = ae.associate(node.host, node.port, ae_title=node.aet, **kw)
+    for attempt in range(1 + ABORT_RETRIES):
+        assoc = ae.associate(node.host, node.port, ae_title=node.aet, **kw)
+        # a PACS that refuses (A-ASSOCIATE-RJ) and closes at once can reset the connection before the
+        # refusal is read (seen with Orthanc on a loaded machine): pynetdicom then reports an abort. An abort
+        # from a reachable node is retried, so a refusal is reported as one
+        if not (assoc.is_aborted and attempt < ABORT_RETRIES and _reachable(node, ae.connection_timeout)):
+            break
+        log.debug("%s: %s aborted the association; retrying (%d)", what, node.shown, attempt + 1)
+        time.sleep(0.2 * (attempt + 1))
     if assoc.is_established:
         return assoc
     if assoc.is_rejected:
         raise TransportRefused(f"{what}: {node.shown} rejected the association (called AE title {node.aet!r}, "
                                f"calling AE title {ae.ae_title!r}: check both are configured on the PACS)")
-    if assoc.is_aborted and _reachable(node, ae.connection_timeout):  # pynetdicom also says aborted when the
-        raise TransportError(f"{what}: {node.shown} aborted the association")  # TCP connection failed
+    # pynetdicom also says aborted when the TCP connection failed: only a reachable node aborted
+    if assoc.is_aborted and _reachable(node, ae.connection_timeout):
+        raise TransportError(f"{what}: {node.shown} aborted the association ({1 + ABORT_RETRIES} tries; check "
+                             f"that the called AE title {node.aet!r} and calling AE title {ae.ae_title!r} are "
+                             "configured on the PACS)")
     raise TransportError(f"{what}: cannot reach {node.shown} (no association within {ae.connection_timeout:g} s)")
 
 
