@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 train-srgan recipe-trials unseen-data eval-unseen lossy-crossover ratio-table clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 train-srgan recipe-trials unseen-data eval-unseen lossy-crossover ratio-table evidence clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -181,6 +181,10 @@ eval-unseen: unseen-data
 	  -o .cache/eval-unseen --models medsr-srresnet-x4 medsr-srresnet-x4-v2 medsr-srgan-x4 medsr-srgan-x4-v1 --ensemble 1 2
 	cat docs/training/eval-roles.md .cache/eval-unseen/eval.md > docs/training/eval-unseen.md
 	for f in json png; do cp .cache/eval-unseen/eval.$$f docs/training/eval-unseen.$$f; done
+
+# every evaluation table in one command (~25 min on the 2-core CPU): the models on the evaluation and validation
+# series, the lossy tier's crossover, and the --ratio table
+evidence: eval-unseen lossy-crossover ratio-table
 
 # the lossy-base tier against JPEG 2000 at equal bytes (docs/figures/lossy-crossover.{md,json,png}): its margin
 # at the operating point (NEAR 3%) and the ratio from which it stays ahead, on the series of eval-unseen
