@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from .role_tables import add_series_arguments, machine, parse_roles, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,8 +92,7 @@ def _plot(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.bench_ratio", description=__doc__.split("\n\n")[0])
-    p.add_argument("series", nargs="+", metavar="ROLE=SERIES", help="role (evaluation or validation) = folder or .nii.gz")
-    p.add_argument("--out", type=Path, required=True, help="output stem: OUT.json, OUT.md, OUT.png")
+    add_series_arguments(p)
     p.add_argument("--ratios", default="80,100,150")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
@@ -103,28 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     from medsr.io import read_series
 
     ratios = [float(x) for x in a.ratios.split(",") if x.strip()]
+    specs = parse_roles(a.series)
     t0 = time.perf_counter()
     rows, models = [], set()
-    for spec in a.series:
-        role, _, path = spec.partition("=")
-        if role not in ("evaluation", "validation") or not path:
-            raise SystemExit(f"expected evaluation=PATH or validation=PATH, got {spec!r}")
-        series = read_series(path)
-        name = Path(path.rstrip("/")).name.removesuffix(".gz").removesuffix(".nii")
-        res = ratio_sweep(series, ratios, device=a.device)
+    for role, path, name in specs:
+        res = ratio_sweep(read_series(path), ratios, device=a.device)
         for r in res["ratios"]:
             rows.append(_row(name, role, r))
             models |= {c["model_id"] for c in r["candidates"]}
             print(json.dumps(rows[-1]), flush=True)
-    dev = select_device(a.device)
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {dev}",
-            "models": sorted(models), "seconds": time.perf_counter() - t0,
+    meta = {"machine": machine(select_device(a.device)), "models": sorted(models), "seconds": time.perf_counter() - t0,
             "command": "python -m pipelines.bench_ratio " + " ".join(argv if argv is not None else sys.argv[1:])}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    a.out.with_suffix(".md").write_text(_markdown(rows, meta))
-    _plot(rows, a.out.with_suffix(".png"))
-    print(_markdown(rows, meta))
+    write_table(a.out, {"meta": meta, "rows": rows}, _markdown(rows, meta), lambda png: _plot(rows, png))
     return 0
 
 

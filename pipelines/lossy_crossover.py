@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from .role_tables import add_series_arguments, machine, parse_roles, write_table
 
 DEFAULT_FRACTIONS = (0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05)
 OPERATING_POINT = 0.03  # `medsr archive --base lossy`'s NEAR fraction (medsr.codec.base)
@@ -132,8 +132,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.lossy_crossover", description=__doc__.split("\n\n")[0])
-    p.add_argument("series", nargs="+", metavar="ROLE=SERIES", help="role (evaluation or validation) = folder or .nii.gz")
-    p.add_argument("--out", type=Path, required=True, help="output stem: OUT.json, OUT.md, OUT.png")
+    add_series_arguments(p)
     p.add_argument("--near-fractions", default=",".join(f"{f:g}" for f in DEFAULT_FRACTIONS),
                    help="NEAR as fractions of the low-res window (the operating point, 0.03, is always measured)")
     p.add_argument("--method", default="auto", choices=("auto", "bicubic"),
@@ -143,29 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     from medsr.api import rate_distortion, read_series
 
     fractions = sorted({float(x) for x in a.near_fractions.split(",") if x.strip()} | {OPERATING_POINT})
-    specs = []
-    for spec in a.series:
-        role, _, path = spec.partition("=")
-        if role not in ("evaluation", "validation") or not path:
-            raise SystemExit(f"expected evaluation=PATH or validation=PATH, got {spec!r}")
-        specs.append((role, path))
+    specs = parse_roles(a.series)
     t0 = time.perf_counter()
     results = []
-    for role, path in specs:
-        name = Path(path.rstrip("/")).name.removesuffix(".gz").removesuffix(".nii")
+    for role, path, name in specs:
         rd = rate_distortion(read_series(path), method=a.method, device=a.device, nears=(), lossy=(), floors=(),
                              lossy_fractions=fractions)
         results.append(summarise(name, role, rd))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "points"}), flush=True)
-    devices = sorted({r["device"] for r in results})
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {', '.join(devices)}",
+    meta = {"machine": machine(", ".join(sorted({r["device"] for r in results}))),
             "seconds": time.perf_counter() - t0, "near_fractions": fractions,
             "command": "python -m pipelines.lossy_crossover " + " ".join(argv if argv is not None else sys.argv[1:])}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "series": results}, indent=2) + "\n")
-    a.out.with_suffix(".md").write_text(markdown(results, meta))
-    plot(results, a.out.with_suffix(".png"))
-    print(markdown(results, meta))
+    write_table(a.out, {"meta": meta, "series": results}, markdown(results, meta), lambda png: plot(results, png))
     return 0
 
 
