@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 train-srgan recipe-trials unseen-data eval-unseen lossy-crossover ratio-table evidence clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 train-srgan recipe-trials unseen-data phantoms eval-unseen lossy-crossover ratio-table evidence clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -169,12 +169,15 @@ SHARED ?= ../shared/data
 unseen-data: install-dev
 	$(PY) -m dicom_fixtures.unseen $(UNSEEN)
 
-# the table of docs/training/eval-unseen.md (+ .json, .png): the evaluation (unseen) sets, the
-# pydicom-data validation slices and the two validation phantoms (roles: docs/evaluation.md)
-eval-unseen: unseen-data
+# the two validation phantoms of ../shared/data, extracted under .cache/phantoms
+phantoms:
 	mkdir -p .cache/phantoms
 	tar -xzf $(SHARED)/siemens-xa30-phantom-t1w.tar.gz -C .cache/phantoms
 	unzip -oq $(SHARED)/philips-phantom-t1.zip -d .cache/phantoms
+
+# the table of docs/training/eval-unseen.md (+ .json, .png): the evaluation (unseen) sets, the
+# pydicom-data validation slices and the two validation phantoms (roles: docs/evaluation.md)
+eval-unseen: unseen-data phantoms
 	$(MEDSR) eval $(UNSEEN)/pd-brain-ge-1.5t $(UNSEEN)/ce-t1-abdomen-siemens-1.5t $(UNSEEN)/flair-brain-ge-1.5t \
 	  $(UNSEEN)/memprage-head-siemens-3t $(UNSEEN)/t1-se-shoulder-philips-1.5t \
 	  .cache/phantoms/5001_anat-T1w_acq-tfl .cache/phantoms/Philips/501_T1W_FFE_Sno_CS4 \
@@ -188,10 +191,7 @@ evidence: eval-unseen lossy-crossover ratio-table
 
 # the lossy-base tier against JPEG 2000 at equal bytes (docs/figures/lossy-crossover.{md,json,png}): its margin
 # at the operating point (NEAR 3%) and the ratio from which it stays ahead, on the series of eval-unseen
-lossy-crossover: unseen-data
-	mkdir -p .cache/phantoms
-	tar -xzf $(SHARED)/siemens-xa30-phantom-t1w.tar.gz -C .cache/phantoms
-	unzip -oq $(SHARED)/philips-phantom-t1.zip -d .cache/phantoms
+lossy-crossover: unseen-data phantoms
 	$(PY) -m pipelines.lossy_crossover --out docs/figures/lossy-crossover \
 	  evaluation=$(UNSEEN)/pd-brain-ge-1.5t evaluation=$(UNSEEN)/flair-brain-ge-1.5t \
 	  evaluation=$(UNSEEN)/memprage-head-siemens-3t validation=$(UNSEEN)/ce-t1-abdomen-siemens-1.5t \

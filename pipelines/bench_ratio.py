@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .role_tables import add_series_arguments, machine, parse_roles, write_table
+from .role_tables import add_series_arguments, machine, margin_plot, parse_roles, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,25 +69,16 @@ def _tier(r: dict, k: str) -> str:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    def draw(ax) -> None:
+        for k, name in enumerate(dict.fromkeys(r["series"] for r in rows)):
+            pts = [(r["target_ratio"], r["margin_psnr_fg_vs_j2k"], r["chosen"]) for r in rows if r["series"] == name]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=f"C{k}", label=name)
+            for x, y, c in pts:
+                ax.annotate(c, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=f"C{k}")
 
-    fig = Figure(figsize=(8, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for k, name in enumerate(dict.fromkeys(r["series"] for r in rows)):
-        pts = [(r["target_ratio"], r["margin_psnr_fg_vs_j2k"], r["chosen"]) for r in rows if r["series"] == name]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=f"C{k}", label=name)
-        for x, y, c in pts:
-            ax.annotate(c, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=f"C{k}")
-    ax.axhline(0, color="0.3", linewidth=1)
-    ax.set_xlabel("ratio N (pixel payload <= original pixel bytes / N)")
-    ax.set_ylabel("stored minus JPEG 2000 at the same budget, fg PSNR (dB)")
-    ax.set_title("medsr archive --ratio N: margin over full-slice JPEG 2000", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(str(path), format="png")
+    margin_plot(path, draw, xlabel="ratio N (pixel payload <= original pixel bytes / N)",
+                ylabel="stored minus JPEG 2000 at the same budget, fg PSNR (dB)",
+                title="medsr archive --ratio N: margin over full-slice JPEG 2000")
 
 
 def main(argv: list[str] | None = None) -> int:

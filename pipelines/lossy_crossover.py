@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from .role_tables import add_series_arguments, machine, parse_roles, write_table
+from .role_tables import add_series_arguments, machine, margin_plot, parse_roles, write_table
 
 DEFAULT_FRACTIONS = (0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05)
 OPERATING_POINT = 0.03  # `medsr archive --base lossy`'s NEAR fraction (medsr.codec.base)
@@ -74,7 +74,7 @@ def summarise(name: str, role: str, rd: dict, operating: float = OPERATING_POINT
     op = next((r for r in rows if r["mode"] == op_mode), None)
     return {"series": name, "role": role, "points": rows, "operating_point": op,
             "crossover": crossover([(r["ratio"], r["margin_psnr_fg"]) for r in rows]),
-            "model_id": rd["model_id"], "device": rd["device"], "seconds": rd["seconds"]}
+            "device": rd["device"], "seconds": rd["seconds"]}
 
 
 def _crossing_text(c: dict) -> str:
@@ -107,27 +107,18 @@ def markdown(results: list[dict], meta: dict) -> str:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    def draw(ax) -> None:
+        for k, s in enumerate(results):
+            pts = sorted((p["ratio"], p["margin_psnr_fg"]) for p in s["points"])
+            style = "-o" if s["role"] == "evaluation" else "--s"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=f"C{k}",
+                    label=f"{s['series']} ({s['role']})")
+            if s["crossover"].get("kind") == "between":
+                ax.plot([s["crossover"]["ratio"]], [0], "x", color=f"C{k}", markersize=9)
 
-    fig = Figure(figsize=(8, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for k, s in enumerate(results):
-        pts = sorted((p["ratio"], p["margin_psnr_fg"]) for p in s["points"])
-        style = "-o" if s["role"] == "evaluation" else "--s"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=f"C{k}", label=f"{s['series']} ({s['role']})")
-        if s["crossover"].get("kind") == "between":
-            ax.plot([s["crossover"]["ratio"]], [0], "x", color=f"C{k}", markersize=9)
-    ax.axhline(0, color="0.3", linewidth=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("pixel ratio (original pixel bytes / stored)")
-    ax.set_ylabel("--base lossy restore minus JPEG 2000, fg PSNR (dB)")
-    ax.set_title("Lossy-base tier vs JPEG 2000 at equal bytes (x: crossover)", fontsize=10)
-    ax.grid(True, alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(str(path), format="png")
+    margin_plot(path, draw, xlabel="pixel ratio (original pixel bytes / stored)",
+                ylabel="--base lossy restore minus JPEG 2000, fg PSNR (dB)",
+                title="Lossy-base tier vs JPEG 2000 at equal bytes (x: crossover)", log_x=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,10 +93,10 @@ def write_bench_archive(path: Path, n: int, size: int, method: str) -> None:
     series = make_series(n, size)
     padded, pad = pad_to_multiple(series.pixels, 4)
     lowres = downsample(padded, "area4-v1")
-    write_archive(path, series=series, lowres=lowres, window=intensity_window(lowres), operator="area4-v1", scale=4,
-                  pad=pad, method="bicubic" if method == "model" else method, audit=None)
     # an archive records a model by its weights (name, sha256), which this audit-less one has none of: it says
     # bicubic, and the restore children name the method (``--method model``: the shipped default model)
+    write_archive(path, series=series, lowres=lowres, window=intensity_window(lowres), operator="area4-v1", scale=4,
+                  pad=pad, method="bicubic" if method == "model" else method, audit=None)
 
 
 _CHILD = {

@@ -8,7 +8,7 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 ROLES = ("evaluation", "validation")  # docs/evaluation.md
 
@@ -46,3 +46,26 @@ def write_table(out: Path, payload: dict, markdown: str, plot: Callable[[Path], 
     out.with_suffix(".md").write_text(markdown)
     plot(out.with_suffix(".png"))
     print(markdown)
+
+
+def margin_plot(path: Path, draw: Callable[[Any], None], *, xlabel: str, ylabel: str, title: str,
+                log_x: bool = False) -> None:
+    """A margin-against-ratio PNG: ``draw(ax)`` plots the series; the zero line, labels, grid and legend are
+    the same on every such plot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    draw(ax)
+    ax.axhline(0, color="0.3", linewidth=1)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3, which="both" if log_x else "major")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(str(path), format="png")

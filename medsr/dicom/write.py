@@ -12,7 +12,7 @@ import numpy as np
 from ..archive import ArchiveData
 from . import DerivationInfo, derive_instance, new_series_uid, safe_filename
 from ..io import atomic_dir, atomic_file
-from ..io.atomic import _test_hook, errno_cause
+from ..io.atomic import _test_hook, errno_cause, exception_chain
 
 
 def derivation_for(data: ArchiveData, *, method: str, model_id: str, model=None) -> DerivationInfo:
@@ -84,12 +84,7 @@ def _slice_derivation(deriv: DerivationInfo, data: ArchiveData, i: int) -> Deriv
 def _cause_name(e: BaseException) -> str:
     """The type of the first exception behind pydicom's bare ``OSError`` wrappers (they say nothing
     themselves): e.g. ``error`` for a ``struct.error`` (a value out of its VR's range)."""
-    for _ in range(16):  # a chain, never a cycle in practice; bounded anyway
-        inner = e.__cause__ or e.__context__
-        if type(e) is not OSError or inner is None:
-            break
-        e = inner
-    return type(e).__name__
+    return next((type(x).__name__ for x in exception_chain(e) if type(x) is not OSError), "OSError")
 
 
 def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[int, np.ndarray]] | np.ndarray, *,
@@ -120,12 +115,11 @@ def write_dicom_series(output: Path, data: ArchiveData, batches: Iterable[tuple[
                     pydicom.dcmwrite(tmp / name, ds, enforce_file_format=True)
             except MedsrError:
                 raise
-            except OSError as e:
-                disk = errno_cause(e)
-                if disk is None:  # pydicom re-raises a value it cannot encode as a bare OSError
+            except OSError as e:  # a disk error (atomic_dir reports the errno behind pydicom's wrapper) ...
+                if errno_cause(e) is None:  # ... or a value pydicom cannot encode, re-raised as a bare OSError
                     raise DicomError(f"slice {i}: the derived instance cannot be written ({_cause_name(e)}); "
                                      "nothing was written", path=output) from None
-                raise disk from None
+                raise
             except Exception as e:  # an archived header pydicom cannot write back: one line, no values quoted
                 raise DicomError(f"slice {i}: the derived instance cannot be written ({type(e).__name__}); "
                                  "nothing was written", path=output) from None

@@ -147,6 +147,15 @@ def _concurrent(final: Path) -> OutputError:
     return OutputError("already exists (written concurrently by another process); nothing was replaced", path=final)
 
 
+def exception_chain(e: BaseException | None) -> Iterator[BaseException]:
+    """``e`` and the exceptions behind it (its cause, else its context), each once."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
 def errno_cause(e: BaseException) -> OSError | None:
     """The OSError with an errno behind ``e`` (ENOSPC, EIO...), or None.
 
@@ -154,13 +163,7 @@ def errno_cause(e: BaseException) -> OSError | None:
     (``tag_in_exception``; ``write_numbers`` also wraps its errors in a bare ``OSError``), so a full disk
     hit at that moment would surface as "OSError" with no errno; the original is the cause.
     """
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno is not None:
-            return e
-        e = e.__cause__ or e.__context__
-    return None
+    return next((x for x in exception_chain(e) if isinstance(x, OSError) and x.errno is not None), None)
 
 
 def _reason(e: OSError) -> str:
