@@ -14,8 +14,9 @@ import torch
 import medsr.codec
 from medsr.codec import IntensityWindow, downsample
 from medsr.models import SRResNet, SRResNetConfig, create_model
-from medsr.transforms import (AugmentConfig, MakeLowRes, MakeLowResd, RandForegroundCrop, SliceSource, slice_items,
-                              train_transforms, training_dataset)
+from medsr.transforms import (AugmentConfig, MakeLowRes, MakeLowResd, RandContrastRemap, RandContrastRemapd,
+                              RandFlipRot90, RandFlipRot90d, RandForegroundCrop, RandGamma, RandGammad, RandMRNoise,
+                              RandMRNoised, SliceSource, slice_items, train_transforms, training_dataset)
 from pipelines.prepare_data import PackVolume, load_pack, save_pack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,3 +274,18 @@ def test_contrast_remap_is_off_in_the_shipped_recipe_and_set_by_the_train_option
     a.set_random_state(seed=3)
     b.set_random_state(seed=3)
     np.testing.assert_array_equal(a(items[0])["hr"], b(items[0])["hr"])
+
+
+
+@pytest.mark.parametrize("twin, array", [
+    (lambda: RandGammad(prob=1.0), lambda: RandGamma(prob=1.0)),
+    (lambda: RandMRNoised(prob=1.0), lambda: RandMRNoise(prob=1.0)),
+    (lambda: RandContrastRemapd(prob=1.0), lambda: RandContrastRemap(prob=1.0)),
+    (RandFlipRot90d, RandFlipRot90),
+], ids=["gamma", "noise", "remap", "flip-rot90"])
+def test_a_dictionary_twin_draws_what_its_array_transform_draws(twin, array):
+    """Seeded alike, the ``...d`` form and the array form give the same output, several draws in a row."""
+    d, a = twin().set_random_state(seed=5), array().set_random_state(seed=5)
+    x = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    for _ in range(4):
+        np.testing.assert_array_equal(d({"hr": x})["hr"], a(x))

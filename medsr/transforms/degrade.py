@@ -15,6 +15,7 @@ from monai.transforms import MapTransform, Randomizable, Transform
 from medsr.codec import IntensityWindow, downsample, get_operator
 
 from .intensity import WINDOW_KEY, as_window
+from .twin import RandTwind
 
 DTYPE_KEY = "stored_dtype"
 
@@ -77,27 +78,20 @@ class RandQuantise(Randomizable, Transform):
         return stored, w
 
 
-class RandQuantised(Randomizable, MapTransform):
+class RandQuantised(RandTwind):
     """Dictionary twin of ``RandQuantise``; reads/writes the window and the stored dtype keys."""
 
     def __init__(self, keys: str = "hr", amplitude: tuple[float, float] = (1.0, 1.0),
                  window_key: str = WINDOW_KEY, dtype_key: str = DTYPE_KEY):
         MapTransform.__init__(self, keys)
-        self.q = RandQuantise(amplitude)
+        self.t = RandQuantise(amplitude)
         self.window_key, self.dtype_key = window_key, dtype_key
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        self.q.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        self.q.randomize()
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         (key,) = self.keys
         self.randomize()
-        d[key], d[self.window_key] = self.q(d[key], d[self.window_key], np.dtype(d[self.dtype_key]), randomize=False)
+        d[key], d[self.window_key] = self.t(d[key], d[self.window_key], np.dtype(d[self.dtype_key]), randomize=False)
         return d
 
 
@@ -139,7 +133,7 @@ class RandBaseCode(Randomizable, Transform):
         return out[0] if lr.ndim == 2 else out
 
 
-class _LowResCoded(Randomizable, MapTransform):
+class _LowResCoded(RandTwind):
     """Dictionary twin of a low-res base coder ``t`` (``t(lr, window, randomize=False)``) on the low-res key:
     reads the window key, draws once per sample."""
 
@@ -147,13 +141,6 @@ class _LowResCoded(Randomizable, MapTransform):
         MapTransform.__init__(self, keys)
         self.t = t
         self.window_key = window_key
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        self.t.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        self.t.randomize()
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

@@ -13,6 +13,8 @@ from monai.transforms import MapTransform, Randomizable, Transform
 
 from medsr.codec import IntensityWindow, to_signed_unit, to_unit
 
+from .twin import RandEachKeyd, RandTwind
+
 WINDOW_KEY = "window"
 
 
@@ -144,40 +146,18 @@ class RandMRNoise(Randomizable, Transform):
         return np.sqrt((u + n1) ** 2 + n2**2).astype(np.float32)
 
 
-class _RandUnitd(Randomizable, MapTransform):
-    """Dictionary twin of a one-array random unit-space transform (shared draw across keys)."""
-
-    def __init__(self, keys, t: Randomizable):
-        MapTransform.__init__(self, keys)
-        self.t = t
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        self.t.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        self.t.randomize()
-
-    def __call__(self, data: Mapping[Hashable, np.ndarray]) -> dict:
-        d = dict(data)
-        self.randomize()
-        for key in self.keys:
-            d[key] = self.t(d[key], randomize=False)
-        return d
-
-
-class RandGammad(_RandUnitd):
+class RandGammad(RandEachKeyd):
     def __init__(self, keys: str = "hr", gamma: tuple[float, float] = (0.6, 1.6), prob: float = 0.8):
         super().__init__(keys, RandGamma(gamma, prob))
 
 
-class RandContrastRemapd(_RandUnitd):
+class RandContrastRemapd(RandEachKeyd):
     def __init__(self, keys: str = "hr", prob: float = 0.5, knots: int = 5, floor: float = 0.1,
                  background: float = 0.05):
         super().__init__(keys, RandContrastRemap(prob, knots, floor, background))
 
 
-class RandMRNoised(_RandUnitd):
+class RandMRNoised(RandEachKeyd):
     def __init__(self, keys: str = "hr", sigmas: Sequence[float] = (0.005, 0.01, 0.02, 0.03), prob: float = 0.3,
                  rician_prob: float = 0.5):
         super().__init__(keys, RandMRNoise(sigmas, prob, rician_prob))
@@ -207,18 +187,11 @@ class RandNetworkRange(Randomizable, Transform):
         return to_unit(lr, w)[None], to_signed_unit(hr, w)[None]
 
 
-class RandNetworkRanged(Randomizable, MapTransform):
+class RandNetworkRanged(RandTwind):
     def __init__(self, lr_key: str = "lr", hr_key: str = "hr", window_key: str = WINDOW_KEY, jitter: float = 0.15):
         MapTransform.__init__(self, (lr_key, hr_key))
         self.lr_key, self.hr_key, self.window_key = lr_key, hr_key, window_key
         self.t = RandNetworkRange(jitter)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        self.t.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        self.t.randomize()
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

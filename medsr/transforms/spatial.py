@@ -6,6 +6,8 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 from monai.transforms import MapTransform, Randomizable, Transform
 
+from .twin import RandEachKeyd, RandTwind
+
 FG_KEY = "fg_threshold"
 
 
@@ -48,7 +50,7 @@ class RandForegroundCrop(Randomizable, Transform):
         return np.array(img[..., y:y + self.size, x:x + self.size], copy=True)
 
 
-class RandForegroundCropd(Randomizable, MapTransform):
+class RandForegroundCropd(RandTwind):
     """Dictionary twin; the threshold comes from ``d[threshold_key]`` (stored units)."""
 
     def __init__(self, keys: str = "hr", size: int = 96, multiple: int = 4, fg_prob: float = 0.9,
@@ -56,13 +58,6 @@ class RandForegroundCropd(Randomizable, MapTransform):
         MapTransform.__init__(self, keys)
         self.threshold_key = threshold_key
         self.t = RandForegroundCrop(size, multiple, fg_prob)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        self.t.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: tuple[np.ndarray, float]) -> None:
-        self.t.randomize(data)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -93,21 +88,6 @@ class RandFlipRot90(Randomizable, Transform):
         return np.ascontiguousarray(out)
 
 
-class RandFlipRot90d(Randomizable, MapTransform):
+class RandFlipRot90d(RandEachKeyd):
     def __init__(self, keys: str = "hr"):
-        MapTransform.__init__(self, keys)
-        self.t = RandFlipRot90()
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        self.t.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        self.t.randomize()
-
-    def __call__(self, data: Mapping[Hashable, np.ndarray]) -> dict:
-        d = dict(data)
-        self.randomize()
-        for key in self.keys:
-            d[key] = self.t(d[key], randomize=False)
-        return d
+        super().__init__(keys, RandFlipRot90())
