@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 train-srgan recipe-trials unseen-data phantoms eval-unseen lossy-crossover ratio-table evidence clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 train-srgan recipe-trials arch-trials unseen-data phantoms eval-unseen lossy-crossover ratio-table evidence clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -134,6 +134,19 @@ recipe-trials: install-dev train-deps
 	$(TRIAL) --out .train/trial-mse --loss mse
 	$(TRIAL) --out .train/trial-l1 --loss l1
 	$(TRIAL) --out .train/trial-crop144 --loss mse --crop-size 144
+
+# architecture trials (docs/training/arch-trials/): 1,500-step fine-tunes of the default v3 on the manifest, same seed
+# and data order: v3 as is (the control), without batch norm (BN folded into the convs, so it starts as the same
+# function) and 24 residual blocks (the 8 new ones start as identities), measured on the validation split
+ARCH_TRIAL = OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --phase1-seconds 100000 \
+	  --phase1-steps 1500 --phase2-seconds 0 --init-weights medsr/models/weights/medsr-srresnet-x4.safetensors \
+	  --precision bf16 --freeze-bn --remap-prob 0.5 --val-every 0 --val-slices 18 --lr 5e-5 --lr-schedule cosine \
+	  --lr-min-ratio 0.1 --seed 61
+arch-trials: install-dev train-deps
+	$(PY) -m pipelines.prepare_data --out .train/pack.npz
+	$(ARCH_TRIAL) --out .train/arch-control
+	$(ARCH_TRIAL) --out .train/arch-no-bn --no-batch-norm
+	$(ARCH_TRIAL) --out .train/arch-b24 --blocks 24
 
 # the shipped lossy tier, medsr-srresnet-x4-lossy (v2, docs/training/lossy-tier-v2/): the v1 lossy tier
 # (make train-lossy) fine-tuned on the manifest's training split

@@ -49,7 +49,7 @@ from torch import nn
 from medsr.codec import downsample, from_signed_unit, get_operator, pad_to_multiple, project_consistent, to_unit
 from medsr.models.discriminator import Discriminator, DiscriminatorConfig
 from medsr.models.registry import create_model, file_sha256, load_weights, save_weights
-from medsr.models.srresnet import SRResNet, SRResNetConfig
+from medsr.models.srresnet import SRResNet, SRResNetConfig, fold_batch_norm
 from medsr.transforms.pipeline import AugmentConfig, SliceSource, foreground_threshold, slice_items, training_dataset, \
     volume_window
 from pipelines.prepare_data import Pack, PackVolume, load_pack
@@ -75,6 +75,7 @@ class TrainConfig:
     num_workers: int = -1  # -1 = auto: 0 on cpu, min(12, cores - 2) on cuda
     blocks: int = 16
     channels: int = 64
+    batch_norm: bool = True  # False: the generator without batch norm (a warm start folds it in: fold_batch_norm)
     disc_channels: int = 64
     disc_dense: int = 1024
     loss: str = "mse"  # phase-1 pixel loss: mse | l1
@@ -117,7 +118,8 @@ class TrainConfig:
         return VAL_J2K_RATIO if self.augment.base_j2k_psnr else None
 
     def generator_config(self) -> SRResNetConfig:
-        return SRResNetConfig(blocks=self.blocks, channels=self.channels, scale=get_operator(self.operator).scale)
+        return SRResNetConfig(blocks=self.blocks, channels=self.channels, scale=get_operator(self.operator).scale,
+                              batch_norm=self.batch_norm)
 
     def discriminator_config(self) -> DiscriminatorConfig:
         return DiscriminatorConfig(crop_size=self.augment.crop_size, base_channels=self.disc_channels,
@@ -570,20 +572,32 @@ def read_checkpoint(out: Path) -> dict:
 def load_init_weights(g: nn.Module, path: Path) -> None:
     """Warm start: the whole generator when the shapes agree; across scales (x4 weights into an x2 generator)
     every tensor whose name and shape agree (head, residual body, first upsampling stage, tail), and the
-    remaining ones stay at their initialisation. Names what was not loaded."""
+    remaining ones stay at their initialisation. Two architecture trials start from the same function: into
+    a generator without batch norm, the source's batch norm is folded into its convs (``fold_batch_norm``);
+    residual blocks the source lacks (a deeper generator) start as identities (their last layer zeroed).
+    Names what was not loaded."""
     from safetensors.torch import load_file
 
     src = load_file(str(path), device="cpu")
     own = g.state_dict()
+    if not any(k.endswith("running_var") for k in own):
+        src = fold_batch_norm(src)
     if set(src) == set(own) and all(src[k].shape == own[k].shape for k in own):
-        load_weights(g, path)
+        g.load_state_dict(src)
         return
     same = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
     g.load_state_dict(same, strict=False)
     fresh = sorted(k for k in own if k not in same)
     unused = sorted(k for k in src if k not in same)
+    grown = sorted({int(k.split(".")[1]) for k in fresh if k.startswith("body.")})
+    with torch.no_grad():
+        for i in grown:  # a residual block the source lacks: x + 0 until training moves it
+            last = g.body[i].bn2 if isinstance(g.body[i].bn2, nn.BatchNorm2d) else g.body[i].conv2
+            last.weight.zero_()
+            last.bias.zero_()
     print(f"init weights {path.name}: {len(same)}/{len(own)} tensors loaded; initialised fresh: "
-          f"{', '.join(fresh) or 'none'}; not used: {', '.join(unused) or 'none'}", flush=True)
+          f"{', '.join(fresh) or 'none'}{' (residual blocks ' + ', '.join(map(str, grown)) + ' as identities)' if grown else ''}; "
+          f"not used: {', '.join(unused) or 'none'}", flush=True)
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -812,6 +826,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num-workers", type=int, default=d.num_workers, help="DataLoader workers (-1 = auto)")
     a("--blocks", type=int, default=d.blocks)
     a("--channels", type=int, default=d.channels)
+    a("--no-batch-norm", action="store_true", help="generator without batch norm (warm start: BN folded into the convs)")
     a("--disc-channels", type=int, default=d.disc_channels)
     a("--disc-dense", type=int, default=d.disc_dense)
     a("--loss", default=d.loss, choices=["mse", "l1"], help="phase-1 pixel loss")
@@ -884,7 +899,7 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
         pack=a.pack, out=a.out, device=a.device, precision=a.precision, channels_last=a.channels_last,
         compile=a.compile, seed=a.seed,
         batch_size=a.batch_size, freeze_bn=a.freeze_bn, num_workers=a.num_workers, blocks=a.blocks, channels=a.channels,
-        disc_channels=a.disc_channels, disc_dense=a.disc_dense, loss=a.loss, content=a.content,
+        batch_norm=not a.no_batch_norm, disc_channels=a.disc_channels, disc_dense=a.disc_dense, loss=a.loss, content=a.content,
         vgg19_weights=a.vgg19_weights, adv_weight=a.adv_weight, lr=a.lr, lr_schedule=a.lr_schedule,
         lr_min_ratio=a.lr_min_ratio, gan_lr=a.gan_lr, gan_lr_final=a.gan_lr_final, phase1_seconds=a.phase1_seconds,
         phase2_seconds=a.phase2_seconds, phase1_steps=a.phase1_steps or a.steps, phase2_steps=a.phase2_steps or a.steps,

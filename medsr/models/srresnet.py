@@ -22,19 +22,27 @@ class SRResNetConfig:
     scale: int = 4
     in_channels: int = 1
     out_channels: int = 1
+    batch_norm: bool = True  # False: the batch-norm layers are identities (EDSR's variant; a measured trial)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.batch_norm:  # the paper's generator: its metadata reads as it always has
+            del d["batch_norm"]
+        return d
+
+
+def _norm(c: int, on: bool) -> nn.Module:
+    return nn.BatchNorm2d(c) if on else nn.Identity()
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, c: int):
+    def __init__(self, c: int, batch_norm: bool = True):
         super().__init__()
         self.conv1 = nn.Conv2d(c, c, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(c)
+        self.bn1 = _norm(c, batch_norm)
         self.act = nn.PReLU(c)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(c)
+        self.bn2 = _norm(c, batch_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
@@ -59,8 +67,8 @@ class SRResNet(nn.Module):
         c = config.channels
         self.config = config
         self.head = nn.Sequential(nn.Conv2d(config.in_channels, c, 9, padding=4), nn.PReLU(c))
-        self.body = nn.Sequential(*[ResidualBlock(c) for _ in range(config.blocks)])
-        self.body_tail = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c))
+        self.body = nn.Sequential(*[ResidualBlock(c, config.batch_norm) for _ in range(config.blocks)])
+        self.body_tail = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), _norm(c, config.batch_norm))
         self.upsample = nn.Sequential(*[UpsampleBlock(c) for _ in range(int(math.log2(config.scale)))])
         self.tail = nn.Conv2d(c, config.out_channels, 9, padding=4)
 
@@ -68,3 +76,25 @@ class SRResNet(nn.Module):
         h = self.head(x)
         y = self.body_tail(self.body(h)) + h
         return self.tail(self.upsample(y))
+
+
+_CONV_BN = (("conv1", "bn1"), ("conv2", "bn2"))
+
+
+def fold_batch_norm(state: dict[str, torch.Tensor], eps: float = 1e-5) -> dict[str, torch.Tensor]:
+    """A batch-norm generator's weights as those of the same generator without batch norm
+    (``batch_norm=False``): each BN's inference-time affine map folded into the conv before it, so the
+    two compute the same function (up to float rounding). Pure: returns a new dict."""
+    out = {k: v for k, v in state.items()}
+    pairs = [("body_tail.0", "body_tail.1")]
+    blocks = sorted({int(k.split(".")[1]) for k in state if k.startswith("body.")})
+    pairs += [(f"body.{i}.{conv}", f"body.{i}.{bn}") for i in blocks for conv, bn in _CONV_BN]
+    for conv, bn in pairs:
+        if f"{bn}.running_var" not in state:
+            continue
+        scale = state[f"{bn}.weight"] / torch.sqrt(state[f"{bn}.running_var"] + eps)
+        out[f"{conv}.weight"] = state[f"{conv}.weight"] * scale[:, None, None, None]
+        out[f"{conv}.bias"] = (state[f"{conv}.bias"] - state[f"{bn}.running_mean"]) * scale + state[f"{bn}.bias"]
+        for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            out.pop(f"{bn}.{k}", None)
+    return out
