@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 train-srgan recipe-trials arch-trials unseen-data phantoms eval-unseen lossy-crossover ratio-table evidence clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-j2k train-lossy-v2 train-srgan recipe-trials arch-trials gpu-kit unseen-data phantoms eval-unseen lossy-crossover ratio-table evidence clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -174,6 +174,16 @@ train-x2-j2k: install-dev train-deps
 	  --init-weights medsr/models/weights/medsr-srresnet-x2-lossy.safetensors --phase1-seconds 2700 --phase2-seconds 0 \
 	  --crop-size 80 --base-j2k-psnr 24,40 --val-slices 18 --val-every 400 --freeze-bn --precision bf16 \
 	  --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 22
+
+# what a GPU retrain carries (CONTRIBUTING, "GPU runs"): the device's wheels (monai, pyjpegls for its Python 3.12)
+# and the manifest pack re-coded as lossless JPEG-LS in parts that each fit one device call (checked bit-exact)
+GPU_WHEELS = monai==1.6.1 pyjpegls==1.5.1
+gpu-kit: install-dev train-deps
+	$(PY) -m pipelines.prepare_data --out .train/pack.npz
+	mkdir -p .whl
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	$(PY) -m pipelines.gpu_pack --pack .train/pack.npz --out .gpu/pack --part-mb 40
 
 # real MR the models never trained on (other subjects, scanners, field strengths, contrasts),
 # fetched from pinned registry packages and sha512-checked: dicom_fixtures/unseen.py

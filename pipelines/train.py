@@ -911,7 +911,7 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(argv)
-    if not cfg.pack.is_file():
+    if not cfg.pack.exists():
         print(f"error: {cfg.pack}: no such pack (run pipelines/prepare_data.py --out {cfg.pack})")
         return 2
     if cfg.eval_only:

@@ -18,6 +18,7 @@ from medsr.transforms import (AugmentConfig, MakeLowRes, MakeLowResd, RandContra
                               RandFlipRot90, RandFlipRot90d, RandForegroundCrop, RandGamma, RandGammad, RandMRNoise,
                               RandMRNoised, SliceSource, slice_items, train_transforms, training_dataset)
 from pipelines.prepare_data import PackVolume, load_pack, save_pack
+from pack_util import make_tiny_pack, synthetic_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,18 +30,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def synthetic_volume(n: int = 6, size: int = 128, seed: int = 0) -> np.ndarray:
-    """Smooth blobs inside a disc, 12-bit-like uint16 stored values."""
-    from scipy.ndimage import gaussian_filter
-
-    rng = np.random.default_rng(seed)
-    v = gaussian_filter(rng.random((n, size, size)), sigma=(0, 4, 4))
-    v = (v - v.min()) / (v.max() - v.min())
-    yy, xx = np.mgrid[:size, :size]
-    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (0.4 * size) ** 2
-    return (v * disc * 900 + 20 * disc).astype(np.uint16)
 
 
 def test_make_low_res_is_the_codec_operator():
@@ -121,12 +110,6 @@ def test_a_few_steps_reduce_the_loss():
         opt.step()
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
-
-
-def make_tiny_pack(path: Path) -> None:
-    train = PackVolume("vol_a", "syn-a", "syn", "s1", "train", synthetic_volume(6, 128, 0), (0, 1, 2))
-    val = PackVolume("vol_v", "syn-v", "syn-val", "s2", "val", synthetic_volume(1, 132, 5), (0,))
-    save_pack(path, [train, val], val_source="syn-val")
 
 
 def test_pack_round_trip(tmp_path):
