@@ -137,16 +137,18 @@ recipe-trials: install-dev train-deps
 
 # architecture trials (docs/training/arch-trials/): 1,500-step fine-tunes of the default v3 on the manifest, same seed
 # and data order: v3 as is (the control), without batch norm (BN folded into the convs, so it starts as the same
-# function) and 24 residual blocks (the 8 new ones start as identities), measured on the validation split
+# function), 24 residual blocks (the 8 new ones start as identities), and batch norm learning its statistics
+# (not frozen), measured on the validation split
 ARCH_TRIAL = OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --phase1-seconds 100000 \
 	  --phase1-steps 1500 --phase2-seconds 0 --init-weights medsr/models/weights/medsr-srresnet-x4.safetensors \
-	  --precision bf16 --freeze-bn --remap-prob 0.5 --val-every 0 --val-slices 18 --lr 5e-5 --lr-schedule cosine \
+	  --precision bf16 --remap-prob 0.5 --val-every 0 --val-slices 18 --lr 5e-5 --lr-schedule cosine \
 	  --lr-min-ratio 0.1 --seed 61
 arch-trials: install-dev train-deps
 	$(PY) -m pipelines.prepare_data --out .train/pack.npz
-	$(ARCH_TRIAL) --out .train/arch-control
-	$(ARCH_TRIAL) --out .train/arch-no-bn --no-batch-norm
-	$(ARCH_TRIAL) --out .train/arch-b24 --blocks 24
+	$(ARCH_TRIAL) --freeze-bn --out .train/arch-control
+	$(ARCH_TRIAL) --freeze-bn --out .train/arch-no-bn --no-batch-norm
+	$(ARCH_TRIAL) --freeze-bn --out .train/arch-b24 --blocks 24
+	$(ARCH_TRIAL) --out .train/arch-bn-train
 
 # the shipped lossy tier, medsr-srresnet-x4-lossy (v2, docs/training/lossy-tier-v2/): the v1 lossy tier
 # (make train-lossy) fine-tuned on the manifest's training split

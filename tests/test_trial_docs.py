@@ -1,0 +1,40 @@
+"""The trial tables under docs/training/ print what their runs' eval.json files say (no figure typed by hand)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "training"
+ROW = re.compile(r"^\| [^|]*\(`(?P<run>[\w./-]+)`\) \| [^|]* \| (?P<mean>[\d.]+) \((?P<gain>[+-][\d.]+)\) \| "
+                 r"(?P<ssim>[\d.]+) \|(?P<rest>.*)$")
+
+
+def rows(readme: Path):
+    for line in readme.read_text().splitlines():
+        m = ROW.match(line)
+        if m:
+            yield m
+
+
+@pytest.mark.parametrize("trials", ["recipe-trials", "arch-trials"])
+def test_a_trial_table_prints_its_runs_eval_json(trials):
+    readme = DOCS / trials / "README.md"
+    found = list(rows(readme))
+    assert len(found) >= 4, f"{readme}: expected a row per run"
+    for m in found:
+        run = m["run"]
+        # a run's folder beside the README (`mse/`), or a repository path to an eval.json
+        path = DOCS.parent.parent / run if run.endswith("eval.json") else DOCS / trials / run / "eval.json"
+        ev = json.loads(path.read_text())
+        method = ev["methods"]["srresnet+dc"]
+        places = len(m["mean"].split(".")[1])
+        assert float(m["mean"]) == round(method["psnr_fg"], places), run
+        assert float(m["gain"]) == round(method["gain_psnr_fg_vs_bicubic"], places), run
+        assert float(m["ssim"]) == round(method["ssim"], 4), run
+        per_source = [round(v["srresnet+dc"]["psnr_fg"], 2) for v in ev["per_source"].values()]
+        per_source += [round(v["srresnet+dc"]["psnr_fg"], 2) for v in ev.get("extra_sources_not_anatomy", {}).values()]
+        printed = [float(x) for x in m["rest"].strip(" |").split(" | ")]
+        assert printed == per_source, run
