@@ -4,7 +4,7 @@
 #   2. the GPU tests (CUDA paths of the engine)
 #   3. the benchmarks on CUDA (model throughput fp32 vs tuned, end-to-end restore vs I/O floor)
 #
-#   bash pipelines/gpu_check.sh OUTDIR            # carry: .whl (wheels) and .train (pack.npz)
+#   bash pipelines/gpu_check.sh OUTDIR            # carry: .whl (wheels) and .gpu/pack (make gpu-kit)
 #   SKIP_TRAIN=1 bash pipelines/gpu_check.sh OUT  # tests + benchmarks only (< 3 minutes)
 #
 # Output, flat in OUTDIR (at most 8 files): train.log, log.csv, checkpoint.json,

@@ -3,15 +3,17 @@
 #
 #   bash pipelines/gpu_train.sh OUTDIR
 #
-# Run from the repository root on the GPU machine, with .whl/ (the monai wheel) and
-# .train/pack.npz (from pipelines/prepare_data.py) carried along. Needs python3 with a CUDA
-# torch, numpy, scipy, scikit-image and safetensors (no pydicom/nibabel needed).
+# Run from the repository root on the GPU machine, with .whl/ (the monai and pyjpegls wheels) and
+# the pack carried along: .gpu/pack (make gpu-kit: the manifest pack as JPEG-LS parts, one part a
+# call; CONTRIBUTING "GPU runs"). Needs python3 with a CUDA torch, numpy, scipy, scikit-image and
+# safetensors (no pydicom/nibabel needed). For issue #14's retrain of every tier, use
+# python -m pipelines.retrain instead (one call, the candidates side by side).
 # Writes flat into OUTDIR, 6 files: train.log, log.csv, checkpoint.json, srresnet.safetensors,
 # srgan.safetensors, eval.json. Weights are rewritten every 60 s, so a killed run still
 # leaves usable ones. Wall time ~ PHASE1_SECONDS + PHASE2_SECONDS + ~40 s (install, start,
 # final evaluation): under 8 minutes with the defaults.
 #
-# Overrides (environment): PACK, PHASE1_SECONDS (320), PHASE2_SECONDS (100), BATCH (64),
+# Overrides (environment): PACK (.gpu/pack), PHASE1_SECONDS (320), PHASE2_SECONDS (100), BATCH (64),
 # WORKERS (12), LR (3e-4), LR_SCHEDULE (cosine), VAL_EVERY (2000), SEED (0),
 # EXTRA_ARGS (appended to pipelines/train.py's arguments).
 #
@@ -24,7 +26,7 @@
 set -euo pipefail
 OUTDIR=${1:?usage: bash pipelines/gpu_train.sh OUTDIR}
 mkdir -p "$OUTDIR"
-PACK=${PACK:-.train/pack.npz}
+PACK=${PACK:-.gpu/pack}
 PHASE1_SECONDS=${PHASE1_SECONDS:-320}
 PHASE2_SECONDS=${PHASE2_SECONDS:-100}
 BATCH=${BATCH:-64}
@@ -43,7 +45,7 @@ run() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi unavailable"
   python3 -c "import torch, monai; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '|', \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU', '| monai', monai.__version__)"
-  [ -f "$PACK" ] || { echo "error: $PACK missing (carry .train)"; return 2; }
+  [ -e "$PACK" ] || { echo "error: $PACK missing (make gpu-kit; carry its parts)"; return 2; }
   local rc=0
   # shellcheck disable=SC2086
   python3 -m pipelines.train --pack "$PACK" --out "$OUTDIR" --device cuda --precision bf16 \
