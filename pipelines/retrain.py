@@ -137,7 +137,7 @@ def choose(candidates: list[RunResult]) -> tuple[RunResult, str]:
 
 
 def write_summary(out: Path, a: argparse.Namespace, results: list[RunResult], reason: str, seconds: float) -> None:
-    summary = {"command": "python -m pipelines.retrain " + " ".join(sys.argv[1:]) if a.record_argv else None,
+    summary = {"command": "python -m pipelines.retrain " + " ".join(a.argv),
                "device": next((r.device for r in results if r.device), None), "seconds": round(seconds, 1),
                "choice": reason, "runs": [asdict(r) for r in results],
                "note": ("validation figures only (the manifest's held-out subjects and sources); the evaluation "
@@ -188,12 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train-arg", action="append", default=[], metavar="ARG",
                     help="appended to every pipelines.train call (repeat; e.g. --train-arg=--blocks=1)")
     ap.add_argument("--bundle", type=Path, default=None, help="also write the run as <= 8 files into this folder")
-    ap.add_argument("--no-record-argv", dest="record_argv", action="store_false", help=argparse.SUPPRESS)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = build_parser().parse_args(argv)
+    a.argv = argv
     if not a.pack.exists():
         print(f"error: {a.pack}: no pack (python -m pipelines.gpu_pack makes .gpu/pack)", file=sys.stderr)
         return 2

@@ -51,6 +51,7 @@ def test_retrain_runs_every_tier_from_the_chosen_candidate(tmp_path):
     assert create_model(out / "x2" / "srresnet.safetensors").operator == "area2-v1"
     assert (out / "srgan" / "srresnet.safetensors").read_bytes() == (out / chosen / "srresnet.safetensors").read_bytes()
     assert "| srgan | 0 |" in (out / "summary.md").read_text() and s["device"].startswith("cpu")
+    assert s["command"].startswith("python -m pipelines.retrain --pack ") and "--bundle" in s["command"]
     # what comes back from a device call: at most 8 files, the five weights among them, logs in one archive
     import tarfile
 
