@@ -159,3 +159,9 @@ def test_the_previous_default_weights_stay_shipped():
     srgan_v1 = find_by_sha256("b0667f86dbc06bdd7309b6c1d9bacf6186a95d36e004b0531de9614a0d896dc3")  # until 2026-12-01
     assert srgan_v1 is not None and srgan_v1.name == "medsr-srgan-x4-v1" and srgan_v1.kind == "perceptual"
     assert REGISTRY["medsr-srgan-x4"].sha256 != srgan_v1.sha256
+    x2_v1 = find_by_sha256("5035074da8fce58a4c97fa1b4919a5717367d71205907996444c70dad6cf84bb")  # until 2026-12-01
+    assert x2_v1 is not None and x2_v1.name == "medsr-srresnet-x2-lossy-v1" and x2_v1.operator == "area2-v1"
+    assert REGISTRY["medsr-srresnet-x2-lossy"].sha256 != x2_v1.sha256
+    from medsr.models import default_model_for
+
+    assert default_model_for("lossy", "area2-v1") == "medsr-srresnet-x2-lossy"  # new archives use the new weights
