@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WARM = ROOT / "medsr" / "models" / "weights" / "medsr-srresnet-x4.safetensors"
+RUNS_ARCHIVE = "runs.tar.gz"  # the bundle's one archive of every run's logs and eval.json
 RECIPE = ["--remap-prob", "0.5", "--val-every", "0", "--val-slices", "18"]
 
 
@@ -165,7 +166,7 @@ def bundle(out: Path, dest: Path, results: list[RunResult]) -> None:
             shutil.copyfile(out / r.weights, dest / f"{r.name}.safetensors")
     for name in ("summary.json", "summary.md"):
         shutil.copyfile(out / name, dest / name)
-    with tarfile.open(dest / "runs.tar.gz", "w:gz") as tar:
+    with tarfile.open(dest / RUNS_ARCHIVE, "w:gz") as tar:
         for r in results:
             for f in sorted((out / r.name).iterdir()):
                 if f.suffix in (".log", ".csv", ".json"):

@@ -10,7 +10,7 @@ import torch
 from medsr.models import SRResNet, SRResNetConfig, create_model
 from medsr.models.registry import save_weights
 from pack_util import make_tiny_pack
-from pipelines.retrain import RunResult, choose, main
+from pipelines.retrain import RUNS_ARCHIVE, RunResult, choose, main
 
 TINY = ["--train-arg=--blocks=1", "--train-arg=--channels=8", "--train-arg=--disc-channels=8",
         "--train-arg=--disc-dense=16", "--train-arg=--val-slices=1", "--train-arg=--no-eval-extra"]
@@ -57,5 +57,5 @@ def test_retrain_runs_every_tier_from_the_chosen_candidate(tmp_path):
 
     back = sorted(p.name for p in (tmp_path / "OUT").iterdir())
     assert len(back) <= 8 and {f"{n}.safetensors" for n in runs} <= set(back)
-    with tarfile.open(tmp_path / "OUT" / "runs.tar.gz") as tar:
+    with tarfile.open(tmp_path / "OUT" / RUNS_ARCHIVE) as tar:
         assert {f"{n}/eval.json" for n in runs} | {f"{n}/train.log" for n in runs} <= set(tar.getnames())
