@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.pack_coding import CODING
+from pipelines.pack_coding import CODING, encode_volume
 from pipelines.prepare_data import load_pack, save_pack
 
 TRAVEL_LIMIT = 64 * 2**20
@@ -45,17 +45,16 @@ def split_volumes(sizes: list[int], part_bytes: int) -> list[list[int]]:
 def recode(src: Path, out: Path, part_bytes: int) -> dict:
     """Write ``src``'s volumes JPEG-LS coded into ``out/part-K.npz``; refuse (write nothing) unless the folder reads
     back as the same volumes, value for value, in the same order."""
-    from pipelines.pack_coding import encode_volume
-
     pack = load_pack(src)
-    sizes = [int(encode_volume(v.data)[1][-1]) if v.data.shape[0] else 0 for v in pack.volumes]
-    groups = split_volumes(sizes, part_bytes)
+    coded = {v.key: encode_volume(v.data) for v in pack.volumes}  # once: sizes the parts, then written
+    groups = split_volumes([coded[v.key].nbytes for v in pack.volumes], part_bytes)
     names = [f"part-{k + 1}.npz" for k in range(len(groups))]
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name, idx in zip(names, groups):
-        save_pack(tmp / name, [pack.volumes[i] for i in idx], val_source=pack.val_source, coding=CODING, parts=names)
+        save_pack(tmp / name, [pack.volumes[i] for i in idx], val_source=pack.val_source, coding=CODING, parts=names,
+                  coded=coded)
     back = load_pack(tmp)
     for a, b in zip(pack.volumes, back.volumes, strict=True):
         same = (a.key == b.key and a.split == b.split and a.data.dtype == b.data.dtype and np.array_equal(a.data, b.data)

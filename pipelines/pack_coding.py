@@ -9,6 +9,8 @@ A coded volume is two arrays: ``<key>`` (uint8, the slices' codestreams end to e
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 CODING = "jpeg-ls-lossless"
@@ -22,8 +24,18 @@ def _jpeg_ls():
     return jpeg_ls
 
 
-def encode_volume(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """(n, H, W) integers -> (codestreams, ends, shift); raises ValueError when the range exceeds 16 bits."""
+class Coded(NamedTuple):
+    data: np.ndarray  # uint8: the slices' codestreams end to end
+    ends: np.ndarray  # int64: where each slice's codestream ends
+    shift: int  # the volume's minimum, subtracted before coding
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.size)
+
+
+def encode_volume(v: np.ndarray) -> Coded:
+    """(n, H, W) integers -> their JPEG-LS codestreams; raises ValueError when the range exceeds 16 bits."""
     jpeg_ls = _jpeg_ls()
     shift = int(v.min()) if v.size else 0
     span = int(v.max()) - shift if v.size else 0
@@ -32,7 +44,7 @@ def encode_volume(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     u = (v.astype(np.int64) - shift).astype(np.uint16)
     streams = [np.frombuffer(bytes(jpeg_ls.encode(np.ascontiguousarray(s))), np.uint8) for s in u]
     ends = np.cumsum([len(s) for s in streams]).astype(np.int64)
-    return (np.concatenate(streams) if streams else np.zeros(0, np.uint8)), ends, shift
+    return Coded(np.concatenate(streams) if streams else np.zeros(0, np.uint8), ends, shift)
 
 
 def decode_volume(data: np.ndarray, ends: np.ndarray, shift: int, shape: tuple[int, ...], dtype: str) -> np.ndarray:

@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.manifest import MANIFEST, Entry, check
+from pipelines import pack_coding
+from pipelines.pack_coding import CODING, Coded, encode_volume
 
 PACK_VERSION = 1
 VAL_SOURCE = "pydicom-data-mr"
@@ -79,9 +81,11 @@ class Pack:
 
 
 def save_pack(path: Path, volumes: list[PackVolume], val_source: str = VAL_SOURCE, coding: str = "zlib",
-              parts: list[str] | None = None) -> dict:
+              parts: list[str] | None = None, coded: dict[str, Coded] | None = None) -> dict:
     """Write a pack; ``coding`` "zlib" (``np.savez_compressed``) or ``pack_coding.CODING`` (JPEG-LS slices,
-    lossless, ~35% smaller: what a GPU run carries)."""
+    lossless, ~35% smaller: what a GPU run carries; ``coded`` holds volumes already coded, by key)."""
+    if coding not in ("zlib", CODING):
+        raise ValueError(f"unknown pack coding {coding!r}")
     meta = {
         "version": PACK_VERSION, "val_source": val_source, "created_by": "pipelines/prepare_data.py", "coding": coding,
         "volumes": [{"key": v.key, "name": v.name, "source": v.source, "subject": v.subject, "split": v.split,
@@ -100,11 +104,8 @@ def save_pack(path: Path, volumes: list[PackVolume], val_source: str = VAL_SOURC
         if coding == "zlib":
             arrays[v.key] = v.data
         else:
-            from pipelines.pack_coding import CODING, encode_volume
-
-            if coding != CODING:
-                raise ValueError(f"unknown pack coding {coding!r}")
-            arrays[v.key], arrays[f"{v.key}_ends"], m["shift"] = encode_volume(v.data)
+            c = (coded or {}).get(v.key) or encode_volume(v.data)
+            arrays[v.key], arrays[f"{v.key}_ends"], m["shift"] = c.data, c.ends, c.shift
         for axis, idx in v.keep.items():
             arrays[f"{v.key}_keep{axis}"] = np.asarray(idx, dtype=np.int32)
     arrays["meta"] = np.array(json.dumps(meta))
@@ -117,7 +118,7 @@ def save_pack(path: Path, volumes: list[PackVolume], val_source: str = VAL_SOURC
 
 def load_pack(path: str | Path) -> Pack:
     """Read a pack written by ``save_pack`` (numpy only, no pickle; a JPEG-LS coded pack also needs pyjpegls).
-    A folder is a pack in parts (``pipelines.gpu_pack --parts``): its ``part-*.npz`` files, in name order, read as
+    A folder is a pack in parts (``pipelines.gpu_pack``): its ``part-*.npz`` files, in name order, read as
     one pack; they must agree on the validation source and list every part (``meta["parts"]``)."""
     path = Path(path)
     if path.is_dir():
@@ -131,9 +132,7 @@ def load_pack(path: str | Path) -> Pack:
             keep = {a: z[f"{m['key']}_keep{a}"] for a in m["axes"] if f"{m['key']}_keep{a}" in z.files}
             data = z[m["key"]]
             if meta.get("coding", "zlib") != "zlib":
-                from pipelines.pack_coding import decode_volume
-
-                data = decode_volume(data, z[f"{m['key']}_ends"], m["shift"], tuple(m["shape"]), m["dtype"])
+                data = pack_coding.decode_volume(data, z[f"{m['key']}_ends"], m["shift"], tuple(m["shape"]), m["dtype"])
             vols.append(PackVolume(m["key"], m["name"], m["source"], m["subject"], m["split"], data,
                                    tuple(m["axes"]), keep, m.get("license", ""), int(m.get("repeat", 1))))
     return Pack(vols, meta["val_source"], meta)

@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WARM = ROOT / "medsr" / "models" / "weights" / "medsr-srresnet-x4.safetensors"
@@ -80,20 +81,19 @@ def stage_two(a: argparse.Namespace, chosen: Path) -> list[Run]:
     ]
 
 
-def launch(run: Run, a: argparse.Namespace, out: Path) -> tuple[subprocess.Popen, float]:
+def launch(run: Run, a: argparse.Namespace, out: Path) -> tuple[subprocess.Popen, IO[str]]:
+    """Start ``run`` in ``out/<name>``, its output into ``train.log`` (the caller closes it when the run ends)."""
     folder = out / run.name
     folder.mkdir(parents=True, exist_ok=True)
     if run.beside:  # phase 2 starts from the chosen generator, measured beside it (as make train-srgan)
         shutil.copyfile(run.beside, folder / "srresnet.safetensors")
     cmd = [sys.executable, "-m", "pipelines.train", "--pack", str(a.pack), "--out", str(folder), "--device", a.device,
            "--batch-size", str(a.batch_size), "--num-workers", str(a.workers), *run.args, *a.train_arg]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = open(folder / "train.log", "w")  # noqa: SIM115 - closed when the process ends (wait_all)
+    log = open(folder / "train.log", "w")  # noqa: SIM115 - outlives this call
     log.write("$ " + " ".join(cmd) + "\n")
     log.flush()
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    p.log = log  # type: ignore[attr-defined]
-    return p, time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log
 
 
 def read_result(run: Run, rc: int, seconds: float, out: Path) -> RunResult:
@@ -114,11 +114,12 @@ def read_result(run: Run, rc: int, seconds: float, out: Path) -> RunResult:
 
 
 def run_side_by_side(runs: list[Run], a: argparse.Namespace, out: Path) -> list[RunResult]:
+    t0 = time.perf_counter()
     started = [(r, *launch(r, a, out)) for r in runs]
     results = []
-    for run, p, t0 in started:
+    for run, p, log in started:
         rc = p.wait()
-        p.log.close()  # type: ignore[attr-defined]
+        log.close()
         results.append(read_result(run, rc, time.perf_counter() - t0, out))
         print(f"[{run.name}] exit {rc}, {results[-1].seconds:.0f} s, validation fg {results[-1].validation_fg}",
               flush=True)

@@ -85,7 +85,7 @@ def fold_batch_norm(state: dict[str, torch.Tensor], eps: float = 1e-5) -> dict[s
     """A batch-norm generator's weights as those of the same generator without batch norm
     (``batch_norm=False``): each BN's inference-time affine map folded into the conv before it, so the
     two compute the same function (up to float rounding). Pure: returns a new dict."""
-    out = {k: v for k, v in state.items()}
+    out = dict(state)
     pairs = [("body_tail.0", "body_tail.1")]
     blocks = sorted({int(k.split(".")[1]) for k in state if k.startswith("body.")})
     pairs += [(f"body.{i}.{conv}", f"body.{i}.{bn}") for i in blocks for conv, bn in _CONV_BN]
