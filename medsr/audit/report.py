@@ -171,6 +171,12 @@ def _floor_section(floor: Mapping[str, Any]) -> str:
             f"</tr>{rows}</table><table class='floor-facts'>{kv}</table>")
 
 
+def _ranked_out(c: Mapping[str, Any]) -> str:
+    """A candidate ``--ratio-search sample`` measured on its sample slices only (not restored in full)."""
+    k = c.get("slices_measured")
+    return f" (ranked out on {int(k)} sample slices)" if k else ""
+
+
 def _budget_section(budget: Mapping[str, Any]) -> str:
     """``--ratio``: every candidate measured at the byte budget, the stored one marked, and why it won."""
     head = ("<tr><th class='k'>candidate</th><th>ratio</th><th>pixel bytes</th><th>fg PSNR (dB)</th><th>PSNR (dB)</th>"
@@ -178,7 +184,7 @@ def _budget_section(budget: Mapping[str, Any]) -> str:
     rows = "".join(
         f"<tr{' class=chosen' if c['candidate'] == budget.get('chosen') else ''}><td class='k'>"
         f"{'&#9733; ' if c['candidate'] == budget.get('chosen') else ''}{html.escape(str(c['candidate']))}</td>"
-        f"<td>{_ratio(float(c['pixel_ratio']))}{'' if c.get('fits', True) else ' (over the budget)'}</td>"
+        f"<td>{_ratio(float(c['pixel_ratio']))}{'' if c.get('fits', True) else ' (over the budget)'}{_ranked_out(c)}</td>"
         f"<td>{int(c['pixel_bytes']):,}</td><td>{_fmt(c.get('psnr_fg'), 2)}</td><td>{_fmt(c.get('psnr'), 2)}</td>"
         f"<td>{_fmt(c.get('ssim'), 4)}</td><td>{int(c.get('j2k_slices', 0))}</td>"
         f"<td>{html.escape(str(c.get('model_id', '')))}</td></tr>" for c in budget.get("candidates", []))
@@ -187,7 +193,9 @@ def _budget_section(budget: Mapping[str, Any]) -> str:
             if margin is not None else "")
     return (f"<h2>Byte budget (--ratio {_fmt(budget.get('target_ratio'))})</h2><p>Pixel payload at most "
             f"{int(budget.get('budget_bytes', 0)):,} bytes. Every candidate was coded to the budget, restored as a "
-            f"restore would, and measured against the original (docs/ratio.md). Stored: "
+            f"restore would, and measured against the original (docs/ratio.md; search "
+            f"{html.escape(str(budget.get('search', 'full')))}: a candidate ranked out on a sample of slices was "
+            f"not restored in full and could not be stored). Stored: "
             f"<b>{html.escape(str(budget.get('chosen')))}</b>: {html.escape(str(budget.get('why', '')))}.{tail}</p>"
             f"<table class='floor'>{head}{rows}</table>")
 

@@ -51,3 +51,12 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (for scripts)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or warnings")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+
+def ratio_search(args) -> str:
+    """``--ratio-search`` as given (default sample); only meaningful with ``--ratio``."""
+    from ..errors import MedsrError
+
+    if args.ratio_search is not None and args.ratio is None:
+        raise MedsrError("--ratio-search needs --ratio N (it chooses how the byte-budget candidates are measured)")
+    return args.ratio_search or "sample"

@@ -17,6 +17,7 @@ from .common import Progress as _Progress
 from .common import add_common_args as _common
 from .common import emit as _emit
 from .common import fmt as _fmt
+from .common import ratio_search
 from .pacs import add_connection_args
 
 EPILOG = """\
@@ -45,7 +46,7 @@ def cmd_archive(args) -> int:
         min_psnr_fg=args.min_psnr_fg, keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k,
         base=args.base, base_near=args.base_near,
         floor_psnr_fg=args.floor_psnr_fg, floor_ssim=args.floor_ssim, floor_fallback=args.floor_fallback,
-        ensemble=args.ensemble, ratio=args.ratio,
+        ensemble=args.ensemble, ratio=args.ratio, ratio_search=ratio_search(args),
     )
     prog = _Progress(not args.quiet and sys.stderr.isatty())
     from ..pacs.sources import is_remote
@@ -164,7 +165,8 @@ def _info_budget_text(b: dict) -> str:
         lines.append(f"{'':>22} {mark}{c['candidate']:<14} {c['pixel_ratio']:>8.1f}:1  fg PSNR {_fmt(c['psnr_fg'])} dB  "
                      f"SSIM {_fmt(c['ssim'], 4)}  {c['model_id'].split('@')[0]}"
                      + (f", {c['j2k_slices']} slices JPEG 2000" if c["j2k_slices"] else "")
-                     + ("" if c["fits"] else "  (over the budget)"))
+                     + ("" if c["fits"] else "  (over the budget)")
+                     + (f"  (ranked out on {c['slices_measured']} sample slices)" if c.get("slices_measured") else ""))
     if b.get("margin_psnr_fg_vs_j2k") is not None:
         lines.append(f"{'':>22}  margin over full-slice JPEG 2000 at the budget: {b['margin_psnr_fg_vs_j2k']:+.2f} dB fg")
     return "\n".join(lines)
@@ -290,6 +292,11 @@ def _add_archive_parser(sub) -> None:
                    "base coded to the budget (with JPEG 2000 for the slices where it restores better) and JPEG 2000 "
                    "of every full slice, and stores the one with the best foreground PSNR; the audit lists every "
                    "candidate. Chooses the scale and base itself (no --base/--operator/--floor-*). docs/ratio.md")
+    a.add_argument("--ratio-search", choices=["sample", "full"], default=None,
+                   help="with --ratio: 'sample' (default) ranks every candidate on 8 evenly spaced slices of a longer "
+                   "series and restores in full only those within 0.3 dB of the best (JPEG 2000 is always measured "
+                   "in full, so the stored one is never worse than it); 'full' restores every candidate in full "
+                   "(slower: one network pass of the whole series per candidate)")
     a.add_argument("--floor-psnr-fg", type=float, metavar="DB",
                    help="per-slice quality floor: every slice must restore with a foreground PSNR of at least DB "
                    "(audit definitions, docs/audit.md). A slice whose restore misses it is stored instead by the "

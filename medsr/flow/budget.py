@@ -14,6 +14,13 @@ audit's definitions (``medsr.audit.measure``):
 - ``j2k``: every slice as JPEG 2000 of the full slice, one encoder ratio for the series (exactly the
   audit's JPEG 2000 baseline at the budget).
 
+Ranking (``--ratio-search sample``, the default): a series of more than ``SAMPLE_SLICES`` slices first restores
+every way (operator, base, model) on ``SAMPLE_SLICES`` evenly spaced slices only, scored by the better of its
+own foreground PSNR there and that of its per-slice JPEG 2000 mix; the ways within ``KEEP_DB`` of the best are
+then restored and measured in full as above, the others are listed with their sample figures
+(``slices_measured``) and cannot be stored. ``j2k`` is always measured in full, so the stored one is never
+worse than it. ``--ratio-search full`` restores every way in full (what ``medsr rd --ratios`` draws).
+
 A candidate whose pixel bytes exceed the budget is not eligible. The stored one has the best foreground
 PSNR (within ``TIE_DB`` of it: the best SSIM); the audit's ``budget`` object lists every candidate and
 why the stored one won (``BudgetPlan.summary``). Docs: docs/ratio.md.
@@ -33,6 +40,10 @@ BASE_CODERS = ("jpegls", "j2kbase")  # the low-res base of an SR candidate: JPEG
 TIE_DB = 0.005  # foreground PSNRs this close are a tie, decided by SSIM
 FULL_J2K = "j2k"
 MIN_RATIO = 2.0  # below this the budget holds more than a lossless base; use --base lossless
+SEARCHES = ("sample", "full")  # --ratio-search: rank the restores on a sample of slices first, or restore all in full
+DEFAULT_SEARCH = "sample"
+SAMPLE_SLICES = 8  # slices a longer series ranks its restores on (evenly spaced, ends included)
+KEEP_DB = 0.3  # restores ranked within this of the best on the sample are restored in full (docs/ratio.md)
 
 Progress = Callable[[str, int, int], None]
 
@@ -58,6 +69,12 @@ class Candidate:
     window: object = None
     pad: tuple[int, int] = (0, 0)
     loaded: object = None  # LoadedModel of its SR slices (None: bicubic)
+    slices_measured: int | None = None  # set: ranked on that many sample slices only, not restored in full
+
+    @property
+    def eligible(self) -> bool:
+        """Within the budget and measured on every slice: only such a candidate can be stored."""
+        return self.fits and self.slices_measured is None
 
     @property
     def ensemble(self) -> int:
@@ -68,6 +85,7 @@ class Candidate:
         return {"candidate": self.name, "operator": self.operator, "scale": get_operator(self.operator).scale,
                 "method": self.method, "model_id": self.model_id, "base_near": int(self.near),
                 "j2k_slices": int(self.j2k_slices), "pixel_bytes": int(self.pixel_bytes),
+                "slices_measured": self.slices_measured,
                 "pixel_ratio": round(original_pixel_bytes / max(self.pixel_bytes, 1), 3), "fits": bool(self.fits),
                 **{k: _num(getattr(m, k)) for k in ("psnr", "psnr_fg", "ssim", "ssim_fg")}}
 
@@ -85,12 +103,15 @@ class BudgetPlan:
     chosen: Candidate
     why: str
     notes: list[str] = field(default_factory=list)
+    search: str = "full"
+    sample: int = 0  # slices the restores were ranked on (the series' slice count: no ranking)
 
     def summary(self, original_pixel_bytes: int) -> dict:
         """The audit's ``budget`` object (JSON)."""
         j2k = next((c for c in self.candidates if c.name == FULL_J2K), None)
         out = {"id": BUDGET_ID, "target_ratio": self.target_ratio, "budget_bytes": int(self.budget_bytes),
                "chosen": self.chosen.name, "why": self.why,
+               "search": self.search, "sample_slices": int(self.sample),
                "candidates": [c.row(original_pixel_bytes) for c in self.candidates], "notes": list(self.notes)}
         if j2k is not None:
             out["margin_psnr_fg_vs_j2k"] = _num(self.chosen.metrics.psnr_fg - j2k.metrics.psnr_fg)
@@ -112,12 +133,17 @@ def check_ratio(ratio) -> float:
 
 def plan_budget(series, ratio: float, *, method: str = "auto", model: str | None = None, device: str = "auto",
                 consistency: bool = True, ensemble: int | None = None, operators=SR_OPERATORS,
-                progress: Progress | None = None) -> BudgetPlan:
-    """Measure every candidate for ``series`` at ``ratio`` and choose (see the module docstring)."""
+                search: str = DEFAULT_SEARCH, progress: Progress | None = None) -> BudgetPlan:
+    """Measure every candidate for ``series`` at ``ratio`` and choose (see the module docstring).
+
+    ``search`` ``full`` restores every way in full; ``sample`` (a series of more than ``SAMPLE_SLICES``
+    slices) ranks them on a sample of slices first and restores in full only those within ``KEEP_DB`` of
+    the best (``rank_on_sample``)."""
     from ..audit.metrics import series_data_range
     from ..errors import InputError
 
     ratio = check_ratio(ratio)
+    check_search(search)
     if not np.issubdtype(series.pixels.dtype, np.integer) or series.bits_stored > 16:
         raise InputError(f"--ratio needs integer pixels of at most 16 bits (these are {series.pixels.dtype}, "
                          f"{series.bits_stored} bits)", path=series.source)
@@ -127,21 +153,66 @@ def plan_budget(series, ratio: float, *, method: str = "auto", model: str | None
         raise InputError("every pixel of the series has the same (rescaled) value: PSNR and SSIM are undefined, "
                          "so medsr cannot choose a representation", path=series.source)
     budget = series.original_pixel_bytes / ratio
-    ctx = _Context(series, original, dr, budget, progress, 2 * len(operators) * len(BASE_CODERS) + 1)
-    cands: list[Candidate] = []
+    sample = sample_slices(series.n_slices, search)
+    pairs = [(o, c) for o in operators for c in BASE_CODERS]
+    ctx = _Context(series, original, dr, budget, progress, 1)
     notes: list[str] = []
-    for op_id, coder in ((o, c) for o in operators for c in BASE_CODERS):
-        sr = _sr_candidate(ctx, op_id, method=method, model=model, device=device, consistency=consistency,
-                           ensemble=ensemble, notes=notes, coder=coder)
-        if sr is None:
+    ways = [w for op_id, coder in pairs
+            for w in _ways(ctx, op_id, coder, method=method, model=model, device=device, consistency=consistency,
+                           ensemble=ensemble, notes=notes)]
+    ctx.steps = len(ways) * (1 if sample is None else 2) + len(pairs) + 1
+    ranked: dict[int, Candidate] = {}
+    if sample is not None:
+        ranked = rank_on_sample(ctx, ways, sample)
+        best = max(_fg(c) for c in ranked.values()) if ranked else 0.0
+        full = {i for i, c in ranked.items() if _fg(c) >= best - KEEP_DB}
+        notes.append(f"ranked {len(ways)} restores on {len(sample)} of {series.n_slices} slices (--ratio-search "
+                     f"sample); restored in full: {len(full)} within {KEEP_DB} dB of the best "
+                     f"({', '.join(_way_name(ways[i]) for i in sorted(full))})")
+    else:
+        full = set(range(len(ways)))
+    cands: list[Candidate] = []
+    for op_id, coder in pairs:
+        group = [i for i, w in enumerate(ways) if (w.op.id, w.coder) == (op_id, coder)]
+        if not group:
             continue
+        tried = [_full_candidate(ctx, ways[i]) for i in group if i in full]
+        if not tried:  # every way of this pair was ranked out: listed with its sample figures, not eligible
+            cands.append(max((ranked[i] for i in group), key=_fg))
+            continue
+        sr = max(tried, key=_fg)
+        if len(group) > 1:
+            notes.append(f"{sr.name} (NEAR {sr.near}): " + ", ".join(
+                f"{c.model_id.split('@')[0]} {_fg(c):.2f} dB" for c in tried)
+                + "".join(f", {ranked[i].model_id.split('@')[0]} {_fg(ranked[i]):.2f} dB on the sample"
+                          for i in group if i not in full)
+                + f"; kept {sr.model_id.split('@')[0]}")
+        if not sr.fits:
+            notes.append(f"{sr.name}: the base does not fit the budget even at its coarsest")
         cands.append(sr)
         mixed = _mixed_candidate(ctx, sr)
         if mixed is not None:
             cands.append(mixed)
     cands.append(_j2k_candidate(ctx))
     chosen, why = _choose(cands)
-    return BudgetPlan(ratio, budget, cands, chosen, why, notes)
+    return BudgetPlan(ratio, budget, cands, chosen, why, notes, search=search,
+                      sample=len(sample) if sample is not None else series.n_slices)
+
+
+def check_search(search) -> str:
+    from ..errors import MedsrError
+
+    if search not in SEARCHES:
+        raise MedsrError(f"--ratio-search must be one of {', '.join(SEARCHES)} (got {search!r})")
+    return search
+
+
+def sample_slices(n: int, search: str = DEFAULT_SEARCH) -> np.ndarray | None:
+    """The slices ``sample`` search ranks on: ``SAMPLE_SLICES`` evenly spaced (ends included); None (every slice,
+    no ranking) for ``full`` or a series of at most ``SAMPLE_SLICES`` slices."""
+    if search == "full" or n <= SAMPLE_SLICES:
+        return None
+    return np.unique(np.round(np.linspace(0, n - 1, SAMPLE_SLICES)).astype(np.int64))
 
 
 @dataclass
@@ -159,12 +230,81 @@ class _Context:
         if self.progress:
             self.progress(f"ratio: {stage}", 1, self.steps)
 
-    def measure(self, stored: np.ndarray, name: str):
+    def measure(self, stored: np.ndarray, name: str, slices: np.ndarray | None = None):
+        """Audit metrics of ``stored`` against the original (only ``slices`` of it when given; same data range)."""
         from ..audit import measure
         from .audit import rescale_stack
 
         s = self.series
-        return measure(self.original, rescale_stack(stored, s.slope, s.intercept), data_range=self.dr, name=name)
+        if slices is None:
+            return measure(self.original, rescale_stack(stored, s.slope, s.intercept), data_range=self.dr, name=name)
+        return measure(self.original[slices], rescale_stack(stored, s.slope[slices], s.intercept[slices]),
+                       data_range=self.dr, name=name)
+
+
+@dataclass
+class _Way:
+    """One way to restore an SR candidate: an operator, its base coded to the budget, a model (None: bicubic)."""
+
+    op: object
+    coder: str
+    bb: object  # BudgetedBase
+    method: str
+    loaded: object
+    engine: object
+    window: object
+    pad: tuple[int, int]
+
+    @property
+    def name(self) -> str:
+        return f"x{self.op.scale}-{self.coder}"
+
+    def restore(self, ctx: _Context, slices: np.ndarray | None = None) -> np.ndarray:
+        """The restore ``medsr restore`` would write (of ``slices`` only, when given)."""
+        from .restoring import restore_pixels_stored
+
+        s = ctx.series
+        lr = self.bb.base.decoded if slices is None else self.bb.base.decoded[slices]
+        rows, cols = s.shape
+        return restore_pixels_stored(lr, window=self.window, scale=self.op.scale, operator=self.op.id, rows=rows,
+                                     cols=cols, dtype=s.pixels.dtype, value_range=s.value_range, engine=self.engine,
+                                     module=self.loaded.module if self.loaded else None)
+
+    def candidate(self, restored: np.ndarray, metrics, slices_measured: int | None = None) -> Candidate:
+        b = self.bb
+        return Candidate(self.name, self.op.id, self.method, self.loaded.model_id if self.loaded else self.method,
+                         b.nbytes, metrics, near=b.base.meta.near, fits=b.fits, base=b.base,
+                         restored=restored if slices_measured is None else None,
+                         lowres=b.base.decoded, window=self.window, pad=self.pad, loaded=self.loaded,
+                         slices_measured=slices_measured)
+
+
+def _way_name(w: _Way) -> str:
+    return f"{w.name} {w.loaded.model_id.split('@')[0] if w.loaded else w.method}"
+
+
+def _ways(ctx: _Context, op_id: str, coder: str, *, method, model, device, consistency, ensemble,
+          notes: list[str]) -> list[_Way]:
+    """The base of ``op_id`` coded to the budget by ``coder``, and each model that may restore it."""
+    from ..codec import downsample, get_operator, intensity_window, pad_to_multiple
+    from ..codec.base import BaseCodecError
+    from ..codec.rate import base_to_budget, j2k_base_to_budget
+    from ..engine import device_for
+    from .restoring import applied_consistency as _consistency, archive_engine as _archive_engine
+
+    s = ctx.series
+    op = get_operator(op_id)
+    padded, pad = pad_to_multiple(s.pixels, op.scale)
+    exact = downsample(padded, op.id)
+    try:
+        bb = (base_to_budget if coder == "jpegls" else j2k_base_to_budget)(exact, ctx.budget)
+    except BaseCodecError as e:
+        notes.append(f"{op.id} {coder}: the base cannot code this series ({e})")
+        return []
+    cons = _consistency(consistency, op.id)
+    window = intensity_window(exact)
+    return [_Way(op, coder, bb, m, loaded, _archive_engine(m, device_for(m, device), cons, bb.base.meta), window, pad)
+            for m, loaded in _models_for(op, method, model, ensemble, device, notes)]
 
 
 def _models_for(op, method: str, model: str | None, ensemble, device: str, notes: list[str]) -> list[tuple]:
@@ -197,45 +337,30 @@ def _models_for(op, method: str, model: str | None, ensemble, device: str, notes
     return out
 
 
-def _sr_candidate(ctx: _Context, op_id: str, *, method, model, device, consistency, ensemble,
-                  notes: list[str], coder: str = "jpegls") -> Candidate | None:
-    from ..codec import downsample, get_operator, intensity_window, pad_to_multiple
-    from ..codec.base import BaseCodecError
-    from ..codec.rate import base_to_budget, j2k_base_to_budget
-    from ..engine import device_for
-    from .restoring import applied_consistency as _consistency, archive_engine as _archive_engine
-    from .restoring import restore_pixels_stored as _restore_pixels
+def _full_candidate(ctx: _Context, w: _Way) -> Candidate:
+    restored = w.restore(ctx)
+    c = w.candidate(restored, ctx.measure(restored, w.name))
+    ctx.tick(w.name)
+    return c
 
-    s = ctx.series
-    op = get_operator(op_id)
-    padded, pad = pad_to_multiple(s.pixels, op.scale)
-    exact = downsample(padded, op.id)
-    try:
-        bb = (base_to_budget if coder == "jpegls" else j2k_base_to_budget)(exact, ctx.budget)
-    except BaseCodecError as e:
-        notes.append(f"{op.id} {coder}: the base cannot code this series ({e})")
-        return None
-    cons = _consistency(consistency, op.id)
-    window = intensity_window(exact)
-    rows, cols = s.shape
-    name = f"x{op.scale}-{coder}"
-    tried = []
-    for m, loaded in _models_for(op, method, model, ensemble, device, notes):
-        engine = _archive_engine(m, device_for(m, device), cons, bb.base.meta)
-        restored = _restore_pixels(bb.base.decoded, window=window, scale=op.scale, operator=op.id, rows=rows,
-                                   cols=cols, dtype=s.pixels.dtype, value_range=s.value_range, engine=engine,
-                                   module=loaded.module if loaded else None)
-        tried.append(Candidate(name, op.id, m, loaded.model_id if loaded else m, bb.nbytes,
-                               ctx.measure(restored, name), near=bb.base.meta.near, fits=bb.fits, base=bb.base,
-                               restored=restored, lowres=bb.base.decoded, window=window, pad=pad, loaded=loaded))
-    best = max(tried, key=_fg)
-    if len(tried) > 1:
-        notes.append(f"{name} (NEAR {bb.base.meta.near}): " + ", ".join(
-            f"{c.model_id.split('@')[0]} {_fg(c):.2f} dB" for c in tried) + f"; kept {best.model_id.split('@')[0]}")
-    ctx.tick(name)
-    if not bb.fits:
-        notes.append(f"{name}: the base does not fit the budget even at its coarsest")
-    return best
+
+def rank_on_sample(ctx: _Context, ways: list[_Way], sample: np.ndarray) -> dict[int, Candidate]:
+    """Each way restored on the ``sample`` slices only and measured there, as a candidate (``slices_measured``)
+    whose figures are the better of its own and of its per-slice JPEG 2000 mix (``_mixed_candidate``'s rule)
+    on those slices: the figure a way is ranked by."""
+    out = {}
+    for i, w in enumerate(ways):
+        restored = w.restore(ctx, sample)
+        m = ctx.measure(restored, w.name, sample)
+        c = w.candidate(restored, m, slices_measured=len(sample))
+        if w.bb.fits and w.bb.base.offsets is not None:
+            per_bytes = np.diff(np.asarray(w.bb.base.offsets))[sample]
+            mixed = _j2k_where_better(ctx, restored, m, per_bytes, sample)
+            if mixed is not None and _fg_of(mixed[2]) > _fg_of(m):
+                c.name, c.metrics, c.j2k_slices = c.name + "+j2k", mixed[2], int(mixed[0].sum())
+        out[i] = c
+        ctx.tick(f"{w.name} on {len(sample)} slices")
+    return out
 
 
 def _slice_j2k(a: np.ndarray, bits: int, nbytes: int) -> bytes | None:
@@ -257,39 +382,52 @@ def _per_slice(metrics) -> np.ndarray:
     return np.array([p.psnr_fg if np.isfinite(p.psnr_fg) else p.psnr for p in metrics.per_slice], dtype=np.float64)
 
 
+def _j2k_where_better(ctx: _Context, restored: np.ndarray, metrics, per_bytes: np.ndarray,
+                      slices: np.ndarray | None = None):
+    """Each slice of ``restored`` (the series' ``slices``, or all) as JPEG 2000 of the full slice in that slice's
+    own base bytes, kept where that measures better -> (better mask, the mix, its metrics, the payloads), or None
+    when no slice or every slice is better so (every slice JPEG 2000 is the ``j2k`` candidate)."""
+    from ..codec.payload import decode
+
+    s = ctx.series
+    lo, hi = s.value_range
+    idx = np.arange(s.n_slices) if slices is None else np.asarray(slices)
+    trial = np.array(restored, copy=True)
+    payloads: list[bytes | None] = []
+    for k, i in enumerate(idx):
+        c = _slice_j2k(s.pixels[i], s.bits_stored, int(per_bytes[k]))
+        payloads.append(c)
+        if c is not None:
+            trial[k] = np.clip(decode(c, s.shape), lo, hi).astype(s.pixels.dtype)
+    better = (_per_slice(ctx.measure(trial, "j2k-slices", slices)) > _per_slice(metrics)) & \
+        np.array([p is not None for p in payloads])
+    if not better.any() or better.all():
+        return None
+    mix = np.where(better[:, None, None], trial, restored)
+    return better, mix, ctx.measure(mix, "mixed", slices), payloads
+
+
 def _mixed_candidate(ctx: _Context, sr: Candidate) -> Candidate | None:
     """``sr`` with every slice stored as full-slice JPEG 2000 where that slice's own base bytes buy a better slice."""
     from ..archive.floor import FloorData, floor_lowres
-    from ..codec.payload import decode
     from ..codec.rate import without_slices
 
     s = ctx.series
     if not sr.fits or sr.base is None or sr.base.offsets is None:
         return None
-    lo, hi = s.value_range
-    per_bytes = np.diff(np.asarray(sr.base.offsets))
-    trial = np.array(sr.restored, copy=True)
-    payloads: list[bytes | None] = []
-    for i in range(s.n_slices):
-        c = _slice_j2k(s.pixels[i], s.bits_stored, int(per_bytes[i]))
-        payloads.append(c)
-        if c is not None:
-            trial[i] = np.clip(decode(c, s.shape), lo, hi).astype(s.pixels.dtype)
-    better = (_per_slice(ctx.measure(trial, "j2k-slices")) > _per_slice(sr.metrics)) & \
-        np.array([p is not None for p in payloads])
+    found = _j2k_where_better(ctx, sr.restored, sr.metrics, np.diff(np.asarray(sr.base.offsets)))
     ctx.tick(f"{sr.name}+j2k")
-    if not better.any() or better.all():  # all JPEG 2000: the `j2k` candidate, at fewer bytes than the budget
+    if found is None:
         return None
+    better, restored, metrics, payloads = found
     kinds = ["j2k" if b else "sr" for b in better]
     floor = FloorData.from_payloads(kinds, [payloads[i] if b else b"" for i, b in enumerate(better)])
-    restored = np.where(better[:, None, None], trial, sr.restored)
     base = without_slices(sr.base, better)
     rows, cols = s.shape
     lowres = floor_lowres(base.decoded, floor, operator=sr.operator, rows=rows, cols=cols,
                           value_range=s.value_range, dtype=s.pixels.dtype)
     nbytes = base.coded_bytes + int(floor.data.size)
-    name = sr.name + "+j2k"
-    return Candidate(name, sr.operator, sr.method, sr.model_id, nbytes, ctx.measure(restored, name), near=sr.near,
+    return Candidate(sr.name + "+j2k", sr.operator, sr.method, sr.model_id, nbytes, metrics, near=sr.near,
                      j2k_slices=int(better.sum()), fits=nbytes <= ctx.budget, base=base, floor=floor,
                      restored=restored, lowres=lowres, window=sr.window, pad=sr.pad, loaded=sr.loaded)
 
@@ -327,12 +465,16 @@ def _j2k_candidate(ctx: _Context) -> Candidate:
 
 def _fg(c: Candidate) -> float:
     """A candidate's foreground PSNR (its whole-image PSNR when nothing is foreground)."""
-    v = float(c.metrics.psnr_fg)
-    return v if np.isfinite(v) else float(c.metrics.psnr)
+    return _fg_of(c.metrics)
+
+
+def _fg_of(m) -> float:
+    v = float(m.psnr_fg)
+    return v if np.isfinite(v) else float(m.psnr)
 
 
 def _choose(cands: list[Candidate]) -> tuple[Candidate, str]:
-    eligible = [c for c in cands if c.fits] or cands
+    eligible = [c for c in cands if c.eligible] or [c for c in cands if c.slices_measured is None]
     best = max(eligible, key=_fg)
     tied = [c for c in eligible if _fg(best) - _fg(c) <= TIE_DB]
     chosen = max(tied, key=lambda c: float(c.metrics.ssim))
@@ -345,4 +487,8 @@ def _choose(cands: list[Candidate]) -> tuple[Candidate, str]:
     excluded = [c.name for c in cands if not c.fits]
     if excluded:
         why += f"; over the budget: {', '.join(excluded)}"
+    ranked_out = [c for c in cands if c.fits and c.slices_measured is not None]
+    if ranked_out:
+        why += (f"; ranked out on {ranked_out[0].slices_measured} sample slices: "
+                + ", ".join(c.name for c in ranked_out))
     return chosen, why

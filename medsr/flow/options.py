@@ -23,9 +23,10 @@ def check_archive_options(o) -> None:
 
     if o.base is not None and (o.base != BASE_LOSSY or o.base_near is not None):  # lossy's default NEAR needs the window
         check_base(o.base, o.base_near)
-    if o.ratio is not None:
-        from .budget import check_ratio
+    from .budget import check_ratio, check_search
 
+    check_search(o.ratio_search)
+    if o.ratio is not None:
         check_ratio(o.ratio)
         clash = [flag for flag, bad in (("--base", o.base is not None), ("--base-near", o.base_near is not None),
                                         ("--operator", o.operator != "area4-v1"),

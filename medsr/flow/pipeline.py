@@ -52,6 +52,7 @@ class ArchiveOptions:
     floor_fallback: str = "error"  # a slice no lossy representation meets: error (nothing written) | lossless
     ensemble: int | None = None  # model self-ensemble size (1, 2, 4, 8; medsr.models.ensemble); None: the model's default
     ratio: float | None = None  # byte budget: pixel payload <= original pixel bytes / ratio; chooses scale + base (flow/budget.py)
+    ratio_search: str = "sample"  # with ratio: rank the restores on a sample of slices first (sample) or restore all (full)
 
     def __post_init__(self):
         check_archive_options(self)  # one set of checks for the CLI, the batch runner and the Orthanc plugin
@@ -253,7 +254,8 @@ def _archive_to_ratio(series: Series, output: Path, options: ArchiveOptions, pro
     from .budget import plan_budget
 
     plan = plan_budget(series, options.ratio, method=options.method, model=options.model, device=options.device,
-                       consistency=options.consistency, ensemble=options.ensemble, progress=progress)
+                       consistency=options.consistency, ensemble=options.ensemble, search=options.ratio_search,
+                       progress=progress)
     c = plan.chosen
     op = get_operator(c.operator)
     prov = c.base.provenance()

@@ -20,8 +20,11 @@ Progress = Callable[[str, int, int], None]
 
 def ratio_sweep(series, ratios: Sequence[float] = DEFAULT_RATIOS, *, method: str = "auto", model: str | None = None,
                 device: str = "auto", consistency: bool = True, ensemble: int | None = None,
-                progress: Progress | None = None) -> dict:
-    """Measure the ``--ratio`` candidates of ``series`` (a ``Series`` or a path) at every ratio."""
+                search: str = "full", progress: Progress | None = None) -> dict:
+    """Measure the ``--ratio`` candidates of ``series`` (a ``Series`` or a path) at every ratio.
+
+    ``search`` ``full`` (default here: the curves draw every candidate restored in full; an archive's default
+    ``sample`` ranks on a sample of slices first, ``medsr.flow.budget``)."""
     from ..io import Series, read_series
     from .budget import check_ratio, plan_budget
 
@@ -33,7 +36,7 @@ def ratio_sweep(series, ratios: Sequence[float] = DEFAULT_RATIOS, *, method: str
     rows = []
     for k, n in enumerate(ratios):
         plan = plan_budget(series, n, method=method, model=model, device=device, consistency=consistency,
-                           ensemble=ensemble)
+                           ensemble=ensemble, search=search)
         rows.append(plan.summary(opb))
         if progress:
             progress("rate-distortion (ratios)", 1, len(ratios))

@@ -76,7 +76,7 @@ class ServiceConfig:
 _ARCHIVE_BODY = {"delete_original": bool, "min_psnr": float, "min_ssim": float, "min_psnr_fg": float,
                  "keep_below_threshold": bool, "method": str, "model": str, "baselines": bool,
                  "base": str, "base_near": float, "floor_psnr_fg": float, "floor_ssim": float, "floor_fallback": str,
-                 "ensemble": float, "ratio": float,
+                 "ensemble": float, "ratio": float, "ratio_search": str,
                  "wait": bool, "timeout": float}
 _RESTORE_BODY = {"method": str, "model": str, "wait": bool, "timeout": float}
 _AUDIT_KEYS = ("slices", "original_bytes", "archive_bytes", "ratio", "pixel_ratio", "method", "model_id", "ensemble", "operator",
