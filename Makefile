@@ -221,7 +221,7 @@ eval-unseen: unseen-data phantoms
 
 # every evaluation table in one command (~25 min on the 2-core CPU): the models on the evaluation and validation
 # series, the lossy tier's crossover, and the --ratio table
-evidence: eval-unseen lossy-crossover ratio-table
+evidence: eval-unseen lossy-crossover ratio-table ratio-search-bench
 
 # the lossy-base tier against JPEG 2000 at equal bytes (docs/figures/lossy-crossover.{md,json,png}): its margin
 # at the operating point (NEAR 3%) and the ratio from which it stays ahead, on the series of eval-unseen

@@ -48,7 +48,7 @@ def _markdown(rows: list[dict], meta: dict) -> str:
            "Seconds are `plan_budget` only (the candidates coded, restored and measured), both searches in one "
            "process on the series already read; compare the ratio, not the seconds, across machines.", "",
            "| series | role | slices | N | stored (full) | stored (sample) | fg PSNR full / sample | "
-           "restored in full (full / sample) | s full | s sample | full / sample |",
+           "SR candidates restored in full (full / sample) | s full | s sample | full / sample |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f, s = r["full"], r["sample"]

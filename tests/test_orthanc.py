@@ -213,7 +213,8 @@ def test_service_rejects_bad_ids_without_touching_orthanc_or_disk(tmp_path):
                  b'{"delete_original": "yes"}', b'{"timeout": 1e9}', b'{"base": "jpeg-xl"}',
                  b'{"base": "lossy", "base_near": 2.5}', b'{"base_near": 3}', b'{"floor_psnr_fg": -1}',
                  b'{"floor_ssim": 2}', b'{"floor_fallback": "lossless"}', b'{"floor_psnr_fg": 40, "floor_fallback": "x"}',
-                 b'{"ensemble": 3}', b'{"ratio": 1}', b'{"ratio": 100, "base": "lossy"}'):
+                 b'{"ensemble": 3}', b'{"ratio": 1}', b'{"ratio": 100, "base": "lossy"}',
+                 b'{"ratio": 100, "ratio_search": "most"}', b'{"ratio": 100, "ratio_search": 1}'):
         r = svc.handle("POST", f"/medsr/series/{sid}/archive", body=body)
         assert r.status == 400, (body, r)
     assert [p.name for p in (tmp_path / "store").iterdir()] == [".work"]

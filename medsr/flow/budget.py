@@ -17,8 +17,8 @@ audit's definitions (``medsr.audit.measure``):
 Ranking (``--ratio-search sample``, the default): a series of more than ``SAMPLE_SLICES`` slices first restores
 every way (operator, base, model) on ``SAMPLE_SLICES`` evenly spaced slices only, scored by the better of its
 own foreground PSNR there and that of its per-slice JPEG 2000 mix; the ways within ``KEEP_DB`` of the best are
-then restored and measured in full as above, the others are listed with their sample figures
-(``slices_measured``) and cannot be stored. ``j2k`` is always measured in full, so the stored one is never
+then restored and measured in full as above (only ways whose base fits the budget compete), the others are
+listed with their sample figures (``slices_measured``) and cannot be stored. ``j2k`` is always measured in full, so the stored one is never
 worse than it. ``--ratio-search full`` restores every way in full (what ``medsr rd --ratios`` draws).
 
 A candidate whose pixel bytes exceed the budget is not eligible. The stored one has the best foreground
@@ -164,10 +164,11 @@ def plan_budget(series, ratio: float, *, method: str = "auto", model: str | None
     ranked: dict[int, Candidate] = {}
     if sample is not None:
         ranked = rank_on_sample(ctx, ways, sample)
-        best = max(_fg(c) for c in ranked.values()) if ranked else 0.0
-        full = {i for i, c in ranked.items() if _fg(c) >= best - KEEP_DB}
+        # only a way whose base fits the budget can be stored: the others neither set the bar nor are restored
+        best = max((_fg(c) for c in ranked.values() if c.fits), default=0.0)
+        full = {i for i, c in ranked.items() if c.fits and _fg(c) >= best - KEEP_DB}
         notes.append(f"ranked {len(ways)} restores on {len(sample)} of {series.n_slices} slices (--ratio-search "
-                     f"sample); restored in full: {len(full)} within {KEEP_DB} dB of the best "
+                     f"sample); restored in full: {len(full)} within the budget and within {KEEP_DB} dB of the best "
                      f"({', '.join(_way_name(ways[i]) for i in sorted(full))})")
     else:
         full = set(range(len(ways)))
