@@ -9,8 +9,8 @@ Public API (what PACS scripts import)::
 """
 __version__ = "0.1.0"
 
-from .errors import (ArchiveError, InputError, MedsrError, ModelError, OutputError, QualityGateError,  # noqa: E402
-                     SeriesError)
+from .errors import (ArchiveError, BudgetError, InputError, MedsrError, ModelError, OutputError,  # noqa: E402
+                     QualityGateError, SeriesError)
 
 
 def __getattr__(name):  # lazy: keep `import medsr` light (no torch/pydicom until used)
@@ -25,5 +25,5 @@ def __getattr__(name):  # lazy: keep `import medsr` light (no torch/pydicom unti
 
 
 __all__ = ["__version__", "MedsrError", "InputError", "SeriesError", "ArchiveError", "OutputError", "ModelError",
-           "QualityGateError", "archive_series", "restore_archive", "open_archive", "verify_archive", "read_series",
+           "QualityGateError", "BudgetError", "archive_series", "restore_archive", "open_archive", "verify_archive", "read_series",
            "ArchiveResult", "RestoreResult", "ArchiveOptions", "RestoreOptions"]

@@ -30,6 +30,10 @@ class SeriesError(InputError):
     exit_code = 3
 
 
+class BudgetError(MedsrError):
+    """No representation of the series fits the --ratio byte budget: nothing was restored or written."""
+
+
 class ArchiveError(MedsrError):
     """An archive is missing, corrupt, of an unknown version or fails its checksums."""
 

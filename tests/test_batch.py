@@ -239,13 +239,19 @@ def test_archive_batch_passes_the_ratio_to_every_series(cluster, tmp_path, capsy
     build_series(root / "b", _spec(2, rows=70, cols=61))
     out = tmp_path / "out"
     rc = cli_main(["archive-batch", str(root), "-o", str(out), "--scheduler", cluster, "--json", *FAST_ARGS,
-                   "--ratio", "30"])
+                   "--ratio", "30", "--ratio-search", "full"])
     d = json.loads(capsys.readouterr().out)
     assert rc == 0 and (d["ok"], d["failed"]) == (2, 0)
     for r in _manifest(out / MANIFEST):
         info = medsr.open_archive(out / r["archive"])
         assert info.audit["budget"]["target_ratio"] == 30 and info.pixel_ratio >= 30
         assert info.audit["budget"]["chosen"] in {c["candidate"] for c in info.audit["budget"]["candidates"]}
+        assert info.audit["budget"]["search"] == "full"  # --ratio-search reached every series' archive
+    # --ratio-search without --ratio: one error before any work
+    rc = cli_main(["archive-batch", str(root), "-o", str(tmp_path / "bad"), "--scheduler", cluster, *FAST_ARGS,
+                   "--ratio-search", "full"])
+    assert rc != 0 and not (tmp_path / "bad").exists()
+    assert "--ratio-search needs --ratio" in capsys.readouterr().err
 
 
 def test_resume_after_sigkill(tmp_path, cluster):

@@ -147,3 +147,37 @@ def test_the_benchmark_times_both_searches_and_writes_its_table(fixture_path, tm
     assert "| basic | validation | 12 | 60 |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "bench_ratio_search" in d["meta"]["command"] and d["meta"]["machine"]
+
+
+def test_a_budget_nothing_fits_is_refused_naming_the_ratio_that_fits(fixture_path, tmp_path):
+    """Where not even JPEG 2000 or a base at its coarsest fits 1/N (here 1/9000 of a 64^2 series), nothing is
+    restored or written; the one-line error names the smallest candidate and the ratio it reaches, and that
+    ratio is then kept."""
+    import re
+
+    from medsr.errors import BudgetError
+
+    src = fixture_path("basic")
+    with pytest.raises(BudgetError, match="no representation fits 1/9000"):
+        plan_budget(read_series(src), 9000, method="bicubic", device="cpu")
+    arc = tmp_path / "x.medsr.h5"
+    proc = _cli("archive", src, "-o", arc, "--ratio", 9000, "--method", "bicubic")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "no representation fits 1/9000 of the pixel bytes" in line and "nothing was written" in line
+    assert not arc.exists() and not list(tmp_path.iterdir())
+    reach = int(re.search(r"use --ratio (\d+) or less", line).group(1))
+    proc = _cli("archive", src, "-o", arc, "--ratio", reach, "--method", "bicubic", "--json")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(proc.stdout)
+    assert s["pixel_ratio"] >= reach and s["budget"]["chosen"]
+
+
+def test_rd_draws_the_ratios_that_fit_and_says_from_where_none_does(fixture_path, tmp_path):
+    out = tmp_path / "rd"
+    proc = _cli("rd", fixture_path("basic"), "-o", out, "--ratios", "50,9000", "--method", "bicubic")
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((out / "rd.json").read_text())
+    assert [r["target_ratio"] for r in saved["ratios"]] == [50.0]
+    assert saved["unreachable"]["from_ratio"] == 9000.0 and "no representation fits" in saved["unreachable"]["error"]
+    assert "not drawn from here on" in proc.stdout

@@ -21,7 +21,8 @@ then restored and measured in full as above (only ways whose base fits the budge
 listed with their sample figures (``slices_measured``) and cannot be stored. ``j2k`` is always measured in full, so the stored one is never
 worse than it. ``--ratio-search full`` restores every way in full (what ``medsr rd --ratios`` draws).
 
-A candidate whose pixel bytes exceed the budget is not eligible. The stored one has the best foreground
+A candidate whose pixel bytes exceed the budget is not eligible; where none fits (not even JPEG 2000 or a base at
+its coarsest), nothing is restored or written: a ``BudgetError`` names the smallest and the ratio it reaches. The stored one has the best foreground
 PSNR (within ``TIE_DB`` of it: the best SSIM); the audit's ``budget`` object lists every candidate and
 why the stored one won (``BudgetPlan.summary``). Docs: docs/ratio.md.
 """
@@ -161,6 +162,9 @@ def plan_budget(series, ratio: float, *, method: str = "auto", model: str | None
             for w in _ways(ctx, op_id, coder, method=method, model=model, device=device, consistency=consistency,
                            ensemble=ensemble, notes=notes)]
     ctx.steps = len(ways) * (1 if sample is None else 2) + len(pairs) + 1
+    j2k = _j2k_candidate(ctx)
+    if not j2k.fits and not any(w.bb.fits for w in ways):
+        raise _unreachable(series, ratio, budget, [(w.bb.nbytes, w.name) for w in ways] + [(j2k.pixel_bytes, j2k.name)])
     ranked: dict[int, Candidate] = {}
     if sample is not None:
         ranked = rank_on_sample(ctx, ways, sample)
@@ -194,10 +198,22 @@ def plan_budget(series, ratio: float, *, method: str = "auto", model: str | None
         mixed = _mixed_candidate(ctx, sr)
         if mixed is not None:
             cands.append(mixed)
-    cands.append(_j2k_candidate(ctx))
+    cands.append(j2k)
     chosen, why = _choose(cands)
     return BudgetPlan(ratio, budget, cands, chosen, why, notes, search=search,
                       sample=len(sample) if sample is not None else series.n_slices)
+
+
+def _unreachable(series, ratio: float, budget: float, sizes: list[tuple[int, str]]):
+    """The error for a budget no representation fits: nothing is written, and the user learns the ratio that can be
+    kept (the smallest candidate's)."""
+    from ..errors import BudgetError
+
+    nbytes, name = min(sizes)
+    reach = series.original_pixel_bytes / max(nbytes, 1)
+    return BudgetError(f"no representation fits 1/{ratio:g} of the pixel bytes ({int(budget):,} B): the smallest, "
+                      f"{name}, takes {nbytes:,} B ({reach:.1f}:1); use --ratio {int(reach)} or less (nothing was "
+                      "written)", path=series.source)
 
 
 def check_search(search) -> str:
@@ -475,7 +491,7 @@ def _fg_of(m) -> float:
 
 
 def _choose(cands: list[Candidate]) -> tuple[Candidate, str]:
-    eligible = [c for c in cands if c.eligible] or [c for c in cands if c.slices_measured is None]
+    eligible = [c for c in cands if c.eligible]  # never empty: plan_budget refuses a budget nothing fits
     best = max(eligible, key=_fg)
     tied = [c for c in eligible if _fg(best) - _fg(c) <= TIE_DB]
     chosen = max(tied, key=lambda c: float(c.metrics.ssim))

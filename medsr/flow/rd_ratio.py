@@ -26,6 +26,7 @@ def ratio_sweep(series, ratios: Sequence[float] = DEFAULT_RATIOS, *, method: str
     ``search`` ``full`` (default here: the curves draw every candidate restored in full; an archive's default
     ``sample`` ranks on a sample of slices first, ``medsr.flow.budget``)."""
     from ..io import Series, read_series
+    from ..errors import BudgetError
     from .budget import check_ratio, plan_budget
 
     t0 = time.perf_counter()
@@ -34,13 +35,20 @@ def ratio_sweep(series, ratios: Sequence[float] = DEFAULT_RATIOS, *, method: str
         series = read_series(series)
     opb = series.original_pixel_bytes
     rows = []
+    unreachable = None
     for k, n in enumerate(ratios):
-        plan = plan_budget(series, n, method=method, model=model, device=device, consistency=consistency,
-                           ensemble=ensemble, search=search)
+        try:
+            plan = plan_budget(series, n, method=method, model=model, device=device, consistency=consistency,
+                               ensemble=ensemble, search=search)
+        except BudgetError as e:  # ratios ascend: no higher one fits either
+            unreachable = {"from_ratio": n, "error": str(e)}
+            break
         rows.append(plan.summary(opb))
         if progress:
             progress("rate-distortion (ratios)", 1, len(ratios))
-    return {"schema": RD_RATIO_SCHEMA, "metrics_id": "medsr-metrics-v1",
+    if not rows:
+        raise BudgetError(unreachable["error"])
+    return {"unreachable": unreachable, "schema": RD_RATIO_SCHEMA, "metrics_id": "medsr-metrics-v1",
             "series": {"series_instance_uid": series.series_uid, "slices": series.n_slices, "rows": series.shape[0],
                        "cols": series.shape[1], "bits_stored": series.bits_stored, "original_pixel_bytes": opb},
             "method": method, "ratios": rows, "seconds": time.perf_counter() - t0}
@@ -103,6 +111,9 @@ def format_ratio_table(result: dict) -> str:
             lines.append(f"{r['target_ratio']:7g} {mark}{c['candidate']:<15} {c['pixel_ratio']:8.1f}: "
                          f"{c['psnr_fg']:8.2f} {c['ssim']:7.4f} {'' if d is None else f'{d:+9.2f}'}  "
                          f"{c['model_id'].split('@')[0]}{'' if c['fits'] else ' (over the budget)'}")
+    if result.get("unreachable"):
+        u = result["unreachable"]
+        lines.append(f"{u['from_ratio']:7g}  not drawn from here on: {u['error'].split(': ', 1)[-1]}")
     return "\n".join(lines)
 
 
