@@ -115,7 +115,7 @@ class TrainConfig:
     @property
     def val_j2k_ratio(self) -> float | None:
         """JPEG 2000-base tier: validate on the ``lossy-j2k`` base coded to 1/``VAL_J2K_RATIO`` of the pixel bytes."""
-        return VAL_J2K_RATIO if self.augment.base_j2k_psnr else None
+        return VAL_J2K_RATIO if (self.augment.base_j2k_psnr or self.augment.base_j2k_ratio) else None
 
     def generator_config(self) -> SRResNetConfig:
         return SRResNetConfig(blocks=self.blocks, channels=self.channels, scale=get_operator(self.operator).scale,
@@ -872,6 +872,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--base-j2k-psnr", default=None, metavar="LO,HI",
       help="JPEG 2000-base tier: code every low-res crop with the lossy-j2k base's encoder at a PSNR (dB, relative "
            f"to the bit depth) drawn from [LO, HI] (e.g. 24,40); validation then codes the base at {VAL_J2K_RATIO:g}:1")
+    a("--base-j2k-ratio", default=None, metavar="LO,HI",
+      help="JPEG 2000-base tier, slice-level: code a slice-sized low-res region (up to --j2k-context high-res "
+           "pixels a side) as the lossy-j2k base at an archive ratio N drawn from [LO, HI] (e.g. 60,200), then "
+           f"crop; validation codes the base at {VAL_J2K_RATIO:g}:1")
+    a("--j2k-context", type=int, default=d.augment.j2k_context, metavar="PX",
+      help="high-res side of the region --base-j2k-ratio codes (default %(default)s)")
     return p
 
 
@@ -891,10 +897,21 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
         if frac:
             raise SystemExit("--base-j2k-psnr and --base-near-fraction: one base per tier")
         psnr = (lo, hi)
+    j2k_ratio = None
+    if a.base_j2k_ratio:
+        lo, hi = (float(x) for x in a.base_j2k_ratio.split(","))
+        if not 2 <= lo <= hi <= 10_000:
+            raise SystemExit(f"--base-j2k-ratio: need 2 <= LO <= HI <= 10000 (got {a.base_j2k_ratio})")
+        if frac or psnr:
+            raise SystemExit("--base-j2k-ratio, --base-j2k-psnr and --base-near-fraction: one base per tier")
+        if a.j2k_context < a.crop_size:
+            raise SystemExit(f"--j2k-context must be at least the crop ({a.crop_size}; got {a.j2k_context})")
+        j2k_ratio = (lo, hi)
     if a.crop_size < 32 or a.crop_size % 4:
         raise SystemExit(f"--crop-size: need a multiple of 4, at least 32 (got {a.crop_size})")
     aug = replace(AugmentConfig(), crop_size=a.crop_size, fg_prob=a.fg_prob, gamma_prob=a.gamma_prob, noise_prob=a.noise_prob,
-                  remap_prob=a.remap_prob, base_near_fraction=frac, base_j2k_psnr=psnr, op_id=a.operator)
+                  remap_prob=a.remap_prob, base_near_fraction=frac, base_j2k_psnr=psnr, base_j2k_ratio=j2k_ratio,
+                  j2k_context=a.j2k_context, op_id=a.operator)
     return TrainConfig(
         pack=a.pack, out=a.out, device=a.device, precision=a.precision, channels_last=a.channels_last,
         compile=a.compile, seed=a.seed,

@@ -80,6 +80,29 @@ def test_training_codes_the_low_res_with_the_jpeg2000_base_coder(fixture_path):
     assert RandJ2KBaseCode(prob=0.0)(lr, w) is lr  # prob 0: untouched
 
 
+def test_slice_level_training_codes_the_low_res_as_an_archive_ratio_does(fixture_path):
+    """RandJ2KRatioCode: a slice's x2 low-res coded as the lossy-j2k base spends at ratio N (16 * 4 / N bits per
+    low-res pixel); its error is close to that of the archive's own base coded to the same budget
+    (``j2k_base_to_budget``), and grows with N."""
+    from medsr.codec.rate import j2k_base_to_budget
+    from medsr.transforms import RandJ2KRatioCode
+
+    hr = read_series(fixture_path("large_256")).pixels
+    lr = downsample(hr, "area2-v1")[len(hr) // 2]
+    w = intensity_window(lr[None])
+    errs = []
+    for n in (60.0, 120.0, 200.0):
+        out = RandJ2KRatioCode(ratios=(n, n), scale=2, prob=1.0)(lr, w)
+        assert out.dtype == lr.dtype and out.shape == lr.shape
+        rmse = np.sqrt(np.mean((out.astype(float) - lr) ** 2))
+        base = j2k_base_to_budget(lr[None], hr[0].size * 2 / n)  # the archive's base at 1/n of one 16-bit slice
+        rmse_base = np.sqrt(np.mean((base.base.decoded[0].astype(float) - lr) ** 2))
+        assert 20 * abs(np.log10(rmse / rmse_base)) < 1.0, (n, rmse, rmse_base)  # within 1 dB of the archive's
+        errs.append(rmse)
+    assert errs[0] < errs[1] < errs[2]
+    assert RandJ2KRatioCode(prob=0.0)(lr, w) is lr  # prob 0: untouched
+
+
 def test_box_projection_keeps_block_means_within_the_bound():
     rng = np.random.default_rng(0)
     hr = rng.normal(100, 30, (2, 16, 16))

@@ -224,6 +224,36 @@ def test_crop_size_option_sets_the_training_crop_and_refuses_bad_sizes():
             config_from_args(["--crop-size", bad])
 
 
+def test_slice_level_jpeg2000_pairs_stay_aligned_and_the_option_is_checked():
+    """--base-j2k-ratio: a slice-sized region is coded, then the crop is taken from the high-res and low-res
+    alike, so (coding off, no jitter) the low-res crop is exactly the block means of the high-res crop."""
+    from pipelines.train import config_from_args
+
+    items = slice_items(SliceSource("syn", synthetic_volume(), axes=(0,)), crop_size=48, op_id="area2-v1")
+    cfg = AugmentConfig(amplitude=(1.0, 1.0), window_jitter=0.0, base_j2k_ratio=(60.0, 200.0), base_prob=0.0,
+                        op_id="area2-v1", crop_size=48, j2k_context=96)
+    tf = train_transforms(cfg)
+    tf.set_random_state(seed=2)
+    lo, hi = items[0]["window"]
+    w = IntensityWindow(lo, hi)
+    for it in items[:6]:
+        s = tf(it)
+        assert s["hr"].shape == (1, 48, 48) and s["lr"].shape == (1, 24, 24)
+        hr_stored = np.rint(medsr.codec.from_signed_unit(s["hr"][0], w)).astype(np.uint16)
+        lr_stored = np.rint(medsr.codec.from_unit(s["lr"][0], w)).astype(np.uint16)
+        np.testing.assert_array_equal(downsample(hr_stored, "area2-v1"), lr_stored)
+    coded = train_transforms(AugmentConfig(base_j2k_ratio=(150.0, 150.0), op_id="area2-v1", crop_size=48))
+    coded.set_random_state(seed=2)
+    assert coded(items[0])["lr"].shape == (1, 24, 24)
+    c = config_from_args(["--operator", "area2-v1", "--crop-size", "80", "--base-j2k-ratio", "60,200"])
+    assert c.augment.base_j2k_ratio == (60.0, 200.0) and c.augment.j2k_context == 256 and c.val_j2k_ratio
+    for bad, words in ((["--base-j2k-ratio", "1,50"], "--base-j2k-ratio"),
+                       (["--base-j2k-ratio", "60,200", "--base-near-fraction", "0.01,0.03"], "one base per tier"),
+                       (["--base-j2k-ratio", "60,200", "--j2k-context", "64"], "--j2k-context")):
+        with pytest.raises(SystemExit, match=words):
+            config_from_args(bad)
+
+
 def test_contrast_remap_keeps_background_and_can_swap_tissue_order():
     from medsr.transforms import RandContrastRemap
 

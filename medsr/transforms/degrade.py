@@ -206,3 +206,53 @@ class RandJ2KBaseCoded(_LowResCoded):
     def __init__(self, keys: str = "lr", psnr_db: tuple[float, float] = (24.0, 40.0), prob: float = 1.0,
                  window_key: str = WINDOW_KEY):
         super().__init__(keys, RandJ2KBaseCode(psnr_db, prob), window_key)
+
+
+class RandJ2KRatioCode(Randomizable, Transform):
+    """Low-res stored integers of a slice-sized region -> the ``lossy-j2k`` base at an archive ratio.
+
+    What ``medsr archive --ratio N`` stores when it keeps an SR tier on the JPEG 2000 base: every low-res
+    slice coded by ``codec.payload.j2k_encode`` (values shifted by their minimum) so that the base spends
+    1/N of the original's 16-bit pixel bytes, i.e. ``16 * scale**2 / N`` bits per low-res pixel; N drawn
+    log-uniformly from ``ratios`` (with probability ``prob``). Meant for a region of about a slice's size
+    (``RandContextCropd`` before it, ``RandAlignedCropd`` after it): the artefacts of JPEG 2000 depend on the
+    image it codes, and a small training crop coded on its own shows others (``RandJ2KBaseCode``'s caveat).
+    """
+
+    def __init__(self, ratios: tuple[float, float] = (60.0, 200.0), scale: int = 2, prob: float = 1.0,
+                 seed: int | None = None):
+        self.ratios, self.scale, self.prob = ratios, int(scale), prob
+        self.R = np.random.RandomState(seed)
+        self._ratio: float | None = None
+
+    def randomize(self, data: object = None) -> None:
+        lo, hi = np.log(self.ratios[0]), np.log(self.ratios[1])
+        self._ratio = float(np.exp(self.R.uniform(lo, hi))) if self.R.rand() < self.prob else None
+
+    def __call__(self, lr: np.ndarray, window: IntensityWindow | None = None, randomize: bool = True) -> np.ndarray:
+        from medsr.codec.j2k_pad import decode_j2k
+        from medsr.codec.payload import bits_for, j2k_encode
+
+        if randomize:
+            self.randomize()
+        if self._ratio is None:
+            return lr
+        stack = lr[None] if lr.ndim == 2 else lr
+        out = np.empty_like(stack)
+        bpp = 16.0 * self.scale ** 2 / self._ratio  # bits per low-res pixel the base may spend
+        for i, s in enumerate(stack):
+            vmin = int(s.min())
+            shifted = (s.astype(np.int64) - vmin).astype(np.uint16)
+            bits = bits_for(shifted)
+            dec = decode_j2k(j2k_encode(shifted, bits, max(1.0, bits / bpp)), s.shape) + vmin
+            info = np.iinfo(s.dtype) if np.issubdtype(s.dtype, np.integer) else None
+            out[i] = np.clip(dec, info.min, info.max) if info else dec
+        return out[0] if lr.ndim == 2 else out
+
+
+class RandJ2KRatioCoded(_LowResCoded):
+    """Dictionary twin of ``RandJ2KRatioCode`` on the low-res key."""
+
+    def __init__(self, keys: str = "lr", ratios: tuple[float, float] = (60.0, 200.0), scale: int = 2,
+                 prob: float = 1.0, window_key: str = WINDOW_KEY):
+        super().__init__(keys, RandJ2KRatioCode(ratios, scale, prob), window_key)

@@ -10,6 +10,8 @@ Order per sample (all numpy, in DataLoader workers):
 5. ``MakeLowResd``: ``medsr.codec.downsample`` itself, exactly as the archive;
    (lossy-base tier only) ``RandBaseCoded``: the archive's JPEG-LS base, coded and decoded;
    (JPEG 2000-base tier only) ``RandJ2KBaseCoded``: the ``lossy-j2k`` base's encoder and decoder;
+   (slice-level JPEG 2000 base, ``base_j2k_ratio``) step 1 is ``RandContextCropd`` (a slice-sized region),
+   ``RandJ2KRatioCoded`` codes its low-res at an archive ratio, then ``RandAlignedCropd`` takes the crop;
 6. ``RandNetworkRanged``: LR -> [0, 1], HR -> [-1, 1] with the jittered volume window.
 
 The window comes from ``intensity_window`` of the *whole low-res volume*, computed by
@@ -26,9 +28,9 @@ from monai.transforms import Compose, SelectItemsd
 
 from medsr.codec import IntensityWindow, downsample, get_operator, intensity_window, pad_to_multiple
 
-from .degrade import MakeLowResd, RandBaseCoded, RandJ2KBaseCoded, RandQuantised
+from .degrade import MakeLowResd, RandBaseCoded, RandJ2KBaseCoded, RandJ2KRatioCoded, RandQuantised
 from .intensity import RandContrastRemapd, RandGammad, RandMRNoised, RandNetworkRanged, ToUnitd
-from .spatial import RandFlipRot90d, RandForegroundCropd
+from .spatial import RandAlignedCropd, RandContextCropd, RandFlipRot90d, RandForegroundCropd
 
 FG_FRACTION_OF_P995 = 0.05  # foreground = value > 5% of the volume's 99.5th percentile
 
@@ -51,6 +53,10 @@ class AugmentConfig:
     base_prob: float = 1.0
     # JPEG 2000-base tier: code the low-res with the lossy-j2k base's encoder, PSNR target (dB) drawn from [lo, hi]
     base_j2k_psnr: tuple[float, float] | None = None
+    # JPEG 2000-base tier, slice-level: code a slice-sized low-res region at an archive ratio N drawn from [lo, hi]
+    # (RandContextCropd -> ... -> RandJ2KRatioCoded -> RandAlignedCropd), so the artefacts are a whole slice's
+    base_j2k_ratio: tuple[float, float] | None = None
+    j2k_context: int = 256  # high-res side of that region (at most; the slice's own size where smaller)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,7 +111,8 @@ def slice_items(src: SliceSource, crop_size: int = 96, op_id: str = "area4-v1", 
 def train_transforms(cfg: AugmentConfig = AugmentConfig()) -> Compose:
     scale = get_operator(cfg.op_id).scale
     return Compose([
-        RandForegroundCropd("hr", cfg.crop_size, scale, cfg.fg_prob),
+        (RandContextCropd("hr", cfg.j2k_context, scale, cfg.fg_prob) if cfg.base_j2k_ratio
+         else RandForegroundCropd("hr", cfg.crop_size, scale, cfg.fg_prob)),
         RandFlipRot90d("hr"),
         ToUnitd("hr"),
         RandGammad("hr", cfg.gamma, cfg.gamma_prob),
@@ -115,6 +122,8 @@ def train_transforms(cfg: AugmentConfig = AugmentConfig()) -> Compose:
         MakeLowResd("hr", "lr", cfg.op_id),
         *([RandBaseCoded("lr", cfg.base_near_fraction, cfg.base_prob)] if cfg.base_near_fraction else []),
         *([RandJ2KBaseCoded("lr", cfg.base_j2k_psnr, cfg.base_prob)] if cfg.base_j2k_psnr else []),
+        *([RandJ2KRatioCoded("lr", cfg.base_j2k_ratio, scale, cfg.base_prob),
+           RandAlignedCropd("hr", "lr", cfg.crop_size, scale)] if cfg.base_j2k_ratio else []),
         RandNetworkRanged("lr", "hr", jitter=cfg.window_jitter),
         SelectItemsd(("lr", "hr")),
     ])

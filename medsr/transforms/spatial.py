@@ -91,3 +91,51 @@ class RandFlipRot90(Randomizable, Transform):
 class RandFlipRot90d(RandEachKeyd):
     def __init__(self, keys: str = "hr"):
         super().__init__(keys, RandFlipRot90())
+
+
+class RandContextCropd(RandForegroundCropd):
+    """``RandForegroundCropd`` of the largest square of at most ``size`` that the slice holds (on the grid): the
+    region a slice-level degradation (``RandJ2KRatioCoded``) codes before ``RandAlignedCropd`` takes the crop."""
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        first = self.keys[0]
+        h, w = np.asarray(data[first]).shape[-2:]
+        m = self.t.multiple
+        self.t.size = max(m, min(self.size, h - h % m, w - w % m))
+        return super().__call__(data)
+
+    def __init__(self, keys: str = "hr", size: int = 256, multiple: int = 4, fg_prob: float = 0.9,
+                 threshold_key: str = FG_KEY):
+        super().__init__(keys, size, multiple, fg_prob, threshold_key)
+        self.size = size
+
+
+class RandAlignedCropd(Randomizable, MapTransform):
+    """A uniform ``size`` x ``size`` crop of ``hr_key`` on the ``scale`` grid and the matching
+    ``size / scale`` crop of ``lr_key`` (the same region of the low-res image)."""
+
+    def __init__(self, hr_key: str = "hr", lr_key: str = "lr", size: int = 96, scale: int = 4,
+                 seed: int | None = None):
+        if size % scale:
+            raise ValueError(f"crop size {size} is not a multiple of the scale {scale}")
+        MapTransform.__init__(self, (hr_key, lr_key))
+        self.hr_key, self.lr_key, self.size, self.scale = hr_key, lr_key, size, scale
+        self.R = np.random.RandomState(seed)
+        self._corner = (0, 0)  # in low-res pixels
+
+    def randomize(self, data: tuple[int, int]) -> None:
+        h, w = data
+        s = self.size // self.scale
+        if h < s or w < s:
+            raise ValueError(f"low-res region {h}x{w} is smaller than the {s}x{s} crop")
+        self._corner = (int(self.R.randint(h - s + 1)), int(self.R.randint(w - s + 1)))
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        lr = np.asarray(d[self.lr_key])
+        self.randomize(lr.shape[-2:])
+        y, x = self._corner
+        s, k = self.size // self.scale, self.scale
+        d[self.lr_key] = np.array(lr[..., y:y + s, x:x + s], copy=True)
+        d[self.hr_key] = np.array(np.asarray(d[self.hr_key])[..., y * k:(y + s) * k, x * k:(x + s) * k], copy=True)
+        return d
