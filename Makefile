@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-v2 train-x2-j2k train-lossy-v2 train-srgan recipe-trials arch-trials gpu-kit unseen-data phantoms eval-unseen lossy-crossover ratio-table ratio-search-bench evidence clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-v2 train-x2-j2k train-x2-j2k-slice train-lossy-v2 train-srgan recipe-trials arch-trials gpu-kit unseen-data phantoms eval-unseen lossy-crossover ratio-table ratio-search-bench evidence clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -177,6 +177,14 @@ train-x2-v2: install-dev train-deps
 	  --init-weights medsr/models/weights/medsr-srresnet-x2-lossy-v1.safetensors --phase1-seconds 2400 \
 	  --phase2-seconds 0 --crop-size 80 --base-near-fraction 0.003,0.05 --val-slices 18 --val-every 500 --freeze-bn \
 	  --precision bf16 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 23
+
+# an experiment (docs/training/x2-j2k-slice/): the x2 tier fine-tuned on slice-level JPEG 2000 bases at ratios 60-200
+train-x2-j2k-slice: install-dev train-deps
+	$(PY) -m pipelines.prepare_data --out .train/pack.npz
+	OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --out .train/x2-j2k-slice --operator area2-v1 \
+	  --init-weights medsr/models/weights/medsr-srresnet-x2-lossy.safetensors --phase1-seconds 2700 --phase2-seconds 0 \
+	  --crop-size 80 --base-j2k-ratio 60,200 --val-slices 18 --val-every 400 --freeze-bn --precision bf16 \
+	  --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 25
 
 # an experiment, not shipped (docs/training/x2-j2k-experiment/): the x2 tier fine-tuned on the JPEG 2000 low-res base
 train-x2-j2k: install-dev train-deps

@@ -38,3 +38,20 @@ def test_a_trial_table_prints_its_runs_eval_json(trials):
         per_source += [round(v["srresnet+dc"]["psnr_fg"], 2) for v in ev.get("extra_sources_not_anatomy", {}).values()]
         printed = [float(x) for x in m["rest"].strip(" |").split(" | ")]
         assert printed == per_source, run
+
+
+def test_the_slice_level_jpeg2000_table_prints_its_eval_json():
+    """docs/training/x2-j2k-slice/: every row (per source and the mean) is what the two eval.json files say."""
+    folder = DOCS / "x2-j2k-slice"
+    base = json.loads((folder / "baseline-x2-v2-eval.json").read_text())
+    tuned = json.loads((folder / "eval.json").read_text())
+    row = re.compile(r"^\| .*\(`(?P<key>[\w-]+)`\) \| (?P<b>[\d.]+) \| (?P<v2>[\d.]+) \| (?P<ft>[\d.]+) \| "
+                     r"(?P<s2>[\d.]+) \| (?P<sft>[\d.]+) \|$")
+    found = [m for m in map(row.match, (folder / "README.md").read_text().splitlines()) if m]
+    assert [m["key"] for m in found] == [*base["per_source"], "all"]
+    for m in found:
+        a, t = ((base["per_source"][m["key"]], tuned["per_source"][m["key"]]) if m["key"] != "all"
+                else (base["methods"], tuned["methods"]))
+        assert (float(m["b"]), float(m["v2"]), float(m["ft"])) == (
+            round(a["bicubic"]["psnr_fg"], 2), round(a["srresnet"]["psnr_fg"], 2), round(t["srresnet"]["psnr_fg"], 2))
+        assert (float(m["s2"]), float(m["sft"])) == (round(a["srresnet"]["ssim"], 4), round(t["srresnet"]["ssim"], 4))
