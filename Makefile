@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-v2 train-x2-j2k train-x2-j2k-slice train-lossy-v2 train-srgan recipe-trials arch-trials gpu-kit unseen-data phantoms eval-unseen lossy-crossover ratio-table ratio-search-bench evidence clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-v2 train-x2-j2k train-x2-j2k-slice train-lossy-v2 train-srgan recipe-trials arch-trials gpu-kit unseen-data phantoms eval-unseen lossy-crossover ratio-data ratio-table ratio-search-bench evidence clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -243,9 +243,13 @@ lossy-crossover: unseen-data phantoms
 # the per-series table of `medsr archive --ratio N` (docs/ratio.md): the three evaluation series (never used to
 # train or choose) and three validation series (the pydicom-data shoulder and abdomen slices and a spine whose
 # subject was watched while training), at 80, 100 and 150:1 (roles: docs/evaluation.md)
-ratio-table: unseen-data
+# the validation series the ratio tables read beside the unseen ones (extracted from ../shared/data)
+ratio-data:
 	mkdir -p .cache/ratio-data
 	tar -xzf $(SHARED)/spine-generic-neck-mts.tar.gz -C .cache/ratio-data spine-generic_unf05_MToff
+	tar -xzf $(SHARED)/philips-3t-t1-mprage.tar.gz -C .cache/ratio-data philips-3t_1301_ADNI_Sag3D_MPRAGE
+
+ratio-table: unseen-data ratio-data
 	OMP_NUM_THREADS=2 $(PY) -m pipelines.bench_ratio --out docs/figures/ratio --ratios 80,100,150 \
 	  evaluation=$(UNSEEN)/pd-brain-ge-1.5t evaluation=$(UNSEEN)/flair-brain-ge-1.5t \
 	  evaluation=$(UNSEEN)/memprage-head-siemens-3t validation=$(UNSEEN)/t1-se-shoulder-philips-1.5t \
@@ -253,10 +257,7 @@ ratio-table: unseen-data
 	  validation=.cache/ratio-data/spine-generic_unf05_MToff/sub-05_acq-MToff_MTS.nii.gz
 
 # --ratio-search sample (the default) against full, timed in one process (docs/figures/ratio-search.{md,json,png})
-ratio-search-bench: unseen-data
-	mkdir -p .cache/ratio-data
-	tar -xzf $(SHARED)/spine-generic-neck-mts.tar.gz -C .cache/ratio-data spine-generic_unf05_MToff
-	tar -xzf $(SHARED)/philips-3t-t1-mprage.tar.gz -C .cache/ratio-data philips-3t_1301_ADNI_Sag3D_MPRAGE
+ratio-search-bench: unseen-data ratio-data
 	OMP_NUM_THREADS=2 $(PY) -m pipelines.bench_ratio_search --out docs/figures/ratio-search --ratios 100,150 \
 	  validation=.cache/ratio-data/philips-3t_1301_ADNI_Sag3D_MPRAGE evaluation=$(UNSEEN)/pd-brain-ge-1.5t \
 	  validation=.cache/ratio-data/spine-generic_unf05_MToff/sub-05_acq-MToff_MTS.nii.gz

@@ -39,13 +39,12 @@ def machine(devices: str) -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {devices}"
 
 
-def write_table(out: Path, payload: dict, markdown: str, plot: Callable[[Path], None] | None) -> None:
-    """OUT.json (``payload``), OUT.md (``markdown``, also printed) and OUT.png (``plot``, unless None)."""
+def write_table(out: Path, payload: dict, markdown: str, plot: Callable[[Path], None]) -> None:
+    """OUT.json (``payload``), OUT.md (``markdown``, also printed) and OUT.png (``plot``)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown)
-    if plot is not None:
-        plot(out.with_suffix(".png"))
+    plot(out.with_suffix(".png"))
     print(markdown)
 
 

@@ -9,7 +9,7 @@ import sys
 from ..batch import EXIT_SOME_FAILED, BatchSummary, archive_batch, restore_batch
 from ..errors import InputError
 from .common import add_common_args as _common
-from .common import add_ensemble_arg, ratio_search
+from .common import add_ensemble_arg, add_ratio_search_arg, ratio_search_kw
 from .pacs import add_connection_args, connection_from_args
 
 log = logging.getLogger("medsr")
@@ -68,9 +68,8 @@ def register_cli(subparsers) -> None:
     a.add_argument("--ratio", type=float, metavar="N",
                    help="archive every series to a byte budget of 1/N of its pixel bytes, choosing scale and base by "
                    "measurement (as for `medsr archive --ratio`; docs/ratio.md)")
-    a.add_argument("--ratio-search", choices=["sample", "full"], default=None,
-                   help="with --ratio: rank candidates on a sample of slices first (sample, default) or restore "
-                   "every candidate in full (full); as for `medsr archive`")
+    add_ratio_search_arg(a, "with --ratio: rank candidates on a sample of slices first (sample, default) or restore "
+                         "every candidate in full (full); as for `medsr archive`")
     a.add_argument("--floor-fallback", default="error", choices=["error", "lossless"],
                    help="a slice no lossy representation meets: error (that series fails) or lossless")
     a.add_argument("--hashed-names", action="store_true", help="name archives by series-UID hash only (no folder names)")
@@ -131,7 +130,7 @@ def cmd_archive_batch(args) -> int:
         keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k, base=args.base,
         base_near=args.base_near, floor_psnr_fg=args.floor_psnr_fg, floor_ssim=args.floor_ssim,
         floor_fallback=args.floor_fallback, ensemble=args.ensemble, ratio=args.ratio,
-        ratio_search=ratio_search(args))
+        **ratio_search_kw(args))
     kw = dict(scheduler=args.scheduler, workers=args.workers, options=opts,
               progress=not args.quiet and sys.stderr.isatty(), names="hash" if args.hashed_names else "path")
     if (args.root is None) == (args.dicomweb is None):

@@ -53,10 +53,16 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
 
 
-def ratio_search(args) -> str:
-    """``--ratio-search`` as given (default sample); only meaningful with ``--ratio``."""
+def add_ratio_search_arg(parser: argparse.ArgumentParser, help: str) -> None:
+    """The one ``--ratio-search`` option (archive, archive-batch); ``ratio_search_kw`` reads it."""
+    parser.add_argument("--ratio-search", choices=["sample", "full"], default=None, help=help)
+
+
+def ratio_search_kw(args) -> dict:
+    """``ArchiveOptions`` keywords for ``--ratio-search`` (none when not given: the option's own default); only
+    meaningful with ``--ratio``."""
     from ..errors import MedsrError
 
     if args.ratio_search is not None and args.ratio is None:
         raise MedsrError("--ratio-search needs --ratio N (it chooses how the byte-budget candidates are measured)")
-    return args.ratio_search or "sample"
+    return {} if args.ratio_search is None else {"ratio_search": args.ratio_search}

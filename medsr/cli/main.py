@@ -17,7 +17,7 @@ from .common import Progress as _Progress
 from .common import add_common_args as _common
 from .common import emit as _emit
 from .common import fmt as _fmt
-from .common import ratio_search
+from .common import add_ratio_search_arg, ratio_search_kw
 from .pacs import add_connection_args
 
 EPILOG = """\
@@ -46,7 +46,7 @@ def cmd_archive(args) -> int:
         min_psnr_fg=args.min_psnr_fg, keep_below_threshold=args.keep_below_threshold, baselines=not args.no_j2k,
         base=args.base, base_near=args.base_near,
         floor_psnr_fg=args.floor_psnr_fg, floor_ssim=args.floor_ssim, floor_fallback=args.floor_fallback,
-        ensemble=args.ensemble, ratio=args.ratio, ratio_search=ratio_search(args),
+        ensemble=args.ensemble, ratio=args.ratio, **ratio_search_kw(args),
     )
     prog = _Progress(not args.quiet and sys.stderr.isatty())
     from ..pacs.sources import is_remote
@@ -292,11 +292,10 @@ def _add_archive_parser(sub) -> None:
                    "base coded to the budget (with JPEG 2000 for the slices where it restores better) and JPEG 2000 "
                    "of every full slice, and stores the one with the best foreground PSNR; the audit lists every "
                    "candidate. Chooses the scale and base itself (no --base/--operator/--floor-*). docs/ratio.md")
-    a.add_argument("--ratio-search", choices=["sample", "full"], default=None,
-                   help="with --ratio: 'sample' (default) ranks every candidate on 8 evenly spaced slices of a longer "
-                   "series and restores in full only those within 0.3 dB of the best (JPEG 2000 is always measured "
-                   "in full, so the stored one is never worse than it); 'full' restores every candidate in full "
-                   "(slower: one network pass of the whole series per candidate)")
+    add_ratio_search_arg(a, "with --ratio: 'sample' (default) ranks every candidate on 8 evenly spaced slices of a "
+                         "longer series and restores in full only those within 0.3 dB of the best (JPEG 2000 is always "
+                         "measured in full, so the stored one is never worse than it); 'full' restores every candidate "
+                         "in full (slower: one network pass of the whole series per candidate)")
     a.add_argument("--floor-psnr-fg", type=float, metavar="DB",
                    help="per-slice quality floor: every slice must restore with a foreground PSNR of at least DB "
                    "(audit definitions, docs/audit.md). A slice whose restore misses it is stored instead by the "

@@ -18,13 +18,15 @@ Ranking (``--ratio-search sample``, the default): a series of more than ``SAMPLE
 every way (operator, base, model) on ``SAMPLE_SLICES`` evenly spaced slices only, scored by the better of its
 own foreground PSNR there and that of its per-slice JPEG 2000 mix; the ways within ``KEEP_DB`` of the best are
 then restored and measured in full as above (only ways whose base fits the budget compete), the others are
-listed with their sample figures (``slices_measured``) and cannot be stored. ``j2k`` is always measured in full, so the stored one is never
-worse than it. ``--ratio-search full`` restores every way in full (what ``medsr rd --ratios`` draws).
+listed with their sample figures (``slices_measured``) and cannot be stored. ``j2k`` is always measured in
+full, so the stored one is never worse than it. ``--ratio-search full`` restores every way in full (what
+``medsr rd --ratios`` draws).
 
-A candidate whose pixel bytes exceed the budget is not eligible; where none fits (not even JPEG 2000 or a base at
-its coarsest), nothing is restored or written: a ``BudgetError`` names the smallest and the ratio it reaches. The stored one has the best foreground
-PSNR (within ``TIE_DB`` of it: the best SSIM); the audit's ``budget`` object lists every candidate and
-why the stored one won (``BudgetPlan.summary``). Docs: docs/ratio.md.
+A candidate whose pixel bytes exceed the budget is not eligible; where none fits (not even JPEG 2000 or a base
+at its coarsest), nothing is restored or written: a ``BudgetError`` names the smallest and the ratio it
+reaches. The stored one has the best foreground PSNR (within ``TIE_DB`` of it: the best SSIM); the audit's
+``budget`` object lists every candidate and why the stored one won (``BudgetPlan.summary``). Docs:
+docs/ratio.md.
 """
 from __future__ import annotations
 
@@ -156,7 +158,7 @@ def plan_budget(series, ratio: float, *, method: str = "auto", model: str | None
     budget = series.original_pixel_bytes / ratio
     sample = sample_slices(series.n_slices, search)
     pairs = [(o, c) for o in operators for c in BASE_CODERS]
-    ctx = _Context(series, original, dr, budget, progress, 1)
+    ctx = _Context(series, original, dr, budget, progress, steps=0)  # steps: set once the ways are known
     notes: list[str] = []
     ways = [w for op_id, coder in pairs
             for w in _ways(ctx, op_id, coder, method=method, model=model, device=device, consistency=consistency,

@@ -48,10 +48,10 @@ def ratio_sweep(series, ratios: Sequence[float] = DEFAULT_RATIOS, *, method: str
             progress("rate-distortion (ratios)", 1, len(ratios))
     if not rows:
         raise BudgetError(unreachable["error"])
-    return {"unreachable": unreachable, "schema": RD_RATIO_SCHEMA, "metrics_id": "medsr-metrics-v1",
+    return {"schema": RD_RATIO_SCHEMA, "metrics_id": "medsr-metrics-v1",
             "series": {"series_instance_uid": series.series_uid, "slices": series.n_slices, "rows": series.shape[0],
                        "cols": series.shape[1], "bits_stored": series.bits_stored, "original_pixel_bytes": opb},
-            "method": method, "ratios": rows, "seconds": time.perf_counter() - t0}
+            "method": method, "ratios": rows, "unreachable": unreachable, "seconds": time.perf_counter() - t0}
 
 
 STYLES = {"x4-jpegls": ("o", "C0", "x4 tier, lossy JPEG-LS base"),

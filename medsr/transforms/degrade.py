@@ -159,6 +159,22 @@ class RandBaseCoded(_LowResCoded):
         super().__init__(keys, RandBaseCode(near_fraction, prob), window_key)
 
 
+def _j2k_round_trip(lr: np.ndarray, code) -> np.ndarray:
+    """Each slice of ``lr`` (a slice or a stack) as the ``lossy-j2k`` base gives it back: shifted by its minimum,
+    coded by ``code(shifted, vmin) -> codestream`` (``codec.payload.j2k_encode`` at some rate), decoded by the
+    base's decoder (``codec.j2k_pad.decode_j2k``), shifted back and clipped to the dtype."""
+    from medsr.codec.j2k_pad import decode_j2k
+
+    stack = lr[None] if lr.ndim == 2 else lr
+    out = np.empty_like(stack)
+    info = np.iinfo(lr.dtype) if np.issubdtype(lr.dtype, np.integer) else None
+    for i, s in enumerate(stack):
+        vmin = int(s.min())
+        dec = decode_j2k(code((s.astype(np.int64) - vmin).astype(np.uint16), vmin), s.shape) + vmin
+        out[i] = np.clip(dec, info.min, info.max) if info else dec
+    return out[0] if lr.ndim == 2 else out
+
+
 class RandJ2KBaseCode(Randomizable, Transform):
     """Low-res stored integers -> what the archive's ``lossy-j2k`` base gives back after decoding.
 
@@ -181,23 +197,18 @@ class RandJ2KBaseCode(Randomizable, Transform):
         self._psnr = float(self.R.uniform(lo, hi)) if self.R.rand() < self.prob else None
 
     def __call__(self, lr: np.ndarray, window: IntensityWindow, randomize: bool = True) -> np.ndarray:
-        from medsr.codec.j2k_pad import decode_j2k
         from medsr.codec.payload import bits_for, j2k_encode
 
         if randomize:
             self.randomize()
         if self._psnr is None:
             return lr
-        stack = lr[None] if lr.ndim == 2 else lr
-        out = np.empty_like(stack)
-        for i, s in enumerate(stack):
-            vmin = int(s.min())
-            shifted = (s.astype(np.int64) - vmin).astype(np.uint16)
+
+        def code(shifted: np.ndarray, vmin: int) -> bytes:
             bits = max(bits_for(shifted), int(max(1.0, window.hi - vmin)).bit_length())
-            dec = decode_j2k(j2k_encode(shifted, bits, psnr=self._psnr), s.shape) + vmin
-            info = np.iinfo(s.dtype) if np.issubdtype(s.dtype, np.integer) else None
-            out[i] = np.clip(dec, info.min, info.max) if info else dec
-        return out[0] if lr.ndim == 2 else out
+            return j2k_encode(shifted, bits, psnr=self._psnr)
+
+        return _j2k_round_trip(lr, code)
 
 
 class RandJ2KBaseCoded(_LowResCoded):
@@ -230,24 +241,19 @@ class RandJ2KRatioCode(Randomizable, Transform):
         self._ratio = float(np.exp(self.R.uniform(lo, hi))) if self.R.rand() < self.prob else None
 
     def __call__(self, lr: np.ndarray, window: IntensityWindow | None = None, randomize: bool = True) -> np.ndarray:
-        from medsr.codec.j2k_pad import decode_j2k
         from medsr.codec.payload import bits_for, j2k_encode
 
         if randomize:
             self.randomize()
         if self._ratio is None:
             return lr
-        stack = lr[None] if lr.ndim == 2 else lr
-        out = np.empty_like(stack)
         bpp = 16.0 * self.scale ** 2 / self._ratio  # bits per low-res pixel the base may spend
-        for i, s in enumerate(stack):
-            vmin = int(s.min())
-            shifted = (s.astype(np.int64) - vmin).astype(np.uint16)
+
+        def code(shifted: np.ndarray, vmin: int) -> bytes:
             bits = bits_for(shifted)
-            dec = decode_j2k(j2k_encode(shifted, bits, max(1.0, bits / bpp)), s.shape) + vmin
-            info = np.iinfo(s.dtype) if np.issubdtype(s.dtype, np.integer) else None
-            out[i] = np.clip(dec, info.min, info.max) if info else dec
-        return out[0] if lr.ndim == 2 else out
+            return j2k_encode(shifted, bits, max(1.0, bits / bpp))
+
+        return _j2k_round_trip(lr, code)
 
 
 class RandJ2KRatioCoded(_LowResCoded):

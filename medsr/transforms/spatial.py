@@ -97,17 +97,16 @@ class RandContextCropd(RandForegroundCropd):
     """``RandForegroundCropd`` of the largest square of at most ``size`` that the slice holds (on the grid): the
     region a slice-level degradation (``RandJ2KRatioCoded``) codes before ``RandAlignedCropd`` takes the crop."""
 
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        first = self.keys[0]
-        h, w = np.asarray(data[first]).shape[-2:]
-        m = self.t.multiple
-        self.t.size = max(m, min(self.size, h - h % m, w - w % m))
-        return super().__call__(data)
-
     def __init__(self, keys: str = "hr", size: int = 256, multiple: int = 4, fg_prob: float = 0.9,
                  threshold_key: str = FG_KEY):
         super().__init__(keys, size, multiple, fg_prob, threshold_key)
         self.size = size
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        h, w = np.asarray(data[self.keys[0]]).shape[-2:]
+        m = self.t.multiple
+        self.t.size = max(m, min(self.size, h - h % m, w - w % m))  # this slice's region
+        return super().__call__(data)
 
 
 class RandAlignedCropd(Randomizable, MapTransform):
