@@ -13,7 +13,7 @@ APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromi
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
-.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-v2 train-x2-j2k train-x2-j2k-slice train-lossy-v2 train-srgan recipe-trials arch-trials gpu-kit unseen-data phantoms eval-unseen lossy-crossover ratio-data ratio-table ratio-search-bench evidence clean
+.PHONY: demo test install install-dev system-deps train-deps figures bench train train-lossy train-remap train-default train-x2 train-x2-v2 train-x2-j2k train-x2-j2k-slice train-x2-mixed train-lossy-v2 train-srgan recipe-trials arch-trials gpu-kit unseen-data phantoms eval-unseen lossy-crossover ratio-data ratio-table ratio-search-bench evidence clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -185,6 +185,16 @@ train-x2-j2k-slice: install-dev train-deps
 	  --init-weights medsr/models/weights/medsr-srresnet-x2-lossy.safetensors --phase1-seconds 2700 --phase2-seconds 0 \
 	  --crop-size 80 --base-j2k-ratio 60,200 --val-slices 18 --val-every 400 --freeze-bn --precision bf16 \
 	  --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 25
+
+# an experiment (docs/training/x2-mixed/): the x2 tier fine-tuned on both bases --ratio chooses from, one per sample
+# (JPEG-LS NEAR 0.3-5% or slice-level JPEG 2000 at 60-200:1, half each), on regions up to whole 512^2 slices
+train-x2-mixed: install-dev train-deps
+	$(PY) -m pipelines.prepare_data --out .train/pack.npz
+	OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --out .train/x2-mixed --operator area2-v1 \
+	  --init-weights medsr/models/weights/medsr-srresnet-x2-lossy.safetensors --phase1-seconds 4500 --phase2-seconds 0 \
+	  --crop-size 80 --base-near-fraction 0.003,0.05 --base-j2k-ratio 60,200 --j2k-context 512 --j2k-share 0.5 \
+	  --val-slices 18 --val-every 500 --freeze-bn --precision bf16 --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 \
+	  --seed 27
 
 # an experiment, not shipped (docs/training/x2-j2k-experiment/): the x2 tier fine-tuned on the JPEG 2000 low-res base
 train-x2-j2k: install-dev train-deps

@@ -110,6 +110,8 @@ class TrainConfig:
         """Lossy-base tier: validate on the archive's default lossy base (``LOSSY_NEAR_FRACTION``)."""
         from medsr.codec.base import LOSSY_NEAR_FRACTION
 
+        if self.augment.base_j2k_ratio:  # both bases: validated on the JPEG 2000 one (val_j2k_ratio)
+            return None
         return LOSSY_NEAR_FRACTION if self.augment.base_near_fraction else None
 
     @property
@@ -878,6 +880,9 @@ def build_parser() -> argparse.ArgumentParser:
            f"crop; validation codes the base at {VAL_J2K_RATIO:g}:1")
     a("--j2k-context", type=int, default=d.augment.j2k_context, metavar="PX",
       help="high-res side of the region --base-j2k-ratio codes (default %(default)s)")
+    a("--j2k-share", type=float, default=d.augment.j2k_share, metavar="P",
+      help="with both --base-near-fraction and --base-j2k-ratio: the share of samples coded with the JPEG 2000 base, "
+           "the others with JPEG-LS (default %(default)s); validation then uses the JPEG 2000 base")
     return p
 
 
@@ -902,8 +907,10 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
         lo, hi = (float(x) for x in a.base_j2k_ratio.split(","))
         if not 2 <= lo <= hi <= 10_000:
             raise SystemExit(f"--base-j2k-ratio: need 2 <= LO <= HI <= 10000 (got {a.base_j2k_ratio})")
-        if frac or psnr:
-            raise SystemExit("--base-j2k-ratio, --base-j2k-psnr and --base-near-fraction: one base per tier")
+        if psnr:
+            raise SystemExit("--base-j2k-ratio and --base-j2k-psnr: one JPEG 2000 base per tier")
+        if frac and not 0 < a.j2k_share < 1:
+            raise SystemExit(f"--j2k-share: need 0 < P < 1 with both bases (got {a.j2k_share})")
         if a.j2k_context < a.crop_size:
             raise SystemExit(f"--j2k-context must be at least the crop ({a.crop_size}; got {a.j2k_context})")
         j2k_ratio = (lo, hi)
@@ -911,7 +918,7 @@ def config_from_args(argv: list[str] | None) -> TrainConfig:
         raise SystemExit(f"--crop-size: need a multiple of 4, at least 32 (got {a.crop_size})")
     aug = replace(AugmentConfig(), crop_size=a.crop_size, fg_prob=a.fg_prob, gamma_prob=a.gamma_prob, noise_prob=a.noise_prob,
                   remap_prob=a.remap_prob, base_near_fraction=frac, base_j2k_psnr=psnr, base_j2k_ratio=j2k_ratio,
-                  j2k_context=a.j2k_context, op_id=a.operator)
+                  j2k_context=a.j2k_context, j2k_share=a.j2k_share, op_id=a.operator)
     return TrainConfig(
         pack=a.pack, out=a.out, device=a.device, precision=a.precision, channels_last=a.channels_last,
         compile=a.compile, seed=a.seed,

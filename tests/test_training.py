@@ -248,10 +248,42 @@ def test_slice_level_jpeg2000_pairs_stay_aligned_and_the_option_is_checked():
     c = config_from_args(["--operator", "area2-v1", "--crop-size", "80", "--base-j2k-ratio", "60,200"])
     assert c.augment.base_j2k_ratio == (60.0, 200.0) and c.augment.j2k_context == 256 and c.val_j2k_ratio
     for bad, words in ((["--base-j2k-ratio", "1,50"], "--base-j2k-ratio"),
-                       (["--base-j2k-ratio", "60,200", "--base-near-fraction", "0.01,0.03"], "one base per tier"),
+                       (["--base-j2k-ratio", "60,200", "--base-j2k-psnr", "24,40"], "one JPEG 2000 base"),
+                       (["--base-j2k-ratio", "60,200", "--base-near-fraction", "0.01,0.03", "--j2k-share", "1"],
+                        "--j2k-share"),
                        (["--base-j2k-ratio", "60,200", "--j2k-context", "64"], "--j2k-context")):
         with pytest.raises(SystemExit, match=words):
             config_from_args(bad)
+
+
+def test_both_bases_draw_one_coder_per_sample_and_keep_pairs_aligned():
+    """--base-near-fraction with --base-j2k-ratio: each sample's slice-sized region is coded by the JPEG-LS base
+    (low-res within +-NEAR of the exact block means of its high-res crop: the pair is aligned) or by the JPEG 2000
+    base at an archive ratio (errors well past that NEAR); over a dozen samples both occur."""
+    from medsr.codec.base import lossy_near
+    from pipelines.train import config_from_args
+
+    items = slice_items(SliceSource("syn", synthetic_volume(), axes=(0,)), crop_size=48, op_id="area2-v1")
+    cfg = AugmentConfig(amplitude=(1.0, 1.0), window_jitter=0.0, base_near_fraction=(0.003, 0.003),
+                        base_j2k_ratio=(300.0, 300.0), op_id="area2-v1", crop_size=48, j2k_context=96)
+    tf = train_transforms(cfg)
+    tf.set_random_state(seed=3)
+    lo, hi = items[0]["window"]
+    w = IntensityWindow(lo, hi)
+    near = lossy_near(w.width, 0.003)
+    kinds = []
+    for it in (items * 3)[:12]:
+        s = tf(it)
+        assert s["hr"].shape == (1, 48, 48) and s["lr"].shape == (1, 24, 24)
+        hr_stored = np.rint(medsr.codec.from_signed_unit(s["hr"][0], w)).astype(np.int64)
+        lr_stored = np.rint(medsr.codec.from_unit(s["lr"][0], w)).astype(np.int64)
+        err = int(np.abs(downsample(hr_stored.astype(np.uint16), "area2-v1").astype(np.int64) - lr_stored).max())
+        kinds.append("jpegls" if err <= near else "j2k")
+    assert set(kinds) == {"jpegls", "j2k"}, kinds
+    c = config_from_args(["--operator", "area2-v1", "--crop-size", "80", "--base-near-fraction", "0.003,0.05",
+                          "--base-j2k-ratio", "60,200", "--j2k-share", "0.25"])
+    assert c.augment.j2k_share == 0.25 and c.augment.base_near_fraction == (0.003, 0.05)
+    assert c.val_j2k_ratio and c.val_base_fraction is None  # validated on the JPEG 2000 base only
 
 
 def test_contrast_remap_keeps_background_and_can_swap_tissue_order():

@@ -12,6 +12,8 @@ Order per sample (all numpy, in DataLoader workers):
    (JPEG 2000-base tier only) ``RandJ2KBaseCoded``: the ``lossy-j2k`` base's encoder and decoder;
    (slice-level JPEG 2000 base, ``base_j2k_ratio``) step 1 is ``RandContextCropd`` (a slice-sized region),
    ``RandJ2KRatioCoded`` codes its low-res at an archive ratio, then ``RandAlignedCropd`` takes the crop;
+   (both bases, ``base_near_fraction`` and ``base_j2k_ratio``) a ``OneOf`` draws one of the two per sample
+   (JPEG 2000 with probability ``j2k_share``) on the slice-sized region, the two bases ``--ratio`` chooses from;
 6. ``RandNetworkRanged``: LR -> [0, 1], HR -> [-1, 1] with the jittered volume window.
 
 The window comes from ``intensity_window`` of the *whole low-res volume*, computed by
@@ -24,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from monai.data import Dataset
-from monai.transforms import Compose, SelectItemsd
+from monai.transforms import Compose, OneOf, SelectItemsd
 
 from medsr.codec import IntensityWindow, downsample, get_operator, intensity_window, pad_to_multiple
 
@@ -57,6 +59,7 @@ class AugmentConfig:
     # (RandContextCropd -> ... -> RandJ2KRatioCoded -> RandAlignedCropd), so the artefacts are a whole slice's
     base_j2k_ratio: tuple[float, float] | None = None
     j2k_context: int = 256  # high-res side of that region (at most; the slice's own size where smaller)
+    j2k_share: float = 0.5  # with both base_near_fraction and base_j2k_ratio: the share of samples on JPEG 2000
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,13 +123,26 @@ def train_transforms(cfg: AugmentConfig = AugmentConfig()) -> Compose:
         RandMRNoised("hr", cfg.noise_sigmas, cfg.noise_prob, cfg.rician_prob),
         RandQuantised("hr", cfg.amplitude),
         MakeLowResd("hr", "lr", cfg.op_id),
-        *([RandBaseCoded("lr", cfg.base_near_fraction, cfg.base_prob)] if cfg.base_near_fraction else []),
-        *([RandJ2KBaseCoded("lr", cfg.base_j2k_psnr, cfg.base_prob)] if cfg.base_j2k_psnr else []),
-        *([RandJ2KRatioCoded("lr", cfg.base_j2k_ratio, scale, cfg.base_prob),
-           RandAlignedCropd("hr", "lr", cfg.crop_size, scale)] if cfg.base_j2k_ratio else []),
+        *_base_coders(cfg, scale),
         RandNetworkRanged("lr", "hr", jitter=cfg.window_jitter),
         SelectItemsd(("lr", "hr")),
     ])
+
+
+def _base_coders(cfg: AugmentConfig, scale: int) -> list:
+    """Step 5's base coder(s): none, one base, or (both ``base_near_fraction`` and ``base_j2k_ratio``) one of the
+    two drawn per sample; a slice-level JPEG 2000 base is followed by the aligned crop of its region."""
+    jpegls = RandBaseCoded("lr", cfg.base_near_fraction, cfg.base_prob) if cfg.base_near_fraction else None
+    if cfg.base_j2k_psnr:
+        return [*([jpegls] if jpegls else []), RandJ2KBaseCoded("lr", cfg.base_j2k_psnr, cfg.base_prob)]
+    if not cfg.base_j2k_ratio:
+        return [jpegls] if jpegls else []
+    j2k = RandJ2KRatioCoded("lr", cfg.base_j2k_ratio, scale, cfg.base_prob)
+    if jpegls:
+        if not 0.0 < cfg.j2k_share < 1.0:
+            raise ValueError(f"j2k_share must be in (0, 1) with both bases (got {cfg.j2k_share})")
+        j2k = OneOf([jpegls, j2k], weights=[1.0 - cfg.j2k_share, cfg.j2k_share])
+    return [j2k, RandAlignedCropd("hr", "lr", cfg.crop_size, scale)]
 
 
 def training_dataset(items: list[dict], cfg: AugmentConfig = AugmentConfig(), min_length: int = 100_000) -> Dataset:
