@@ -186,8 +186,9 @@ train-x2-j2k-slice: install-dev train-deps
 	  --crop-size 80 --base-j2k-ratio 60,200 --val-slices 18 --val-every 400 --freeze-bn --precision bf16 \
 	  --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 25
 
-# an experiment (docs/training/x2-mixed/): the x2 tier fine-tuned on both bases --ratio chooses from, one per sample
-# (JPEG-LS NEAR 0.3-5% or slice-level JPEG 2000 at 60-200:1, half each), on regions up to whole 512^2 slices
+# the shipped medsr-srresnet-x2-j2k (docs/training/x2-mixed/, its card): the x2 tier fine-tuned on both bases --ratio
+# chooses from, one per sample (JPEG-LS NEAR 0.3-5% or slice-level JPEG 2000 at 60-200:1, half each), on regions up
+# to whole 512^2 slices; --ratio restores the JPEG 2000 base with it and with the x2 tier and keeps the better
 train-x2-mixed: install-dev train-deps
 	$(PY) -m pipelines.prepare_data --out .train/pack.npz
 	OMP_NUM_THREADS=1 $(PY) -m pipelines.train --pack .train/pack.npz --out .train/x2-mixed --operator area2-v1 \

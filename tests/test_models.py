@@ -165,3 +165,4 @@ def test_the_previous_default_weights_stay_shipped():
     from medsr.models import default_model_for
 
     assert default_model_for("lossy", "area2-v1") == "medsr-srresnet-x2-lossy"  # new archives use the new weights
+    assert default_model_for(None, "area2-v1") == "medsr-srresnet-x2-lossy"  # the JPEG 2000 base's tier comes after it

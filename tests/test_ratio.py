@@ -237,3 +237,23 @@ def test_a_jpeg2000_low_res_base_fits_the_budget_and_reads_back_as_coded(sag_ano
                   scale=2, pad=pad, method="bicubic", model=None, audit=None, base=bb.base)
     data = read_archive(arc)
     assert data.info.base == "lossy-j2k" and np.array_equal(data.lowres, bb.base.decoded)
+
+
+def test_the_x2_jpeg2000_base_is_restored_by_both_x2_models_and_the_better_is_kept(fixture_path):
+    """The x2 tier's JPEG 2000 base is restored by its own model (medsr-srresnet-x2-j2k) and by the x2 tier's
+    JPEG-LS model, each measured against the original; the better is the candidate. The JPEG-LS base keeps its one."""
+    import re
+
+    from medsr.flow.budget import plan_budget
+    from medsr.models import default_model_for
+
+    assert default_model_for("lossy-j2k", "area2-v1") == "medsr-srresnet-x2-j2k"
+    plan = plan_budget(read_series(fixture_path("large_256")), 60, search="full", device="cpu", operators=("area2-v1",))
+    note = next(n for n in plan.notes if n.startswith("x2-j2kbase"))
+    figures = {name: float(db) for name, db in re.findall(r"(medsr-srresnet-x2-[\w-]+) ([\d.]+) dB", note)}
+    assert set(figures) == {"medsr-srresnet-x2-j2k", "medsr-srresnet-x2-lossy"}, note
+    kept = note.rsplit("kept ", 1)[1]
+    assert figures[kept] == max(figures.values())
+    sr = next(c for c in plan.candidates if c.name == "x2-j2kbase")
+    assert sr.model_id.startswith(kept + "@")
+    assert next(c for c in plan.candidates if c.name == "x2-jpegls").model_id.startswith("medsr-srresnet-x2-lossy@")

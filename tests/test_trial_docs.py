@@ -55,3 +55,24 @@ def test_the_slice_level_jpeg2000_table_prints_its_eval_json():
         assert (float(m["b"]), float(m["v2"]), float(m["ft"])) == (
             round(a["bicubic"]["psnr_fg"], 2), round(a["srresnet"]["psnr_fg"], 2), round(t["srresnet"]["psnr_fg"], 2))
         assert (float(m["s2"]), float(m["sft"])) == (round(a["srresnet"]["ssim"], 4), round(t["srresnet"]["ssim"], 4))
+
+
+def test_the_mixed_base_tables_print_their_eval_json():
+    """docs/training/x2-mixed/: the JPEG 2000 table then the JPEG-LS table, every row (per source and the mean)
+    what the eval.json files say: the shipped v2's (measured before, the same protocol), the mixed fine-tune's and
+    the JPEG 2000-only ablation's, each on that base."""
+    folder = DOCS / "x2-mixed"
+    files = {"j2k": ("../x2-j2k-slice/baseline-x2-v2-eval.json", "eval.json", "j2k512/eval.json"),
+             "jpegls": ("../x2-lossy-v2/eval.json", "eval-jpegls.json", "j2k512/eval-jpegls.json")}
+    row = re.compile(r"^\| .*\(`(?P<key>[\w-]+)`\) \| (?P<b>[\d.]+) \| (?P<v2>[\d.]+) \| (?P<mx>[\d.]+) \| "
+                     r"(?P<ab>[\d.]+) \| (?P<s2>[\d.]+) \| (?P<smx>[\d.]+) \| (?P<sab>[\d.]+) \|$")
+    found = [m for m in map(row.match, (folder / "README.md").read_text().splitlines()) if m]
+    evals = {base: [json.loads((folder / f).read_text()) for f in names] for base, names in files.items()}
+    keys = [*evals["j2k"][0]["per_source"], "all"]
+    assert [m["key"] for m in found] == keys * 2
+    for base, rows in zip(files, (found[:len(keys)], found[len(keys):])):
+        for m in rows:
+            v2, mx, ab = (e["per_source"][m["key"]] if m["key"] != "all" else e["methods"] for e in evals[base])
+            assert float(m["b"]) == round(v2["bicubic"]["psnr_fg"], 2), (base, m["key"])
+            assert [float(m[k]) for k in ("v2", "mx", "ab")] == [round(e["srresnet"]["psnr_fg"], 2) for e in (v2, mx, ab)]
+            assert [float(m[k]) for k in ("s2", "smx", "sab")] == [round(e["srresnet"]["ssim"], 4) for e in (v2, mx, ab)]

@@ -323,14 +323,16 @@ def _ways(ctx: _Context, op_id: str, coder: str, *, method, model, device, consi
     cons = _consistency(consistency, op.id)
     window = intensity_window(exact)
     return [_Way(op, coder, bb, m, loaded, _archive_engine(m, device_for(m, device), cons, bb.base.meta), window, pad)
-            for m, loaded in _models_for(op, method, model, ensemble, device, notes)]
+            for m, loaded in _models_for(op, method, model, ensemble, device, notes, bb.base.meta.base)]
 
 
-def _models_for(op, method: str, model: str | None, ensemble, device: str, notes: list[str]) -> list[tuple]:
+def _models_for(op, method: str, model: str | None, ensemble, device: str, notes: list[str],
+                base: str | None = None) -> list[tuple]:
     """[(method, LoadedModel | None)] that may restore ``op``'s scale: ``model`` where it has that scale; else the
-    shipped lossy-base tier for ``op`` and the shipped default model for ``op`` (trained on the exact and
-    near-lossless bases: better where the budget buys a small NEAR), both measured; bicubic where none is
-    shipped, or with ``method`` bicubic."""
+    shipped lossy-base tier for ``op``, the shipped default model for ``op`` (trained on the exact and
+    near-lossless bases: better where the budget buys a small NEAR) and the tier shipped for ``base`` itself
+    where there is one (``medsr-srresnet-x2-j2k`` for the x2 JPEG 2000 base), each measured; bicubic where none
+    is shipped, or with ``method`` bicubic."""
     from ..codec.base import BASE_LOSSY
     from ..engine import select_device
     from ..models import default_model_for
@@ -344,7 +346,8 @@ def _models_for(op, method: str, model: str | None, ensemble, device: str, notes
         if loaded.scale == op.scale:
             loaded.check_operator(op.id, op.scale)
             return [(m, loaded)]
-    names = list(dict.fromkeys(n for n in (default_model_for(BASE_LOSSY, op.id), default_model_for(None, op.id)) if n))
+    names = list(dict.fromkeys(n for n in (default_model_for(BASE_LOSSY, op.id), default_model_for(None, op.id),
+                                           default_model_for(base, op.id) if base else None) if n))
     if not names:
         notes.append(f"no shipped model restores {op.id} (x{op.scale}): its candidates restore by bicubic")
         return [("bicubic", None)]
