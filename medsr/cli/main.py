@@ -330,7 +330,8 @@ def _add_restore_parser(sub) -> None:
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--batch-size", type=int, default=0, help="slices per batch (0: automatic)")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 on CUDA, fp32 on CPU (fp16 is never used on CPU)")
+                   help="auto: bf16 on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), else fp32 (fp16 is never "
+                        "used on CPU)")
     r.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start, faster batches)")
     r.add_argument("--tile", type=int, default=0, metavar="PX",
                    help="run the network on overlapping low-res tiles of PX pixels (for very large slices)")
