@@ -886,34 +886,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _lo_hi(text: str | None, flag: str, ok, need: str) -> tuple[float, float] | None:
+    """A ``LO,HI`` option as a pair (None when not given), checked by ``ok(lo, hi)``; ``need`` says the rule."""
+    if not text:
+        return None
+    lo, hi = (float(x) for x in text.split(","))
+    if not ok(lo, hi):
+        raise SystemExit(f"{flag}: need {need} (got {text})")
+    return lo, hi
+
+
 def config_from_args(argv: list[str] | None) -> TrainConfig:
     a = build_parser().parse_args(argv)
-    frac = None
-    if a.base_near_fraction:
-        lo, hi = (float(x) for x in a.base_near_fraction.split(","))
-        if not 0 < lo <= hi < 0.5:
-            raise SystemExit(f"--base-near-fraction: need 0 < LO <= HI < 0.5 (got {a.base_near_fraction})")
-        frac = (lo, hi)
-    psnr = None
-    if a.base_j2k_psnr:
-        lo, hi = (float(x) for x in a.base_j2k_psnr.split(","))
-        if not 10 <= lo <= hi <= 80:
-            raise SystemExit(f"--base-j2k-psnr: need 10 <= LO <= HI <= 80 dB (got {a.base_j2k_psnr})")
-        if frac:
-            raise SystemExit("--base-j2k-psnr and --base-near-fraction: one base per tier")
-        psnr = (lo, hi)
-    j2k_ratio = None
-    if a.base_j2k_ratio:
-        lo, hi = (float(x) for x in a.base_j2k_ratio.split(","))
-        if not 2 <= lo <= hi <= 10_000:
-            raise SystemExit(f"--base-j2k-ratio: need 2 <= LO <= HI <= 10000 (got {a.base_j2k_ratio})")
+    frac = _lo_hi(a.base_near_fraction, "--base-near-fraction", lambda lo, hi: 0 < lo <= hi < 0.5,
+                  "0 < LO <= HI < 0.5")
+    psnr = _lo_hi(a.base_j2k_psnr, "--base-j2k-psnr", lambda lo, hi: 10 <= lo <= hi <= 80, "10 <= LO <= HI <= 80 dB")
+    j2k_ratio = _lo_hi(a.base_j2k_ratio, "--base-j2k-ratio", lambda lo, hi: 2 <= lo <= hi <= 10_000,
+                       "2 <= LO <= HI <= 10000")
+    if psnr and frac:
+        raise SystemExit("--base-j2k-psnr and --base-near-fraction: one base per tier")
+    if j2k_ratio:
         if psnr:
             raise SystemExit("--base-j2k-ratio and --base-j2k-psnr: one JPEG 2000 base per tier")
         if frac and not 0 < a.j2k_share < 1:
             raise SystemExit(f"--j2k-share: need 0 < P < 1 with both bases (got {a.j2k_share})")
         if a.j2k_context < a.crop_size:
             raise SystemExit(f"--j2k-context must be at least the crop ({a.crop_size}; got {a.j2k_context})")
-        j2k_ratio = (lo, hi)
     if a.crop_size < 32 or a.crop_size % 4:
         raise SystemExit(f"--crop-size: need a multiple of 4, at least 32 (got {a.crop_size})")
     aug = replace(AugmentConfig(), crop_size=a.crop_size, fg_prob=a.fg_prob, gamma_prob=a.gamma_prob, noise_prob=a.noise_prob,

@@ -20,6 +20,7 @@ import pytest
 
 import medsr
 from medsr.archive import read_info
+from medsr.engine import cpu_bf16_units
 
 DATA = Path(__file__).parent / "data"
 EXPECTED = {f"{folder}/{name}": want for folder in ("previous-format", "format-v2")
@@ -38,10 +39,11 @@ def test_an_archive_of_the_previous_format_restores_bit_identically(name, tmp_pa
     dss = sorted((pydicom.dcmread(f) for f in (tmp_path / "r").glob("*.dcm")), key=lambda ds: int(ds.InstanceNumber))
     px = np.stack([ds.pixel_array for ds in dss])
     assert (list(px.shape), str(px.dtype)) == (want["shape"], want["dtype"])
-    same_kernels = want["method"] == "bicubic" or cpu_restore_kernels() == RECORDED_KERNELS[name.split("/")[0]]
-    if same_kernels or hashlib.sha256(px.tobytes()).hexdigest() == want["dicom_pixels_sha256"]:
-        assert hashlib.sha256(px.tobytes()).hexdigest() == want["dicom_pixels_sha256"]
-    else:  # another CPU's network kernels: the restore is the one its audit measured, to the audit's figures
+    same_kernels = want["method"] == "bicubic" or cpu_bf16_units() == RECORDED_BF16_UNITS[name.split("/")[0]]
+    digest = hashlib.sha256(px.tobytes()).hexdigest()
+    if same_kernels:
+        assert digest == want["dicom_pixels_sha256"]
+    elif digest != want["dicom_pixels_sha256"]:  # another CPU's network kernels: the audit's figures hold
         _assert_the_audit_figures_hold(arc, fixture_path, sorted((tmp_path / "r").glob("*.dcm")))
     # the same weights (sha256) and passes; their registry name may have moved on (the default of the day that
     # wrote "basic-model" now ships as medsr-srresnet-x4-v2), and the restore names what it found by sha256
@@ -65,16 +67,7 @@ def test_an_archive_of_the_previous_format_restores_bit_identically(name, tmp_pa
 # those days; `medsr.engine.resolve_precision`: bf16 where the CPU has native bf16). Another CPU computes the
 # network with other kernels (fp32 without native bf16, AVX512-BF16 on others) and rounds a few pixels
 # differently; there the restore is checked against the figures the archive's own audit recorded.
-RECORDED_KERNELS = {"previous-format": "bf16-amx", "format-v2": "bf16-amx"}
-
-
-def cpu_restore_kernels() -> str:
-    from medsr.engine import cpu_has_fast_bf16
-
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if " amx_bf16" in flags:
-        return "bf16-amx"
-    return "bf16-avx512" if cpu_has_fast_bf16() else "fp32"
+RECORDED_BF16_UNITS = {"previous-format": "amx", "format-v2": "amx"}  # medsr.engine.cpu_bf16_units()
 
 
 def _assert_the_audit_figures_hold(arc, fixture_path, restored_files):

@@ -62,14 +62,20 @@ def select_device(name: str = "auto") -> str:
     return name
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 matrix units (AMX or AVX512-BF16)."""
+def cpu_bf16_units() -> str | None:
+    """The CPU's native bf16 units: ``"amx"``, ``"avx512"`` (AVX512-BF16) or None. Which one runs the network
+    decides its rounding, so a bf16 restore is bit-identical only between CPUs with the same units."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
     except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+        return None
+    return "amx" if " amx_bf16" in flags else "avx512" if " avx512_bf16" in flags else None
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix units (AMX or AVX512-BF16)."""
+    return cpu_bf16_units() is not None
 
 
 def resolve_precision(precision: str, device: str) -> str:
