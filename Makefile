@@ -9,7 +9,7 @@ PIP    := $(PY) -m pip
 MEDSR  := $(VENV)/bin/medsr
 DEMO   ?= demo-output
 # Debian packages the tests use (.ci/preflight.py lists the file each one installs)
-APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromium
+APT_PACKAGES := dicom3tools dcmtk orthanc orthanc-python orthanc-dicomweb chromium libopenjp2-7
 # Debian packages training uses: Colin27 (/usr/share/mricron/templates/ch2.nii.gz) for the training pack
 TRAIN_APT_PACKAGES := mricron-data
 
@@ -30,7 +30,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 # Debian tools the tests use (dciodvfy, dcmdump, a real Orthanc with its DICOMweb plugin,
-# headless Chromium), installed one by
+# headless Chromium, OpenJPEG's library for glymur's JPEG 2000 layouts), installed one by
 # one so that one unavailable package does not lose the others. Installed only when running as root
 # with apt; otherwise those tests skip with a reason (and fail under MEDSR_STRICT_TESTS=1).
 define apt_install

@@ -11,7 +11,8 @@ What the suite needs, and why:
 - the real MR archives in ../shared/data (or $MEDSR_SHARED_DATA): real-series, floor and
   real-data fixture tests (tests/conftest.py names them);
 - the Debian test tools, or root with apt-get to install them (`make system-deps`): dciodvfy
-  (dicom3tools), dcmdump (dcmtk), Orthanc with orthanc-python and orthanc-dicomweb, headless Chromium;
+  (dicom3tools), dcmdump (dcmtk), Orthanc with orthanc-python and orthanc-dicomweb, headless Chromium,
+  OpenJPEG's library (libopenjp2-7, for glymur's JPEG 2000 layouts);
 - the capability to create network and mount namespaces (CAP_SYS_ADMIN; root in a normal
   container gets it with --privileged or --cap-add SYS_ADMIN): Orthanc runs in a private network
   namespace, the full-disk tests mount a small tmpfs;
@@ -44,6 +45,7 @@ DEBIAN_TOOLS = {
     "orthanc-python": "/usr/share/orthanc/plugins/libOrthancPython.so",
     "orthanc-dicomweb": "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
     "chromium": "/usr/bin/chromium",
+    "libopenjp2-7": "/usr/lib/x86_64-linux-gnu/libopenjp2.so.7",
 }
 #: unseen sets that come from the npm registry (the others come from the pydicom-data wheel)
 NPM_SETS = ("pd-brain-ge-1.5t", "flair-brain-ge-1.5t", "memprage-head-siemens-3t")

@@ -16,6 +16,8 @@ import numpy as np
 
 from .base import BASE_LOSSY, MAX_NEAR, BaseCodecError, PreparedBase, decode_base, encode_base, pack_codestreams
 
+FILL = 0.95  # a JPEG 2000 base landing under FILL x its budget tries other layouts (``j2k_layouts``)
+
 
 @dataclass(frozen=True)
 class BudgetedBase:
@@ -116,8 +118,11 @@ def empty_base(lowres: np.ndarray) -> PreparedBase:
 def j2k_base_to_budget(lowres: np.ndarray, budget: float) -> BudgetedBase:
     """Code ``lowres`` (n, h, w) integers as JPEG 2000 (irreversible 9-7, the audit baseline's encoder) of each
     low-res slice, one encoder ratio for the stack, totalling at most ``budget`` bytes (closest of a few
-    tries). The base records the largest low-res error measured after decoding (``BaseMeta.near``: the
-    bound restore's projection uses). Raises ``BaseCodecError`` for data it cannot code."""
+    tries). Where that lands under ``FILL`` (95%) of the budget (a small stack: the default 64x64 code-blocks
+    leave only coarse steps), other code-block and resolution layouts are fitted too (``_other_layout``; the
+    base's ``note`` says which was stored and why). The base records the largest low-res error measured after
+    decoding (``BaseMeta.near``: the bound restore's projection uses). Raises ``BaseCodecError`` for data it
+    cannot code."""
     from .base import BASE_LOSSY_J2K, BaseMeta, supports_near_lossless
     from .payload import bits_for, j2k_encode
 
@@ -130,11 +135,30 @@ def j2k_base_to_budget(lowres: np.ndarray, budget: float) -> BudgetedBase:
     vmin, vmax = (int(a.min()), int(a.max())) if a.size else (0, 0)
     shifted = (a.astype(np.int64) - vmin).astype(np.uint16)
     bits = max(1, bits_for(shifted))
-    r = max(1.0, shifted[0].size * bits / 8 * len(shifted) / budget)
+    best, streams = _fit_ratio(shifted, budget, lambda s, r: j2k_encode(s, bits, r), bits)
+    note = ""
+    if best is not None and sum(len(c) for c in best) < FILL * budget:
+        best, note = _other_layout(shifted, budget, best)
+    fits = best is not None
+    streams = best if fits else streams
+    meta = BaseMeta(BASE_LOSSY_J2K, 0, vmin, vmax, tuple(a.shape), str(a.dtype))
+    decoded = decode_base(streams, meta)
+    err = int(np.abs(decoded.astype(np.int64) - a.astype(np.int64)).max()) if a.size else 0
+    meta = BaseMeta(BASE_LOSSY_J2K, max(1, err), vmin, vmax, tuple(a.shape), str(a.dtype))
+    data, offsets = pack_codestreams(streams)
+    return BudgetedBase(PreparedBase(meta, decoded, data, offsets, note=note), (meta.near,) * len(streams),
+                        float(budget), fits)
+
+
+
+def _fit_ratio(shifted: np.ndarray, budget: float, code, raw_bits: int) -> tuple[list[bytes] | None, list[bytes]]:
+    """Bisect one encoder ratio for the stack so the codestreams ``code(slice, ratio)`` total at most ``budget``,
+    as close as a few tries land -> (the largest fitting streams or None, the last streams tried)."""
+    r = max(1.0, shifted[0].size * raw_bits / 8 * len(shifted) / budget)
     best: list[bytes] | None = None
     under, over = None, None  # encoder ratios known to fit / not to fit
     for _ in range(14):
-        streams = [j2k_encode(s, bits, r) for s in shifted]
+        streams = [code(s, r) for s in shifted]
         total = sum(len(c) for c in streams)
         if total <= budget:
             under = r if under is None else min(under, r)
@@ -151,11 +175,40 @@ def j2k_base_to_budget(lowres: np.ndarray, budget: float) -> BudgetedBase:
         if abs(r_new - r) < 1e-6 * r:
             break
         r = r_new
-    fits = best is not None
-    streams = best if fits else streams
-    meta = BaseMeta(BASE_LOSSY_J2K, 0, vmin, vmax, tuple(a.shape), str(a.dtype))
-    decoded = decode_base(streams, meta)
-    err = int(np.abs(decoded.astype(np.int64) - a.astype(np.int64)).max()) if a.size else 0
-    meta = BaseMeta(BASE_LOSSY_J2K, max(1, err), vmin, vmax, tuple(a.shape), str(a.dtype))
-    data, offsets = pack_codestreams(streams)
-    return BudgetedBase(PreparedBase(meta, decoded, data, offsets), (meta.near,) * len(streams), float(budget), fits)
+    return best, streams
+
+
+def _other_layout(shifted: np.ndarray, budget: float, default: list[bytes]) -> tuple[list[bytes], str]:
+    """The default layout's fit lands under ``FILL`` x the budget: fit each of ``j2k_layouts.ALTERNATIVES``; of
+    those landing within [FILL x budget, budget], the one whose decoded stack is closest to the low-res (least
+    squared error); if none lands there, the one spending the most bytes (when more than the default's) ->
+    (streams, the note that says why), or (``default``, a note) when none is better or none can be coded."""
+    from . import j2k_layouts
+    from .j2k_pad import decode_j2k
+
+    spent = sum(len(c) for c in default)
+    short = f"the encoder's default JPEG 2000 layout ({j2k_layouts.DEFAULT.describe()}) fits {spent:,} bytes " \
+            f"of the {budget:,.0f}-byte budget ({spent / budget:.1%})"
+    why = j2k_layouts.unavailable()
+    if why:
+        return default, f"{short}; other layouts not tried: {why}"
+    within, most = [], None
+    for layout in j2k_layouts.ALTERNATIVES:
+        fit, _ = _fit_ratio(shifted, budget, lambda s, r, lay=layout: j2k_layouts.encode(s, r, lay),
+                            j2k_layouts.RAW_BITS)
+        if fit is None:
+            continue
+        total = sum(len(c) for c in fit)
+        if total >= FILL * budget:
+            sse = sum(float(((decode_j2k(c, s.shape) - s.astype(np.int64)) ** 2).sum()) for c, s in zip(fit, shifted))
+            within.append((sse, -total, layout, fit))
+        elif total > spent and (most is None or total > most[0]):
+            most = (total, layout, fit)
+    if within:
+        _, neg, layout, fit = min(within, key=lambda t: (t[0], t[1]))
+        return fit, f"JPEG 2000 base coded with {layout.describe()} ({-neg:,} bytes): {short}"
+    if most is not None:
+        total, layout, fit = most
+        return fit, f"JPEG 2000 base coded with {layout.describe()} ({total:,} bytes, the closest to the budget " \
+                    f"of {len(j2k_layouts.ALTERNATIVES)} other layouts): {short}"
+    return default, f"{short}; no other layout fits closer"
