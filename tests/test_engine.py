@@ -92,3 +92,40 @@ def test_cuda_bf16_matches_fp32_within_tolerance(lr_stack):
     c = restore_stack(lr_stack, w, 4, config=EngineConfig(method="model", device="cpu", precision="fp32"), module=net)
     assert np.mean(np.abs(a - b)) < 0.005 * (w.hi - w.lo)
     assert np.mean(np.abs(a - c)) < 0.001 * (w.hi - w.lo)
+
+
+def test_arithmetic_names_precision_device_and_the_cpus_bf16_units():
+    from medsr.engine import arithmetic, cpu_bf16_units
+
+    assert arithmetic("fp32", "cpu") == "cpu-fp32"
+    assert arithmetic("fp16", "cpu") == "cpu-fp32"  # never fp16 on a CPU
+    assert arithmetic("auto", "cuda") == "cuda-bf16"
+    assert arithmetic("bf16", "cpu") == f"cpu-bf16-{cpu_bf16_units() or 'emulated'}"
+
+
+def test_an_archive_records_its_restores_arithmetic_and_a_restore_in_another_says_so(tiny, fixture_path, tmp_path):
+    """The audit names the arithmetic its network restore ran in; a restore of the same weights in other
+    arithmetic (another precision, or another CPU's bf16 units) warns that pixels may differ from what the audit
+    measured, and --json names its own; a bicubic archive records none (exact on every machine)."""
+    from medsr.engine import arithmetic
+
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(tiny, weights, architecture="srresnet", config=tiny.config.to_dict(), operator="area4-v1")
+    arc = tmp_path / "t.medsr.h5"
+    res = medsr.archive_series(fixture_path("basic"), arc, medsr.ArchiveOptions(method="model", model=str(weights),
+                                                                            baselines=False))
+    recorded = res.audit.provenance["arithmetic"]
+    assert recorded == arithmetic("auto", "cpu")
+    opts = dict(model=str(weights), device="cpu", format="nifti")
+    same = medsr.restore_archive(arc, tmp_path / "same.nii.gz", medsr.RestoreOptions(**opts))
+    assert same.summary()["arithmetic"] == recorded and not same.warnings
+    other = "bf16" if recorded == "cpu-fp32" else "fp32"
+    moved = medsr.restore_archive(arc, tmp_path / "other.nii.gz", medsr.RestoreOptions(precision=other, **opts))
+    assert moved.summary()["arithmetic"] == arithmetic(other, "cpu") != recorded
+    (warning,) = moved.warnings
+    assert recorded in warning and arithmetic(other, "cpu") in warning and "--reference" in warning
+
+    bic = medsr.archive_series(fixture_path("basic"), tmp_path / "b.medsr.h5",
+                               medsr.ArchiveOptions(method="bicubic", baselines=False))
+    assert "arithmetic" not in bic.audit.provenance
+    assert medsr.restore_archive(bic.archive, tmp_path / "b.nii.gz", medsr.RestoreOptions(format="nifti")).arithmetic is None

@@ -126,7 +126,8 @@ def cmd_restore(args) -> int:
         prog.close()
     s = res.summary()
     text = (f"restored {s['slices']} slices -> {s['output']} in {s['seconds']:.2f} s "
-            f"({s['slices_per_second']:.1f} slices/s, {s['method']} {s['model_id']}{_ens(s)} on {s['device']})")
+            f"({s['slices_per_second']:.1f} slices/s, {s['method']} {s['model_id']}{_ens(s)} on {s['device']}"
+            f"{', ' + s['arithmetic'] if s.get('arithmetic') else ''})")
     if res.audit is not None:
         a = s["audit"]
         text += (f"\n  vs reference: PSNR {_fmt(a.get('psnr'))} dB (fg {_fmt(a.get('psnr_fg'))}), SSIM {_fmt(a.get('ssim'), 4)};"

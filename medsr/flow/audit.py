@@ -36,11 +36,12 @@ def bicubic_restore(lowres: np.ndarray, rows: int, cols: int, dtype, value_range
 def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: str,
                 stored_pixel_bytes: int, method: str, model_id: str, with_j2k: bool, consistency: bool,
                 device: str, progress: Callable[[int], None] | None = None, return_images: bool = False,
-                base: dict | None = None, ensemble: int = 1):
+                base: dict | None = None, ensemble: int = 1, arithmetic: str | None = None):
     """The ``Audit`` of an archive of ``series``; optionally the stacks too.
 
     ``lowres`` is the base as restore decodes it; ``base`` (``PreparedBase.provenance()``) is
-    recorded in the provenance (default: lossless). ``restored``: the restored stack (stored dtype), or a
+    recorded in the provenance (default: lossless); ``arithmetic`` (``medsr.engine.arithmetic``: what a network
+    restore computed in) too, where given. ``restored``: the restored stack (stored dtype), or a
     ``restoring.LazyRestore`` that makes it batch by batch as the audit measures (nothing of it is kept).
     """
     rows, cols = series.shape
@@ -105,6 +106,8 @@ def build_audit(series, *, lowres: np.ndarray, restored, scale: int, operator: s
     if j2k is not None:
         provenance.update(j2k.provenance())  # the bytes JPEG 2000 achieved beside its target
     provenance["model_kind"] = _model_kind(model_id)
+    if arithmetic and method == "model":
+        provenance["arithmetic"] = arithmetic
     result = Audit(AuditResult(data_range=dr, fg_threshold=thr, methods=methods,
                                ratios={k: float(v) for k, v in ratios.items()},
                                provenance={"metrics_id": METRICS_ID, **provenance}).to_dict())
@@ -148,7 +151,7 @@ def _model_kind(model_id: str) -> str:
 
 def audit_against_reference(reference: Path, data, restored: np.ndarray, *, with_j2k: bool = True,
                             return_images: bool = False, ensemble: int | None = None, method: str | None = None,
-                            model_id: str | None = None, consistency: bool = True):
+                            model_id: str | None = None, consistency: bool = True, arithmetic: str | None = None):
     """Measure a restore (stored units) against a reference series read from disk, labelled with what
     restored it: ``method``, ``model_id``, ``ensemble`` (None: the archive's own) and ``consistency``."""
     from ..errors import InputError
@@ -165,4 +168,5 @@ def audit_against_reference(reference: Path, data, restored: np.ndarray, *, with
     return build_audit(ref, lowres=data.lowres, restored=restored, scale=info.scale, operator=info.operator,
                        stored_pixel_bytes=info.stored_pixel_bytes, method=method or info.method,
                        model_id=model_id or info.model_id, with_j2k=with_j2k, consistency=consistency, device="cpu", return_images=return_images,
-                       base=base_prov, ensemble=info.model_ensemble if ensemble is None else ensemble)
+                       base=base_prov, ensemble=info.model_ensemble if ensemble is None else ensemble,
+                       arithmetic=arithmetic)

@@ -12,7 +12,7 @@ import numpy as np
 from ..audit import Audit
 from ..archive import ArchiveData, ArchiveInfo, VerifyResult, read_archive, read_info, verify_archive, write_archive
 from ..codec import downsample, get_operator, intensity_window, pad_to_multiple
-from ..engine import EngineConfig, device_for
+from ..engine import EngineConfig, arithmetic as _arithmetic_of, device_for
 from ..errors import ArchiveError, MedsrError, QualityGateError
 from ..io import Series, read_series
 from ..archive.sizes import base_stored_bytes as _base_stored_bytes  # noqa: F401
@@ -133,10 +133,12 @@ class RestoreResult:
     files: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
     audit: Audit | None = None  # with --reference: this restore measured against the reference
+    arithmetic: str | None = None  # a network restore's arithmetic (``medsr.engine.arithmetic``); None otherwise
 
     def summary(self) -> dict:
         d = {"output": str(self.output), "slices": self.slices, "seconds": round(self.seconds, 3),
              "device": self.device, "method": self.method, "model_id": self.model_id, "ensemble": self.ensemble,
+             "arithmetic": self.arithmetic,
              "slices_per_second": round(self.slices / max(self.seconds, 1e-9), 2), "warnings": list(self.warnings)}
         if self.audit is not None:
             d["audit"] = flat_audit(self.audit)
@@ -229,7 +231,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
                         stored_pixel_bytes=stored_bytes, method=method,
                         model_id=loaded.model_id if loaded else method, with_j2k=options.baselines,
                         consistency=consistency, device=device_for(method, options.device), base=base.provenance(),
-                        ensemble=ensemble,
+                        ensemble=ensemble, arithmetic=_arithmetic(method, engine),
                         progress=_tick(progress, "audit", series.n_slices))
     if plan is not None:
         from .floor import add_floor_to_audit
@@ -264,7 +266,8 @@ def _archive_to_ratio(series: Series, output: Path, options: ArchiveOptions, pro
     audit = build_audit(series, lowres=c.lowres, restored=c.restored, scale=op.scale, operator=op.id,
                         stored_pixel_bytes=c.pixel_bytes, method=c.method, model_id=c.model_id, with_j2k=options.baselines,
                         consistency=_consistency(options.consistency, op.id), device=device_for(c.method, options.device),
-                        base=prov, ensemble=c.ensemble, progress=_tick(progress, "audit", series.n_slices))
+                        base=prov, ensemble=c.ensemble, progress=_tick(progress, "audit", series.n_slices),
+                        arithmetic=_arithmetic(c.method, EngineConfig(method=c.method, device=options.device)))
     audit = audit.with_budget(plan.summary(series.original_pixel_bytes))
     below = _check_gates(audit, options, series)
     info = write_archive(output, series=series, lowres=c.base.decoded, window=c.window, operator=op.id,
@@ -348,11 +351,11 @@ def restore_archive(archive: str | Path, output: str | Path, options: RestoreOpt
         from .audit import audit_against_reference
 
         audit = audit_against_reference(Path(reference), data, restored, ensemble=plan.ensemble, method=plan.method,
-                                        model_id=plan.model_id, consistency=options.consistency)
+                                        model_id=plan.model_id, consistency=options.consistency,
+                                        arithmetic=plan.arithmetic)
     return RestoreResult(output=output, slices=info.n_slices, seconds=seconds, device=plan.device,
                          method=plan.method, model_id=plan.model_id, ensemble=plan.ensemble, files=tuple(files),
-                         warnings=plan.warnings,
-                         audit=audit)
+                         warnings=plan.warnings, audit=audit, arithmetic=plan.arithmetic)
 
 
 @dataclass(frozen=True)
@@ -366,6 +369,10 @@ class _RestorePlan:
     @property
     def model_id(self) -> str:
         return self.loaded.model_id if self.loaded is not None else self.method
+
+    @property
+    def arithmetic(self) -> str | None:
+        return _arithmetic(self.method, self.engine)
 
     @property
     def ensemble(self) -> int:
@@ -382,6 +389,28 @@ class _RestorePlan:
         return self.model.label if self.model is not None else self.method
 
 
+
+
+def _arithmetic(method: str, engine: EngineConfig) -> str | None:
+    """What a network restore by ``engine`` computes in (``medsr.engine.arithmetic``); None for bicubic/nearest
+    (exact: the same pixels on every machine)."""
+    if method != "model":
+        return None
+    from ..engine import select_device
+
+    return _arithmetic_of(engine.precision, select_device(engine.device))
+
+
+def _arithmetic_warning(info: ArchiveInfo, method: str, engine: EngineConfig) -> str | None:
+    """A restore by the archive's own model in other arithmetic than its audit's may round some pixels
+    differently from what the audit measured: say so (archives before 2026-12-01 did not record it: silent)."""
+    recorded = ((info.audit or {}).get("provenance") or {}).get("arithmetic")
+    mine = _arithmetic(method, engine)
+    if info.method != "model" or not recorded or mine is None or mine == recorded:
+        return None
+    return (f"restoring in {mine} arithmetic, not the {recorded} the archive's audit was measured in: some pixels "
+            "may differ from what it measured by a few units (figures within about 0.001 dB where measured; "
+            "--reference re-measures this restore)")
 
 
 def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
@@ -424,6 +453,11 @@ def _plan_restore(data: ArchiveData, options: RestoreOptions) -> _RestorePlan:
                           consistency_tolerance=consistency_tolerance(info.base, info.base_near),
                           batch_size=options.batch_size, precision=options.precision, compile=options.compile,
                           tile=options.tile)
+    if not warnings_:  # another model or ensemble already says the audit does not describe this restore
+        why = _arithmetic_warning(info, method, engine)
+        if why:
+            log.warning(why)
+            warnings_.append(why)
     return _RestorePlan(method, loaded, device, engine, tuple(warnings_))
 
 

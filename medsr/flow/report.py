@@ -25,11 +25,14 @@ def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | 
         raise OutputError("already holds a report (use --force to replace it)", path=out_dir)
     data = read_archive(archive)
     info = data.info
-    restored, method, loaded, _, _ = restore_pixels(data, RestoreOptions())
+    restored, method, loaded, device, _ = restore_pixels(data, RestoreOptions())
     if reference is not None:
+        from ..engine import arithmetic
+
         audit_dict, images = audit_against_reference(Path(reference), data, restored, return_images=True,
                                                      method=method, model_id=loaded.model_id if loaded else method,
-                                                     ensemble=loaded.ensemble if loaded else 1)
+                                                     ensemble=loaded.ensemble if loaded else 1,
+                                                     arithmetic=arithmetic("auto", device) if method == "model" else None)
     else:
         audit_dict = info.audit or {}
         vr = info.value_range
