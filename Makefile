@@ -205,9 +205,10 @@ train-x2-j2k: install-dev train-deps
 	  --crop-size 80 --base-j2k-psnr 24,40 --val-slices 18 --val-every 400 --freeze-bn --precision bf16 \
 	  --lr 5e-5 --lr-schedule cosine --lr-min-ratio 0.1 --seed 22
 
-# what a GPU retrain carries (CONTRIBUTING, "GPU runs"): the device's wheels (monai, pyjpegls for its Python 3.12)
+# what a GPU retrain carries (CONTRIBUTING, "GPU runs"): the device's wheels (monai, pyjpegls, pylibjpeg-openjpeg
+# for the x2 tier's JPEG 2000 base, for its Python 3.12)
 # and the manifest pack re-coded as lossless JPEG-LS in parts that each fit one device call (checked bit-exact)
-GPU_WHEELS = monai==1.6.1 pyjpegls==1.5.1
+GPU_WHEELS = monai==1.6.1 pyjpegls==1.5.1 pylibjpeg-openjpeg==2.6.0
 gpu-kit: install-dev train-deps
 	$(PY) -m pipelines.prepare_data --out .train/pack.npz
 	mkdir -p .whl

@@ -1,5 +1,5 @@
 """Retrain every tier in one run (issue #14's GPU work): two default candidates, the better on validation, then
-the lossy-base x4 tier, the x2 tier and the SRGAN from it.
+the lossy-base x4 tier, both x2 tiers and the SRGAN from it.
 
     python -m pipelines.retrain --pack .gpu/pack --out OUT --device cuda --first-seconds 240 --tier-seconds 120
 
@@ -9,11 +9,14 @@ remaps p = 0.5, noise and gamma augmentations, foreground-biased crops, every or
 The candidate with the higher mean foreground PSNR over the **validation** sources (``srresnet+dc`` in its
 ``eval.json``) is chosen; evaluation series are never read here. Stage 2, side by side, from the chosen weights:
 ``lossy`` (decoded lossy JPEG-LS base, NEAR 1-5% of the window), ``x2`` (area-mean x2 operator, JPEG-LS base NEAR
-0.3-5%, crop 80) and ``srgan`` (phase 2: pixel MSE + 1e-3 adversarial, a new discriminator). Every run is
+0.3-5%, crop 80: ``medsr-srresnet-x2-lossy``), ``x2-j2k`` (the same, each sample's base either that JPEG-LS or
+JPEG 2000 of a slice-sized region up to 512^2 at 60-200:1, half each: ``medsr-srresnet-x2-j2k``, the model
+``--ratio`` restores its x2 JPEG 2000 base with) and ``srgan`` (phase 2: pixel MSE + 1e-3 adversarial, a new
+discriminator). Every run is
 ``pipelines.train`` in its own folder (``train.log``, ``log.csv``, ``eval.json``, weights); ``summary.json`` and
 ``summary.md`` give each run's validation figures, seconds and device, and the choice with its reason.
-``--bundle DIR`` copies what comes back from a device call (at most 8 files): the five weights files as
-``<run>.safetensors``, ``summary.json``, ``summary.md`` and ``runs.tar.gz`` (every run's logs and eval.json).
+``--bundle DIR`` copies what comes back from a device call (at most 8 files): the six weights files as
+``<run>.safetensors``, ``summary.json`` and ``runs.tar.gz`` (``summary.md`` and every run's logs and eval.json).
 
 Sized for the device tool (one call, at most 600 s): 240 + 120 s of training, the evaluations and start-up fit
 in ~8 minutes on an H100/H200. On a CPU it runs too (tests use a tiny pack and a few seconds).
@@ -75,6 +78,9 @@ def stage_two(a: argparse.Namespace, chosen: Path) -> list[Run]:
                       "--lr-min-ratio", "0.1", "--seed", str(a.seed + 2)]),
         Run("x2", [*t, "--operator", "area2-v1", "--crop-size", "80", "--base-near-fraction", "0.003,0.05",
                    "--lr", "1e-4", "--lr-schedule", "cosine", "--lr-min-ratio", "0.1", "--seed", str(a.seed + 3)]),
+        Run("x2-j2k", [*t, "--operator", "area2-v1", "--crop-size", "80", "--base-near-fraction", "0.003,0.05",
+                       "--base-j2k-ratio", "60,200", "--j2k-context", "512", "--j2k-share", "0.5",
+                       "--lr", "1e-4", "--lr-schedule", "cosine", "--lr-min-ratio", "0.1", "--seed", str(a.seed + 5)]),
         Run("srgan", ["--phase1-seconds", "0", "--phase2-seconds", str(a.tier_seconds), "--init-weights",
                       str(chosen), *RECIPE, "--seed", str(a.seed + 4)], weights="srgan.safetensors", method="srgan",
             beside=str(chosen)),
@@ -158,16 +164,17 @@ def write_summary(out: Path, a: argparse.Namespace, results: list[RunResult], re
 
 
 def bundle(out: Path, dest: Path, results: list[RunResult]) -> None:
-    """The run as few files: each run's weights, the summary, and one archive of every run's logs and eval.json."""
+    """The run as few files (a device call returns at most 8): each run's weights, summary.json, and one archive
+    of summary.md and every run's logs and eval.json."""
     import tarfile
 
     dest.mkdir(parents=True, exist_ok=True)
     for r in results:
         if r.weights:
             shutil.copyfile(out / r.weights, dest / f"{r.name}.safetensors")
-    for name in ("summary.json", "summary.md"):
-        shutil.copyfile(out / name, dest / name)
+    shutil.copyfile(out / "summary.json", dest / "summary.json")
     with tarfile.open(dest / RUNS_ARCHIVE, "w:gz") as tar:
+        tar.add(out / "summary.md", arcname="summary.md")
         for r in results:
             for f in sorted((out / r.name).iterdir()):
                 if f.suffix in (".log", ".csv", ".json"):

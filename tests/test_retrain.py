@@ -1,5 +1,5 @@
 """The one retrain run (issue #14's GPU work), on a CPU at toy size: two default candidates, the better on the
-validation split chosen, then the lossy, x2 and SRGAN tiers from it, each a pipelines.train run with its figures."""
+validation split chosen, then the lossy, both x2 and SRGAN tiers from it, each a pipelines.train run with its figures."""
 from __future__ import annotations
 
 import json
@@ -41,21 +41,23 @@ def test_retrain_runs_every_tier_from_the_chosen_candidate(tmp_path):
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())
     runs = {r["name"]: r for r in s["runs"]}
-    assert list(runs) == ["scratch", "warm", "lossy", "x2", "srgan"]
+    assert list(runs) == ["scratch", "warm", "lossy", "x2", "x2-j2k", "srgan"]
     assert all(r["rc"] == 0 and r["weights"] and r["validation_fg"] is not None for r in runs.values())
     chosen = max(("scratch", "warm"), key=lambda n: runs[n]["validation_fg"])
     assert s["choice"].startswith(chosen + ":")
-    for tier in ("lossy", "x2", "srgan"):  # every tier started from the chosen candidate's weights
+    for tier in ("lossy", "x2", "x2-j2k", "srgan"):  # every tier started from the chosen candidate's weights
         log = (out / tier / "train.log").read_text()
         assert f"--init-weights {out / chosen / 'srresnet.safetensors'}" in log.splitlines()[0]
     assert create_model(out / "x2" / "srresnet.safetensors").operator == "area2-v1"
+    assert create_model(out / "x2-j2k" / "srresnet.safetensors").operator == "area2-v1"
+    assert "--base-j2k-ratio 60,200" in (out / "x2-j2k" / "train.log").read_text().splitlines()[0]
     assert (out / "srgan" / "srresnet.safetensors").read_bytes() == (out / chosen / "srresnet.safetensors").read_bytes()
     assert "| srgan | 0 |" in (out / "summary.md").read_text() and s["device"].startswith("cpu")
     assert s["command"].startswith("python -m pipelines.retrain --pack ") and "--bundle" in s["command"]
-    # what comes back from a device call: at most 8 files, the five weights among them, logs in one archive
+    # what comes back from a device call: at most 8 files, the six weights among them, logs in one archive
     import tarfile
 
     back = sorted(p.name for p in (tmp_path / "OUT").iterdir())
     assert len(back) <= 8 and {f"{n}.safetensors" for n in runs} <= set(back)
     with tarfile.open(tmp_path / "OUT" / RUNS_ARCHIVE) as tar:
-        assert {f"{n}/eval.json" for n in runs} | {f"{n}/train.log" for n in runs} <= set(tar.getnames())
+        assert {f"{n}/eval.json" for n in runs} | {f"{n}/train.log" for n in runs} | {"summary.md"} <= set(tar.getnames())
