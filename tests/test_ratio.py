@@ -326,3 +326,5 @@ def test_a_one_slice_series_archived_at_80_to_1_stores_within_5_percent_of_the_b
     assert proc.returncode == 0, proc.stderr
     original = read_series(flair).original_pixel_bytes
     assert original / 80 * 0.95 <= _payload_bytes(arc) <= original / 80
+    info = json.loads(_cli("info", arc, "--json").stdout)  # says how the base was coded, and why
+    assert info["base"] == "lossy-j2k" and "code-blocks" in info["base_note"] and "budget" in info["base_note"]

@@ -136,6 +136,10 @@ def cmd_restore(args) -> int:
     return 0
 
 
+#: audit provenance keys ``medsr info`` shows beside the archive's own fields, where the audit has them
+INFO_PROVENANCE = ("base_note", "arithmetic")
+
+
 def cmd_info(args) -> int:
     from ..api import open_archive
 
@@ -145,6 +149,10 @@ def cmd_info(args) -> int:
         from ..api import flat_audit
 
         d["audit"] = flat_audit(info.audit)
+    prov = (info.audit or {}).get("provenance") or {}
+    for key in INFO_PROVENANCE:  # how the stored base was coded, what the audit's restore computed in
+        if prov.get(key):
+            d[key] = prov[key]
     text = "\n".join(f"{k:>22}: {v}" for k, v in d.items() if k not in ("audit", "floor"))
     budget = (info.audit or {}).get("budget")
     if budget:
