@@ -314,6 +314,21 @@ def test_a_one_slice_jpeg2000_base_lands_within_5_percent_of_its_budget(unseen_d
     assert int(bb.base.decoded.min()) >= vmin
 
 
+def test_without_glymur_the_default_layout_is_kept_and_the_note_says_what_to_install(unseen_data, monkeypatch):
+    """Where the other layouts cannot be written (no glymur, or no libopenjp2), the base is the default layout's
+    closest fit, still within the budget, and its note says why it is short and what would fix it."""
+    from medsr.codec import j2k_layouts
+
+    monkeypatch.setattr(j2k_layouts, "unavailable", lambda: "glymur is not installed (pip install glymur)")
+    series = read_series(unseen_data("flair-brain-ge-1.5t"))
+    lowres = downsample(pad_to_multiple(series.pixels, 2)[0], "area2-v1")
+    budget = series.original_pixel_bytes / 80
+    bb = j2k_base_to_budget(lowres, budget)
+    (c,) = unpack_codestreams(bb.base.data, bb.base.offsets)
+    assert bb.fits and bb.nbytes < 0.95 * budget and _cod(c) == (6, 64)
+    assert "other layouts not tried: glymur is not installed (pip install glymur)" in bb.base.note
+
+
 def test_a_one_slice_series_archived_at_80_to_1_stores_within_5_percent_of_the_budget(unseen_data, tmp_path):
     """Issue #19's ratio hit on the series that missed it: ``--ratio 80`` on the one-slice FLAIR."""
     from medsr.codec import j2k_layouts
