@@ -124,7 +124,7 @@ def j2k_base_to_budget(lowres: np.ndarray, budget: float) -> BudgetedBase:
     decoding (``BaseMeta.near``: the bound restore's projection uses). Raises ``BaseCodecError`` for data it
     cannot code."""
     from .base import BASE_LOSSY_J2K, BaseMeta, supports_near_lossless
-    from .payload import bits_for, j2k_encode
+    from .payload import bits_for
 
     a = np.asarray(lowres)
     why = supports_near_lossless(a)
@@ -135,10 +135,7 @@ def j2k_base_to_budget(lowres: np.ndarray, budget: float) -> BudgetedBase:
     vmin, vmax = (int(a.min()), int(a.max())) if a.size else (0, 0)
     shifted = (a.astype(np.int64) - vmin).astype(np.uint16)
     bits = max(1, bits_for(shifted))
-    best, streams = _fit_ratio(shifted, budget, lambda s, r: j2k_encode(s, bits, r), bits)
-    note = ""
-    if best is not None and sum(len(c) for c in best) < FILL * budget:
-        best, note = _other_layout(shifted, budget, best)
+    best, streams, note = j2k_stack_to_budget(shifted, bits, budget, "JPEG 2000 base")
     fits = best is not None
     streams = best if fits else streams
     meta = BaseMeta(BASE_LOSSY_J2K, 0, vmin, vmax, tuple(a.shape), str(a.dtype))
@@ -149,6 +146,28 @@ def j2k_base_to_budget(lowres: np.ndarray, budget: float) -> BudgetedBase:
     return BudgetedBase(PreparedBase(meta, decoded, data, offsets, note=note), (meta.near,) * len(streams),
                         float(budget), fits)
 
+
+
+def j2k_stack_to_budget(stack: np.ndarray, bits: int, budget: float,
+                        what: str = "JPEG 2000") -> tuple[list[bytes] | None, list[bytes], str]:
+    """JPEG 2000 (``payload.j2k_encode``) of each slice of ``stack`` (n, h, w integers, coded as they are), one
+    encoder ratio for the stack, totalling at most ``budget`` bytes and as close to it as a few tries land; where
+    that is under ``FILL`` of the budget, other code-block layouts too (``_other_layout``; non-negative data only)
+    -> (the streams kept or None when none fit, the last streams tried, a note on ``what`` saying why a layout was
+    or was not changed: empty when the default landed within ``FILL``)."""
+    from .payload import j2k_encode
+
+    a = np.asarray(stack)
+    best, last = _fit_ratio(a, budget, lambda s, r: j2k_encode(s, bits, r), bits)
+    note = ""
+    if best is not None and sum(len(c) for c in best) < FILL * budget:
+        if a.size and int(a.min()) >= 0 and int(a.max()) < 1 << 16:
+            best, note = _other_layout(a, budget, best, what)
+        else:
+            spent = sum(len(c) for c in best)
+            note = f"{what} fits {spent:,} bytes of the {budget:,.0f}-byte budget ({spent / budget:.1%}); other " \
+                   "layouts code non-negative data only"
+    return best, last, note
 
 
 def _fit_ratio(shifted: np.ndarray, budget: float, code, raw_bits: int) -> tuple[list[bytes] | None, list[bytes]]:
@@ -178,7 +197,7 @@ def _fit_ratio(shifted: np.ndarray, budget: float, code, raw_bits: int) -> tuple
     return best, streams
 
 
-def _other_layout(shifted: np.ndarray, budget: float, default: list[bytes]) -> tuple[list[bytes], str]:
+def _other_layout(shifted: np.ndarray, budget: float, default: list[bytes], what: str) -> tuple[list[bytes], str]:
     """The default layout's fit lands under ``FILL`` x the budget: fit each of ``j2k_layouts.ALTERNATIVES``; of
     those landing within [FILL x budget, budget], the one whose decoded stack is closest to the low-res (least
     squared error); if none lands there, the one spending the most bytes (when more than the default's) ->
@@ -206,9 +225,9 @@ def _other_layout(shifted: np.ndarray, budget: float, default: list[bytes]) -> t
             most = (total, layout, fit)
     if within:
         _, neg, layout, fit = min(within, key=lambda t: (t[0], t[1]))
-        return fit, f"JPEG 2000 base coded with {layout.describe()} ({-neg:,} bytes): {short}"
+        return fit, f"{what} coded with {layout.describe()} ({-neg:,} bytes): {short}"
     if most is not None:
         total, layout, fit = most
-        return fit, f"JPEG 2000 base coded with {layout.describe()} ({total:,} bytes, the closest to the budget " \
+        return fit, f"{what} coded with {layout.describe()} ({total:,} bytes, the closest to the budget " \
                     f"of {len(j2k_layouts.ALTERNATIVES)} other layouts): {short}"
     return default, f"{short}; no other layout fits closer"

@@ -164,7 +164,7 @@ def plan_budget(series, ratio: float, *, method: str = "auto", model: str | None
             for w in _ways(ctx, op_id, coder, method=method, model=model, device=device, consistency=consistency,
                            ensemble=ensemble, notes=notes)]
     ctx.steps = len(ways) * (1 if sample is None else 2) + len(pairs) + 1
-    j2k = _j2k_candidate(ctx)
+    j2k = _j2k_candidate(ctx, notes)
     if not j2k.fits and not any(w.bb.fits for w in ways):
         raise _unreachable(series, ratio, budget, [(w.bb.nbytes, w.name) for w in ways] + [(j2k.pixel_bytes, j2k.name)])
     ranked: dict[int, Candidate] = {}
@@ -454,12 +454,16 @@ def _mixed_candidate(ctx: _Context, sr: Candidate) -> Candidate | None:
                      restored=restored, lowres=lowres, window=sr.window, pad=sr.pad, loaded=sr.loaded)
 
 
-def _j2k_candidate(ctx: _Context) -> Candidate:
-    """Every slice as JPEG 2000 of the full slice at one encoder ratio, at most the budget (the audit baseline)."""
+def _j2k_candidate(ctx: _Context, notes: list[str] | None = None) -> Candidate:
+    """Every slice as JPEG 2000 of the full slice at one encoder ratio, at most the budget: the audit baseline's
+    search aimed just under it; where that lands over the budget or under ``FILL`` of it (a small stack: coarse
+    steps), one encoder ratio bisected to the budget and, if still short, other code-block layouts
+    (``codec.rate.j2k_stack_to_budget``), kept where closer to the budget (``notes`` says so)."""
     from ..archive.floor import FloorData, floor_lowres
     from ..audit import jpeg2000_baseline
     from ..codec import downsample, get_operator, intensity_window, pad_to_multiple
-    from ..codec.rate import empty_base
+    from ..codec.payload import decode
+    from ..codec.rate import FILL, empty_base, j2k_stack_to_budget
 
     s = ctx.series
     target = s.original_pixel_bytes / ctx.budget * 1.01
@@ -469,19 +473,29 @@ def _j2k_candidate(ctx: _Context) -> Candidate:
             break
         target *= 1.005 * j.nbytes / ctx.budget
         j = jpeg2000_baseline(s.pixels, s.bits_stored, target)
+    streams, nbytes, decoded = list(j.codestreams), j.nbytes, j.decoded
+    if not FILL * ctx.budget <= nbytes <= ctx.budget:
+        fit, _, why = j2k_stack_to_budget(s.pixels, s.bits_stored, ctx.budget, "the full slices")
+        spent = sum(len(c) for c in fit) if fit is not None else 0
+        if fit is not None and (nbytes > ctx.budget or spent > nbytes):
+            if notes is not None:
+                notes.append(f"{FULL_J2K}: the baseline's rate search landed at {nbytes / ctx.budget:.1%} of the budget; "
+                             + (why or f"one encoder ratio bisected to it: {spent / ctx.budget:.1%}"))
+            streams, nbytes = fit, spent
+            decoded = np.stack([decode(c, s.shape) for c in fit])
     lo, hi = s.value_range
-    restored = np.clip(j.decoded.astype(np.int64), lo, hi).astype(s.pixels.dtype)
+    restored = np.clip(decoded.astype(np.int64), lo, hi).astype(s.pixels.dtype)
     op = get_operator("area4-v1")
     padded, pad = pad_to_multiple(s.pixels, op.scale)
     exact = downsample(padded, op.id)
     base = empty_base(exact)
-    floor = FloorData.from_payloads(["j2k"] * s.n_slices, list(j.codestreams))
+    floor = FloorData.from_payloads(["j2k"] * s.n_slices, streams)
     rows, cols = s.shape
     lowres = floor_lowres(base.decoded, floor, operator=op.id, rows=rows, cols=cols, value_range=s.value_range,
                           dtype=s.pixels.dtype)
     ctx.tick(FULL_J2K)
-    return Candidate(FULL_J2K, op.id, "bicubic", "bicubic", j.nbytes, ctx.measure(restored, FULL_J2K),
-                     j2k_slices=s.n_slices, fits=j.nbytes <= ctx.budget, base=base, floor=floor, restored=restored,
+    return Candidate(FULL_J2K, op.id, "bicubic", "bicubic", nbytes, ctx.measure(restored, FULL_J2K),
+                     j2k_slices=s.n_slices, fits=nbytes <= ctx.budget, base=base, floor=floor, restored=restored,
                      lowres=lowres, window=intensity_window(exact), pad=pad)
 
 
