@@ -348,6 +348,25 @@ def test_without_glymur_the_default_layout_is_kept_and_the_note_says_what_to_ins
     assert "other layouts not tried: glymur is not installed (pip install glymur)" in bb.base.note
 
 
+def test_a_layout_that_cannot_be_written_never_fails_the_base(unseen_data, monkeypatch):
+    """Other layouts are an improvement, not a requirement: where writing them fails (e.g. no writable temporary
+    folder), the default fit is kept and the note says what failed."""
+    from medsr.codec import j2k_layouts
+
+    if j2k_layouts.unavailable():
+        pytest.skip(j2k_layouts.unavailable())
+
+    def unwritable(*_args, **_kwargs):
+        raise PermissionError("[Errno 13] Permission denied: '/tmp/x.j2k'")
+
+    monkeypatch.setattr(j2k_layouts, "encode", unwritable)
+    series = read_series(unseen_data("flair-brain-ge-1.5t"))
+    lowres = downsample(pad_to_multiple(series.pixels, 2)[0], "area2-v1")
+    bb = j2k_base_to_budget(lowres, series.original_pixel_bytes / 80)
+    (c,) = unpack_codestreams(bb.base.data, bb.base.offsets)
+    assert bb.fits and _cod(c) == (6, 64) and "other layouts failed (PermissionError" in bb.base.note
+
+
 def test_a_one_slice_series_archived_at_80_to_1_stores_within_5_percent_of_the_budget(unseen_data, tmp_path):
     """Issue #19's ratio hit on the series that missed it: ``--ratio 80`` on the one-slice FLAIR."""
     from medsr.codec import j2k_layouts

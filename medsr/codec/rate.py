@@ -211,15 +211,20 @@ def _other_layout(shifted: np.ndarray, budget: float, default: list[bytes], what
     why = j2k_layouts.unavailable()
     if why:
         return default, f"{short}; other layouts not tried: {why}"
-    within, most = [], None
+    within, most, failed = [], None, ""
     for layout in j2k_layouts.ALTERNATIVES:
-        fit, _ = _fit_ratio(shifted, budget, lambda s, r, lay=layout: j2k_layouts.encode(s, r, lay),
-                            j2k_layouts.RAW_BITS)
+        try:
+            fit, _ = _fit_ratio(shifted, budget, lambda s, r, lay=layout: j2k_layouts.encode(s, r, lay),
+                                j2k_layouts.RAW_BITS)
+            total = sum(len(c) for c in fit) if fit is not None else 0
+            sse = sum(float(((decode_j2k(c, s.shape) - s.astype(np.int64)) ** 2).sum())
+                      for c, s in zip(fit, shifted)) if fit is not None and total >= FILL * budget else 0.0
+        except Exception as e:  # noqa: BLE001 - a layout is an optional improvement: never fail an archive on it
+            failed = f"{type(e).__name__}: {str(e)[:80]}"
+            continue
         if fit is None:
             continue
-        total = sum(len(c) for c in fit)
         if total >= FILL * budget:
-            sse = sum(float(((decode_j2k(c, s.shape) - s.astype(np.int64)) ** 2).sum()) for c, s in zip(fit, shifted))
             within.append((sse, -total, layout, fit))
         elif total > spent and (most is None or total > most[0]):
             most = (total, layout, fit)
@@ -230,4 +235,4 @@ def _other_layout(shifted: np.ndarray, budget: float, default: list[bytes], what
         total, layout, fit = most
         return fit, f"{what} coded with {layout.describe()} ({total:,} bytes, the closest to the budget " \
                     f"of {len(j2k_layouts.ALTERNATIVES)} other layouts): {short}"
-    return default, f"{short}; no other layout fits closer"
+    return default, f"{short}; " + (f"other layouts failed ({failed})" if failed else "no other layout fits closer")
