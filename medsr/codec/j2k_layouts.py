@@ -16,10 +16,10 @@ layout decodes with the same decoder (``payload.decode``); nothing about it is r
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -67,14 +67,8 @@ def encode(a: np.ndarray, ratio: float, layout: J2KLayout) -> bytes:
     if arr.ndim != 2 or (arr.size and (int(arr.min()) < 0 or int(arr.max()) >= 1 << 16)):
         raise ValueError("a JPEG 2000 layout codes one 2-D slice of non-negative integers within 16 bits")
     arr = pad_for_j2k(np.ascontiguousarray(arr.astype(np.uint16)))
-    fd, path = tempfile.mkstemp(suffix=".j2k")  # glymur writes files only; the codestream is read back
-    os.close(fd)
-    try:
-        os.unlink(path)
-        glymur.Jp2k(path, data=arr, cratios=[max(1.0, float(ratio))], irreversible=True,
+    with tempfile.TemporaryDirectory() as tmp:  # glymur writes files only; the codestream is read back
+        path = Path(tmp) / "slice.j2k"
+        glymur.Jp2k(str(path), data=arr, cratios=[max(1.0, float(ratio))], irreversible=True,
                     cbsize=(layout.block, layout.block), numres=layout.resolutions)
-        with open(path, "rb") as f:
-            return f.read()
-    finally:
-        if os.path.exists(path):
-            os.unlink(path)
+        return path.read_bytes()

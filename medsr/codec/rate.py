@@ -16,7 +16,7 @@ import numpy as np
 
 from .base import BASE_LOSSY, MAX_NEAR, BaseCodecError, PreparedBase, decode_base, encode_base, pack_codestreams
 
-FILL = 0.95  # a JPEG 2000 base landing under FILL x its budget tries other layouts (``j2k_layouts``)
+FILL = 0.95  # JPEG 2000 landing under FILL x its budget tries other layouts (``j2k_layouts``)
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,6 @@ def j2k_base_to_budget(lowres: np.ndarray, budget: float) -> BudgetedBase:
                         float(budget), fits)
 
 
-
 def j2k_stack_to_budget(stack: np.ndarray, bits: int, budget: float,
                         what: str = "JPEG 2000") -> tuple[list[bytes] | None, list[bytes], str]:
     """JPEG 2000 (``payload.j2k_encode``) of each slice of ``stack`` (n, h, w integers, coded as they are), one
@@ -170,14 +169,14 @@ def j2k_stack_to_budget(stack: np.ndarray, bits: int, budget: float,
     return best, last, note
 
 
-def _fit_ratio(shifted: np.ndarray, budget: float, code, raw_bits: int) -> tuple[list[bytes] | None, list[bytes]]:
+def _fit_ratio(stack: np.ndarray, budget: float, code, raw_bits: int) -> tuple[list[bytes] | None, list[bytes]]:
     """Bisect one encoder ratio for the stack so the codestreams ``code(slice, ratio)`` total at most ``budget``,
     as close as a few tries land -> (the largest fitting streams or None, the last streams tried)."""
-    r = max(1.0, shifted[0].size * raw_bits / 8 * len(shifted) / budget)
+    r = max(1.0, stack[0].size * raw_bits / 8 * len(stack) / budget)
     best: list[bytes] | None = None
     under, over = None, None  # encoder ratios known to fit / not to fit
     for _ in range(14):
-        streams = [code(s, r) for s in shifted]
+        streams = [code(s, r) for s in stack]
         total = sum(len(c) for c in streams)
         if total <= budget:
             under = r if under is None else min(under, r)
@@ -197,9 +196,9 @@ def _fit_ratio(shifted: np.ndarray, budget: float, code, raw_bits: int) -> tuple
     return best, streams
 
 
-def _other_layout(shifted: np.ndarray, budget: float, default: list[bytes], what: str) -> tuple[list[bytes], str]:
+def _other_layout(stack: np.ndarray, budget: float, default: list[bytes], what: str) -> tuple[list[bytes], str]:
     """The default layout's fit lands under ``FILL`` x the budget: fit each of ``j2k_layouts.ALTERNATIVES``; of
-    those landing within [FILL x budget, budget], the one whose decoded stack is closest to the low-res (least
+    those landing within [FILL x budget, budget], the one whose decoded stack is closest to ``stack`` (least
     squared error); if none lands there, the one spending the most bytes (when more than the default's) ->
     (streams, the note that says why), or (``default``, a note) when none is better or none can be coded."""
     from . import j2k_layouts
@@ -214,11 +213,11 @@ def _other_layout(shifted: np.ndarray, budget: float, default: list[bytes], what
     within, most, failed = [], None, ""
     for layout in j2k_layouts.ALTERNATIVES:
         try:
-            fit, _ = _fit_ratio(shifted, budget, lambda s, r, lay=layout: j2k_layouts.encode(s, r, lay),
+            fit, _ = _fit_ratio(stack, budget, lambda s, r, lay=layout: j2k_layouts.encode(s, r, lay),
                                 j2k_layouts.RAW_BITS)
             total = sum(len(c) for c in fit) if fit is not None else 0
             sse = sum(float(((decode_j2k(c, s.shape) - s.astype(np.int64)) ** 2).sum())
-                      for c, s in zip(fit, shifted)) if fit is not None and total >= FILL * budget else 0.0
+                      for c, s in zip(fit, stack)) if fit is not None and total >= FILL * budget else 0.0
         except Exception as e:  # noqa: BLE001 - a layout is an optional improvement: never fail an archive on it
             failed = f"{type(e).__name__}: {str(e)[:80]}"
             continue

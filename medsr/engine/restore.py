@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterator
 
 import numpy as np
@@ -62,6 +63,7 @@ def select_device(name: str = "auto") -> str:
     return name
 
 
+@lru_cache(maxsize=1)
 def cpu_bf16_units() -> str | None:
     """The CPU's native bf16 units: ``"amx"``, ``"avx512"`` (AVX512-BF16) or None. Which one runs the network
     decides its rounding, so a bf16 restore is bit-identical only between CPUs with the same units."""

@@ -12,7 +12,7 @@ import numpy as np
 from ..audit import Audit
 from ..archive import ArchiveData, ArchiveInfo, VerifyResult, read_archive, read_info, verify_archive, write_archive
 from ..codec import downsample, get_operator, intensity_window, pad_to_multiple
-from ..engine import EngineConfig, arithmetic as _arithmetic_of, device_for
+from ..engine import EngineConfig, device_for
 from ..errors import ArchiveError, MedsrError, QualityGateError
 from ..io import Series, read_series
 from ..archive.sizes import base_stored_bytes as _base_stored_bytes  # noqa: F401
@@ -22,7 +22,7 @@ from .options import check_archive_options, check_restore_options
 from .restoring import applied_consistency as _consistency, archive_engine as _archive_engine  # noqa: F401
 from .restoring import resolve_model as _resolve_model, restore_pixels_stored as _restore_pixels  # noqa: F401
 from .restoring import stored_batches as _stored_batches  # noqa: F401
-from .restoring import LazyRestore
+from .restoring import LazyRestore, restore_arithmetic
 
 log = logging.getLogger("medsr")
 
@@ -231,7 +231,7 @@ def archive_series(series: str | Path | Series, output: str | Path, options: Arc
                         stored_pixel_bytes=stored_bytes, method=method,
                         model_id=loaded.model_id if loaded else method, with_j2k=options.baselines,
                         consistency=consistency, device=device_for(method, options.device), base=base.provenance(),
-                        ensemble=ensemble, arithmetic=_arithmetic(method, engine),
+                        ensemble=ensemble, arithmetic=restore_arithmetic(method, engine.device),
                         progress=_tick(progress, "audit", series.n_slices))
     if plan is not None:
         from .floor import add_floor_to_audit
@@ -267,7 +267,7 @@ def _archive_to_ratio(series: Series, output: Path, options: ArchiveOptions, pro
                         stored_pixel_bytes=c.pixel_bytes, method=c.method, model_id=c.model_id, with_j2k=options.baselines,
                         consistency=_consistency(options.consistency, op.id), device=device_for(c.method, options.device),
                         base=prov, ensemble=c.ensemble, progress=_tick(progress, "audit", series.n_slices),
-                        arithmetic=_arithmetic(c.method, EngineConfig(method=c.method, device=options.device)))
+                        arithmetic=restore_arithmetic(c.method, options.device))
     audit = audit.with_budget(plan.summary(series.original_pixel_bytes))
     below = _check_gates(audit, options, series)
     info = write_archive(output, series=series, lowres=c.base.decoded, window=c.window, operator=op.id,
@@ -372,7 +372,7 @@ class _RestorePlan:
 
     @property
     def arithmetic(self) -> str | None:
-        return _arithmetic(self.method, self.engine)
+        return restore_arithmetic(self.method, self.engine.device, self.engine.precision)
 
     @property
     def ensemble(self) -> int:
@@ -391,21 +391,11 @@ class _RestorePlan:
 
 
 
-def _arithmetic(method: str, engine: EngineConfig) -> str | None:
-    """What a network restore by ``engine`` computes in (``medsr.engine.arithmetic``); None for bicubic/nearest
-    (exact: the same pixels on every machine)."""
-    if method != "model":
-        return None
-    from ..engine import select_device
-
-    return _arithmetic_of(engine.precision, select_device(engine.device))
-
-
 def _arithmetic_warning(info: ArchiveInfo, method: str, engine: EngineConfig) -> str | None:
     """A restore by the archive's own model in other arithmetic than its audit's may round some pixels
     differently from what the audit measured: say so (archives before 2026-12-01 did not record it: silent)."""
     recorded = ((info.audit or {}).get("provenance") or {}).get("arithmetic")
-    mine = _arithmetic(method, engine)
+    mine = restore_arithmetic(method, engine.device, engine.precision)
     if info.method != "model" or not recorded or mine is None or mine == recorded:
         return None
     return (f"restoring in {mine} arithmetic, not the {recorded} the archive's audit was measured in: some pixels "

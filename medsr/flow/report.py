@@ -27,12 +27,12 @@ def report_for_archive(archive: Path, out_dir: Path, *, reference: str | Path | 
     info = data.info
     restored, method, loaded, device, _ = restore_pixels(data, RestoreOptions())
     if reference is not None:
-        from ..engine import arithmetic
+        from .restoring import restore_arithmetic
 
         audit_dict, images = audit_against_reference(Path(reference), data, restored, return_images=True,
                                                      method=method, model_id=loaded.model_id if loaded else method,
                                                      ensemble=loaded.ensemble if loaded else 1,
-                                                     arithmetic=arithmetic("auto", device) if method == "model" else None)
+                                                     arithmetic=restore_arithmetic(method, device))
     else:
         audit_dict = info.audit or {}
         vr = info.value_range

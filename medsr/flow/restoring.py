@@ -100,6 +100,16 @@ def archive_engine(method: str, device: str, consistency: bool, base_meta) -> En
                         consistency_tolerance=consistency_tolerance(base_meta.base, base_meta.near))
 
 
+def restore_arithmetic(method: str, device: str, precision: str = "auto") -> str | None:
+    """What a network restore on ``device`` (auto, cpu, cuda) at ``precision`` computes in
+    (``medsr.engine.arithmetic``); None for bicubic/nearest (exact: the same pixels on every machine)."""
+    if method != "model":
+        return None
+    from ..engine import arithmetic, select_device
+
+    return arithmetic(precision, select_device(device))
+
+
 def applied_consistency(requested: bool, operator: str) -> bool:
     """Data consistency as applied: only the area operators have an exact projection (say so, never silently)."""
     if requested and not get_operator(operator).exact_projection:
